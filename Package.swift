@@ -1,0 +1,49 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "FrameBridge",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "V4L2", targets: ["V4L2"]),
+        .library(name: "FrameBridge", targets: ["FrameBridge"]),
+        .executable(name: "framedump", targets: ["framedump"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C shim: <linux/videodev2.h>, libv4l2, libv4lconvert, libpng, ioctl numbers as
+        // constants and fixed-arity wrappers for the variadic calls.
+        .target(
+            name: "CV4L2",
+            linkerSettings: [
+                .linkedLibrary("v4l2"),
+                .linkedLibrary("v4lconvert"),
+                .linkedLibrary("png"),
+            ]
+        ),
+        // Typed V4L2 device layer: one thin wrapper per ioctl, typed errors.
+        .target(name: "V4L2", dependencies: ["CV4L2"]),
+        // An in-memory V4L2 device that follows the kernel's queue rules, for tests and benchmarks.
+        .target(name: "V4L2Simulator", dependencies: ["CV4L2", "V4L2"]),
+        // AVStream allocator semantics: framing, allocators, selection, stream pointers.
+        .target(name: "FrameBridge", dependencies: ["CV4L2", "V4L2"]),
+        // The frame-dump logic behind the CLI: sinks (raw, y4m, PNG), capture session, reports.
+        .target(name: "FrameDump", dependencies: ["CV4L2", "V4L2", "FrameBridge"]),
+        // The thin CLI.
+        .executableTarget(
+            name: "framedump",
+            dependencies: [
+                "FrameDump", "FrameBridge", "V4L2",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2"]),
+        .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2"]),
+        .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator"]),
+        // Integration tests against the real vivid driver; they run inside tools/vivid-vm.
+        .testTarget(name: "VividTests", dependencies: ["FrameBridge", "FrameDump", "V4L2", "CV4L2"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

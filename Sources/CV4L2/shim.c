@@ -1,0 +1,63 @@
+#include "CV4L2.h"
+#include <png.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <string.h>
+
+struct cv4l2_png_error {
+    jmp_buf jump;
+    char *message;
+    size_t capacity;
+};
+
+static void cv4l2_png_on_error(png_structp png, png_const_charp message) {
+    struct cv4l2_png_error *state = png_get_error_ptr(png);
+    if (state->message && state->capacity) snprintf(state->message, state->capacity, "libpng: %s", message);
+    longjmp(state->jump, 1);
+}
+
+static void cv4l2_png_on_warning(png_structp png, png_const_charp message) {
+    (void)png;
+    (void)message;
+}
+
+int cv4l2_write_png_rgb24(const char *path, const uint8_t *rgb, uint32_t width, uint32_t height,
+                          size_t stride, char *error, size_t errorCapacity) {
+    struct cv4l2_png_error state;
+    state.message = error;
+    state.capacity = errorCapacity;
+    if (error && errorCapacity) error[0] = 0;
+
+    FILE *file = fopen(path, "wb");
+    if (!file) {
+        if (error && errorCapacity) snprintf(error, errorCapacity, "cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &state, cv4l2_png_on_error, cv4l2_png_on_warning);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!png || !info) {
+        if (png) png_destroy_write_struct(&png, NULL);
+        fclose(file);
+        if (error && errorCapacity) snprintf(error, errorCapacity, "libpng: out of memory");
+        return -1;
+    }
+    if (setjmp(state.jump)) {
+        png_destroy_write_struct(&png, &info);
+        fclose(file);
+        return -1;
+    }
+    png_init_io(png, file);
+    png_set_IHDR(png, info, width, height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (uint32_t row = 0; row < height; row++) {
+        png_write_row(png, (png_const_bytep)(rgb + (size_t)row * stride));
+    }
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    if (fclose(file) != 0) {
+        if (error && errorCapacity) snprintf(error, errorCapacity, "cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,101 @@
+import CV4L2
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The system calls the typed layer is built from: open, close, ioctl, mmap, munmap, poll.
+///
+/// `KernelBackend` makes the raw kernel calls, `LibV4L2Backend` goes through libv4l2
+/// (`v4l2_open`, `v4l2_ioctl`, `v4l2_mmap`), and `V4L2Simulator` answers from an
+/// in-memory device for tests. A backend makes exactly one call per method: it does
+/// not retry EINTR (``VideoDevice`` does, in one place) and it must not allocate on
+/// the ioctl, poll and mmap paths, which run once per frame.
+public protocol DeviceBackend: AnyObject, Sendable {
+    /// A short name for messages: `kernel`, `libv4l2`, `simulator`.
+    var name: String { get }
+    /// open(2). Returns a file descriptor.
+    func open(path: String, flags: Int32) -> Result<Int32, Errno>
+    /// close(2).
+    func close(_ descriptor: Int32) -> Errno?
+    /// ioctl(2) with a pointer argument. Returns nil on success, or the errno.
+    func ioctl(_ descriptor: Int32, request: UInt, argument: UnsafeMutableRawPointer) -> Errno?
+    /// mmap(2) of `length` bytes at `offset` of the descriptor, shared, with the given protection.
+    func mmap(_ descriptor: Int32, length: Int, protection: Int32, offset: Int64) -> Result<UnsafeMutableRawPointer, Errno>
+    /// munmap(2).
+    func munmap(_ address: UnsafeMutableRawPointer, length: Int) -> Errno?
+    /// poll(2) on one descriptor. Returns the revents (0 on timeout).
+    func poll(_ descriptor: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno>
+}
+
+/// Raw kernel system calls.
+public final class KernelBackend: DeviceBackend {
+    public static let shared = KernelBackend()
+    public init() {}
+    public var name: String { "kernel" }
+
+    public func open(path: String, flags: Int32) -> Result<Int32, Errno> {
+        let fd = cv4l2_open(path, flags)
+        return fd >= 0 ? .success(fd) : .failure(.current)
+    }
+
+    public func close(_ descriptor: Int32) -> Errno? {
+        Glibc.close(descriptor) == 0 ? nil : .current
+    }
+
+    public func ioctl(_ descriptor: Int32, request: UInt, argument: UnsafeMutableRawPointer) -> Errno? {
+        cv4l2_ioctl(descriptor, request, argument) == 0 ? nil : .current
+    }
+
+    public func mmap(_ descriptor: Int32, length: Int, protection: Int32, offset: Int64) -> Result<UnsafeMutableRawPointer, Errno> {
+        let address = Glibc.mmap(nil, length, protection, MAP_SHARED, descriptor, off_t(offset))
+        guard let address, address != cv4l2_map_failed() else { return .failure(.current) }
+        return .success(address)
+    }
+
+    public func munmap(_ address: UnsafeMutableRawPointer, length: Int) -> Errno? {
+        Glibc.munmap(address, length) == 0 ? nil : .current
+    }
+
+    public func poll(_ descriptor: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno> {
+        var entry = pollfd(fd: descriptor, events: events, revents: 0)
+        let result = Glibc.poll(&entry, 1, timeoutMilliseconds)
+        return result >= 0 ? .success(result == 0 ? 0 : entry.revents) : .failure(.current)
+    }
+}
+
+/// The same calls through libv4l2, which converts formats in user space for devices
+/// whose native formats applications do not understand.
+public final class LibV4L2Backend: DeviceBackend {
+    public static let shared = LibV4L2Backend()
+    public init() {}
+    public var name: String { "libv4l2" }
+
+    public func open(path: String, flags: Int32) -> Result<Int32, Errno> {
+        let fd = cv4l2_libv4l2_open(path, flags)
+        return fd >= 0 ? .success(fd) : .failure(.current)
+    }
+
+    public func close(_ descriptor: Int32) -> Errno? {
+        v4l2_close(descriptor) == 0 ? nil : .current
+    }
+
+    public func ioctl(_ descriptor: Int32, request: UInt, argument: UnsafeMutableRawPointer) -> Errno? {
+        cv4l2_libv4l2_ioctl(descriptor, request, argument) == 0 ? nil : .current
+    }
+
+    public func mmap(_ descriptor: Int32, length: Int, protection: Int32, offset: Int64) -> Result<UnsafeMutableRawPointer, Errno> {
+        let address = v4l2_mmap(nil, length, protection, MAP_SHARED, descriptor, offset)
+        guard let address, address != cv4l2_map_failed() else { return .failure(.current) }
+        return .success(address)
+    }
+
+    public func munmap(_ address: UnsafeMutableRawPointer, length: Int) -> Errno? {
+        v4l2_munmap(address, length) == 0 ? nil : .current
+    }
+
+    public func poll(_ descriptor: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno> {
+        var entry = pollfd(fd: descriptor, events: events, revents: 0)
+        let result = Glibc.poll(&entry, 1, timeoutMilliseconds)
+        return result >= 0 ? .success(result == 0 ? 0 : entry.revents) : .failure(.current)
+    }
+}

@@ -1,0 +1,1 @@
+print("framedump: not yet built")

@@ -1,0 +1,1 @@
+// Placeholder until V4L2Tests lands.
