@@ -1,0 +1,44 @@
+import V4L2
+
+/// An error of the capture pipeline: what went wrong, the device, and the ioctl or
+/// allocator involved.
+public struct CaptureError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: String, Sendable, Codable {
+        /// A device call failed (the underlying ``V4L2Error`` names it).
+        case device
+        /// Streaming stopped after a fatal driver error (EIO from DQBUF or POLLERR).
+        case fatalStreamingError
+        /// The device went away (ENODEV).
+        case disconnected
+        /// The frame was cancelled (STREAMOFF, a fatal error or a disconnect) before it was locked.
+        case frameCancelled
+        /// The frame's data was asked for without a lock.
+        case notLocked
+        /// An allocator could not provide what it was asked for.
+        case allocator
+        /// The request does not fit the pin's state (e.g. start while streaming).
+        case invalidState
+        /// A configuration value is wrong (format, size, count).
+        case invalidConfiguration
+        /// The driver handed back something impossible (index out of range, bytesused > length).
+        case driverViolation
+    }
+
+    public var kind: Kind
+    public var message: String
+    public var underlying: V4L2Error?
+
+    public init(_ kind: Kind, _ message: String, underlying: V4L2Error? = nil) {
+        self.kind = kind
+        self.message = message
+        self.underlying = underlying
+    }
+
+    public init(_ error: V4L2Error) {
+        kind = error.errno == .noSuchDevice ? .disconnected : .device
+        message = error.description
+        underlying = error
+    }
+
+    public var description: String { message }
+}

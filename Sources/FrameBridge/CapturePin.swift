@@ -1,0 +1,578 @@
+import Synchronization
+import V4L2
+
+/// How a pin sets up its device before streaming. Unset fields keep the device's values.
+public struct PinConfiguration: Sendable {
+    /// The video input to select (VIDIOC_S_INPUT).
+    public var input: UInt32?
+    public var pixelFormat: FourCC?
+    public var width: UInt32?
+    public var height: UInt32?
+    /// Frames per second to ask for (VIDIOC_S_PARM).
+    public var framesPerSecond: Double?
+    /// Controls to set before streaming, by v4l2-ctl name (`osd_text_mode`) and value.
+    public var controls: [(name: String, value: Int64)]
+    /// Use the multi-planar queue even if the device also has a single-planar one.
+    public var preferMultiplanar: Bool
+    /// Frames held behind the leading edge (the distinct trailing edge); 0 for none.
+    public var trailingWindow: Int
+    public var starvationPolicy: StarvationPolicy
+    public var errorFramePolicy: ErrorFramePolicy
+
+    public init(input: UInt32? = nil, pixelFormat: FourCC? = nil, width: UInt32? = nil, height: UInt32? = nil,
+                framesPerSecond: Double? = nil, controls: [(name: String, value: Int64)] = [],
+                preferMultiplanar: Bool = false, trailingWindow: Int = 0,
+                starvationPolicy: StarvationPolicy = .block, errorFramePolicy: ErrorFramePolicy = .deliver) {
+        self.input = input
+        self.pixelFormat = pixelFormat
+        self.width = width
+        self.height = height
+        self.framesPerSecond = framesPerSecond
+        self.controls = controls
+        self.preferMultiplanar = preferMultiplanar
+        self.trailingWindow = trailingWindow
+        self.starvationPolicy = starvationPolicy
+        self.errorFramePolicy = errorFramePolicy
+    }
+}
+
+/// A capture pin: the capture queue of an open V4L2 device, with AVStream semantics.
+///
+/// - ``framing`` reads its framing requirements (KSPROPERTY_CONNECTION_ALLOCATORFRAMING_EX).
+/// - ``start(_:)`` selects an allocator (``AllocatorSelection``), initializes it, allocates
+///   and queues every frame, and starts streaming.
+/// - ``advance(timeoutMilliseconds:)`` moves the leading edge onto the next filled buffer
+///   (DQBUF); ``cloneLeadingEdge()`` or ``next(timeoutMilliseconds:)`` hand out
+///   ``StreamPointer``s that hold frames. A frame goes back to the driver when the last
+///   reference to it goes.
+/// - ``stop()`` stops streaming (STREAMOFF) and cancels held frames; the allocator frees the
+///   memory once no pointer holds a frame.
+///
+/// Every buffer the driver hands back is checked (index range, state, bytesused <= length,
+/// data_offset < bytesused) before it becomes a frame; an impossible answer is counted in
+/// ``statistics`` and never delivered.
+public final class CapturePin: Sendable {
+    public let device: VideoDevice
+    public let bufferType: BufferType
+    /// The format in force (after the driver adjusted the requested one).
+    public let format: ImageFormat
+    /// The frame interval in force, if the driver reports one.
+    public let frameInterval: Fraction?
+    let core: PinCore
+    private let framingCache: Mutex<AllocatorFraming>
+    private let lastSelection = Mutex<AllocatorSelectionResult?>(nil)
+
+    /// Opens the capture queue of `device` and applies `configuration`: input, format, frame
+    /// rate and controls. A format or size the driver cannot do is an error, not a silent change.
+    public init(device: VideoDevice, configuration: PinConfiguration = PinConfiguration()) throws(CaptureError) {
+        let caps = device.capabilities
+        guard caps.canCapture else {
+            throw CaptureError(.invalidConfiguration,
+                               "\(device.path): not a video capture device (card \"\(caps.card)\", capabilities: \(caps.deviceCapabilities.names.joined(separator: ", "))); pick a capture node with `framedump list`")
+        }
+        guard caps.deviceCapabilities.contains(.streaming) else {
+            throw CaptureError(.invalidConfiguration, "\(device.path): the driver does not support streaming I/O")
+        }
+        let bufferType: BufferType
+        if configuration.preferMultiplanar && caps.deviceCapabilities.contains(.videoCaptureMultiplanar) {
+            bufferType = .videoCaptureMultiplanar
+        } else {
+            bufferType = caps.captureBufferType!
+        }
+        self.device = device
+        self.bufferType = bufferType
+        do {
+            if let input = configuration.input {
+                try device.selectInput(input)
+            }
+            var format = try device.format(bufferType)
+            if let pixelFormat = configuration.pixelFormat, pixelFormat != format.pixelFormat {
+                let offered = try device.formats(bufferType).map(\.pixelFormat)
+                guard offered.contains(pixelFormat) else {
+                    throw CaptureError(.invalidConfiguration,
+                                       "\(device.path): pixel format \(pixelFormat) is not offered (offered: \(offered.map(\.description).joined(separator: ", ")))")
+                }
+                format.pixelFormat = pixelFormat
+            }
+            if let width = configuration.width { format.width = width }
+            if let height = configuration.height { format.height = height }
+            format.planes = []
+            format.field = 1
+            let granted = try device.setFormat(format)
+            if let pixelFormat = configuration.pixelFormat, granted.pixelFormat != pixelFormat {
+                throw CaptureError(.invalidConfiguration, "\(device.path): VIDIOC_S_FMT: the driver replaced pixel format \(pixelFormat) with \(granted.pixelFormat)")
+            }
+            if (configuration.width != nil && granted.width != configuration.width)
+                || (configuration.height != nil && granted.height != configuration.height) {
+                throw CaptureError(.invalidConfiguration,
+                                   "\(device.path): VIDIOC_S_FMT: size \(configuration.width ?? format.width)x\(configuration.height ?? format.height) is not supported for \(granted.pixelFormat); the nearest is \(granted.width)x\(granted.height) (`framedump info` lists the sizes)")
+            }
+            self.format = granted
+            if let fps = configuration.framesPerSecond {
+                guard fps > 0, fps.isFinite else {
+                    throw CaptureError(.invalidConfiguration, "\(device.path): frame rate \(fps) must be a positive number")
+                }
+                let scale: UInt32 = 1000
+                _ = try device.setFrameInterval(Fraction(scale, UInt32((fps * Double(scale)).rounded())), bufferType)
+            }
+            self.frameInterval = try device.frameInterval(bufferType)
+            for control in configuration.controls {
+                guard let info = try device.control(named: control.name) else {
+                    throw CaptureError(.invalidConfiguration, "\(device.path): no control named \(control.name) (`framedump info` lists the controls)")
+                }
+                if info.type != .button && (control.value < info.minimum || control.value > info.maximum) {
+                    throw CaptureError(.invalidConfiguration,
+                                       "\(device.path): control \(info.commandLineName)=\(control.value) is out of range \(info.minimum)...\(info.maximum)")
+                }
+                try device.setControlValue(info.id, control.value, type: info.type)
+            }
+            framingCache = Mutex(try AllocatorFraming.query(device: device, bufferType: bufferType))
+        } catch let error as CaptureError {
+            throw error
+        } catch let error as V4L2Error {
+            throw CaptureError(error)
+        } catch {
+            throw CaptureError(.device, "\(device.path): \(error)")
+        }
+        core = PinCore(device: device, bufferType: bufferType, trailingWindow: configuration.trailingWindow,
+                       starvationPolicy: configuration.starvationPolicy, errorFramePolicy: configuration.errorFramePolicy)
+    }
+
+    deinit {
+        stop()
+    }
+
+    // MARK: - Framing and selection
+
+    /// The pin's framing requirements (read-only; the KSPROPERTY_CONNECTION_ALLOCATORFRAMING_EX analog).
+    public var framing: AllocatorFraming { framingCache.withLock { $0 } }
+
+    /// The outcome of the last allocator selection, with the reasons for rejected candidates.
+    public var selection: AllocatorSelectionResult? { lastSelection.withLock { $0 } }
+
+    /// The allocator in use while streaming.
+    public var allocator: (any AllocatorDispatch)? { core.state.withLock { $0.allocator } }
+
+    // MARK: - Streaming
+
+    /// Whether the pin is streaming.
+    public var isStreaming: Bool {
+        core.state.withLock { state in
+            if case .streaming = state.phase { return true }
+            return false
+        }
+    }
+
+    /// Selects an allocator, initializes it, allocates and queues every frame, and starts
+    /// streaming (VIDIOC_STREAMON). On failure nothing stays allocated, so a retry can succeed.
+    ///
+    /// - Returns: the selection, with the reasons for every rejected candidate.
+    @discardableResult
+    public func start(_ selection: AllocatorSelection = AllocatorSelection()) throws(CaptureError) -> AllocatorSelectionResult {
+        let ready = core.state.withLock { state -> String? in
+            switch state.phase {
+            case .streaming: return "\(device.path): the pin is already streaming"
+            case .idle, .stopped, .failed:
+                if state.allocator != nil {
+                    return "\(device.path): \(state.livePointers) stream pointer(s) from the previous stream still hold frames; release them before starting again"
+                }
+                return nil
+            }
+        }
+        if let ready { throw CaptureError(.invalidState, ready) }
+
+        let framing: AllocatorFraming
+        do {
+            framing = try AllocatorFraming.query(device: device, bufferType: bufferType)
+        } catch {
+            throw CaptureError(error)
+        }
+        framingCache.withLock { $0 = framing }
+        let result = selection.select(framing: framing)
+        lastSelection.withLock { $0 = result }
+        let allocator = result.chosen
+        let queue = PinQueue(device: device, bufferType: bufferType, format: format)
+
+        let granted: Int
+        do {
+            granted = try allocator.initialize(queue: queue, framing: framing, frameCount: result.frameCount)
+        } catch {
+            allocator.delete()
+            throw error
+        }
+        var slots: [PinCore.Slot] = []
+        slots.reserveCapacity(granted)
+        func undo() {
+            for (index, slot) in slots.enumerated() { allocator.free(index: index, memory: slot.memory) }
+            allocator.delete()
+        }
+        for index in 0..<granted {
+            do throws(CaptureError) {
+                let memory = try allocator.allocate(index: index)
+                for plane in 0..<framing.countItems where plane < memory.planeCount && memory.planes[plane].length < framing.items[plane].frameSizeMinimum {
+                    allocator.free(index: index, memory: memory)
+                    throw CaptureError(.allocator, "\(allocator.name): frame \(index) plane \(plane) has \(memory.planes[plane].length) bytes, below the framing's minimum \(framing.items[plane].frameSizeMinimum)")
+                }
+                var slot = PinCore.Slot(memory: memory)
+                slot.handlers.reserveCapacity(2)
+                slots.append(slot)
+            } catch {
+                undo()
+                throw error
+            }
+        }
+        let trailingCapacity = core.trailingWindow
+        let failure = core.state.withLock { state -> V4L2Error? in
+            state.slots = slots
+            state.allocator = allocator
+            state.memoryKind = allocator.offer.memoryKind
+            state.statistics = CaptureStatistics()
+            state.leadingEdge = nil
+            state.trailing = Array(repeating: (slot: -1, generation: 0), count: trailingCapacity)
+            state.trailingStart = 0
+            state.trailingCount = 0
+            state.pendingRequeue = false
+            for index in state.slots.indices {
+                if let error = PinCore.queue(&state, index: index, device: device, bufferType: bufferType) { return error }
+            }
+            state.statistics.requeueFailures = 0
+            do throws(V4L2Error) {
+                try device.streamOn(bufferType)
+            } catch {
+                return error
+            }
+            state.phase = .streaming
+            return nil
+        }
+        if let failure {
+            _ = try? device.streamOff(bufferType)
+            core.state.withLock { state in
+                state.slots = []
+                state.allocator = nil
+                state.phase = .stopped
+            }
+            undo()
+            throw CaptureError(failure)
+        }
+        return result
+    }
+
+    /// Stops streaming (VIDIOC_STREAMOFF): every buffer comes back from the driver, held frames
+    /// are cancelled (their handlers run; a later lock fails), and the allocator frees the memory
+    /// as soon as no stream pointer is alive. Safe to call more than once.
+    public func stop() {
+        var handlers: [@Sendable () -> Void] = []
+        let teardown = core.state.withLock { state -> PinCore.Teardown? in
+            if case .streaming = state.phase {
+                _ = try? device.streamOff(bufferType)
+                state.phase = .stopped
+            }
+            handlers = core.cancelHeldFrames(&state)
+            return core.takeTeardownIfDone(&state)
+        }
+        for handler in handlers { handler() }
+        teardown?.run()
+    }
+
+    /// Moves the leading edge onto the next filled buffer (DQBUF), waiting up to `timeoutMilliseconds`.
+    ///
+    /// The frame the leading edge was on moves into the trailing window (if one is configured)
+    /// or loses the edge's reference; at no references it goes back to the driver.
+    ///
+    /// - Returns: true when the edge advanced, false when the timeout passed first.
+    /// - Throws: ``CaptureError`` when the pin is not streaming, on a fatal streaming error
+    ///   (EIO) or a disconnect (ENODEV); both cancel held frames and stop the stream.
+    public func advance(timeoutMilliseconds: Int32 = 2000) throws(CaptureError) -> Bool {
+        var remaining = Int64(timeoutMilliseconds)
+        var waitedForStarvation = false
+        while true {
+            let step = prepare(&waitedForStarvation)
+            switch step {
+            case .fail(let error): throw error
+            case .runHandlers(let handlers):
+                for handler in handlers { handler() }
+                continue
+            case .ready: break
+            }
+            let slice: Int32 = waitedForStarvation ? Int32(min(remaining, 20)) : Int32(min(remaining, Int64(Int32.max)))
+            let events: PollEvents
+            do {
+                events = try device.poll(events: [.input, .error], timeoutMilliseconds: max(0, slice))
+            } catch {
+                throw fail(error)
+            }
+            if events.isEmpty {
+                remaining -= Int64(slice)
+                if remaining <= 0 { return false }
+                continue
+            }
+            let descriptor: BufferDescriptor?
+            do {
+                descriptor = try device.dequeue(bufferType: bufferType, memory: core.state.withLock { $0.memoryKind })
+            } catch {
+                if error.errno == .brokenPipe { return false }
+                throw fail(error)
+            }
+            guard let descriptor else {
+                if events.contains(.error) {
+                    throw fail(V4L2Error(device: device.path, operation: "poll", errno: nil,
+                                         detail: "the driver reported an error (POLLERR) and has no buffer to dequeue"))
+                }
+                continue
+            }
+            if accept(descriptor) { return true }
+        }
+    }
+
+    private enum Step {
+        case ready
+        case fail(CaptureError)
+        case runHandlers([@Sendable () -> Void])
+    }
+
+    /// Before waiting: the pin must be streaming; buffers whose QBUF failed are retried; when
+    /// the consumer holds every buffer the starvation policy applies.
+    private func prepare(_ waitedForStarvation: inout Bool) -> Step {
+        core.state.withLock { state -> Step in
+            switch state.phase {
+            case .streaming: break
+            case .failed(let error): return .fail(error)
+            case .idle, .stopped:
+                return .fail(CaptureError(.invalidState, "\(device.path): the pin is not streaming; call start() first"))
+            }
+            if state.pendingRequeue {
+                state.pendingRequeue = false
+                for index in state.slots.indices where state.slots[index].state == .free {
+                    _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
+                }
+            }
+            var anyQueued = false
+            for slot in state.slots where slot.state == .queued {
+                anyQueued = true
+                break
+            }
+            if anyQueued {
+                waitedForStarvation = false
+                return .ready
+            }
+            // Starved: the trailing window gives way first.
+            if state.trailingCount > 0 {
+                let entry = state.trailing[state.trailingStart]
+                state.trailingStart = (state.trailingStart + 1) % state.trailing.count
+                state.trailingCount -= 1
+                core.dropReference(&state, slot: entry.slot, generation: entry.generation)
+                return .runHandlers([])
+            }
+            switch core.starvationPolicy {
+            case .block:
+                if !waitedForStarvation {
+                    state.statistics.starvationWaits += 1
+                    waitedForStarvation = true
+                }
+                return .ready
+            case .cancelOldestUnlocked:
+                var oldest: Int?
+                for index in state.slots.indices where state.slots[index].state == .held && state.slots[index].locks == 0 {
+                    if let current = oldest, state.slots[current].dequeueOrder <= state.slots[index].dequeueOrder { continue }
+                    oldest = index
+                }
+                guard let victim = oldest else {
+                    if !waitedForStarvation {
+                        state.statistics.starvationWaits += 1
+                        waitedForStarvation = true
+                    }
+                    return .ready
+                }
+                if let edge = state.leadingEdge, edge.slot == victim { state.leadingEdge = nil }
+                let handlers = core.cancel(&state, slot: victim)
+                state.statistics.starvationCancels += 1
+                _ = PinCore.queue(&state, index: victim, device: device, bufferType: bufferType)
+                return .runHandlers(handlers)
+            }
+        }
+    }
+
+    /// Checks a dequeued buffer and, when it is sound, makes it the leading edge.
+    private func accept(_ descriptor: BufferDescriptor) -> Bool {
+        core.state.withLock { state -> Bool in
+            let index = Int(descriptor.index)
+            guard index >= 0, index < state.slots.count else {
+                state.statistics.driverViolations += 1
+                state.statistics.lastViolation = "VIDIOC_DQBUF returned index \(index), outside 0..<\(state.slots.count)"
+                return false
+            }
+            guard state.slots[index].state == .queued else {
+                state.statistics.driverViolations += 1
+                state.statistics.lastViolation = "VIDIOC_DQBUF returned buffer \(index), which was not queued"
+                return false
+            }
+            let expectedPlanes = state.slots[index].memory.planeCount
+            var problem: String?
+            if descriptor.planeCount != expectedPlanes {
+                problem = "buffer \(index) has \(descriptor.planeCount) planes, expected \(expectedPlanes)"
+            } else {
+                for plane in 0..<descriptor.planeCount {
+                    let p = descriptor.planes[plane]
+                    let length = max(Int(p.length), 0)
+                    let memoryLength = state.slots[index].memory.planes[plane].length
+                    if Int(p.bytesUsed) > length || Int(p.bytesUsed) > memoryLength {
+                        problem = "buffer \(index) plane \(plane): bytesused \(p.bytesUsed) > length \(min(length, memoryLength))"
+                    } else if p.bytesUsed == 0 {
+                        problem = "buffer \(index) plane \(plane): bytesused is 0"
+                    } else if p.dataOffset >= p.bytesUsed {
+                        problem = "buffer \(index) plane \(plane): data_offset \(p.dataOffset) >= bytesused \(p.bytesUsed)"
+                    }
+                    if problem != nil { break }
+                }
+            }
+            if let problem {
+                state.statistics.driverViolations += 1
+                state.statistics.lastViolation = problem
+                _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
+                return false
+            }
+            // Sequence gaps are frames the driver dropped.
+            var dropped: UInt32 = 0
+            if let last = state.statistics.lastSequence, descriptor.sequence > last &+ 1, descriptor.sequence > last {
+                dropped = descriptor.sequence - last - 1
+                state.statistics.dropped += Int(dropped)
+            }
+            if state.statistics.firstSequence == nil { state.statistics.firstSequence = descriptor.sequence }
+            if state.statistics.lastSequence.map({ descriptor.sequence > $0 }) ?? true {
+                state.statistics.lastSequence = descriptor.sequence
+            }
+            if descriptor.flags.contains(.error) {
+                state.statistics.errorFlagged += 1
+                if core.errorFramePolicy == .skip {
+                    state.statistics.skippedErrorFrames += 1
+                    _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
+                    return false
+                }
+            }
+            state.dequeueCounter += 1
+            state.slots[index].state = .held
+            state.slots[index].generation &+= 1
+            state.slots[index].references = 1
+            state.slots[index].locks = 0
+            state.slots[index].dequeueOrder = state.dequeueCounter
+            state.slots[index].frame = FrameInfo(descriptor, droppedBefore: dropped)
+            let previous = state.leadingEdge
+            state.leadingEdge = (index, state.slots[index].generation)
+            if let previous {
+                if core.trailingWindow > 0 {
+                    if state.trailingCount == core.trailingWindow {
+                        let oldest = state.trailing[state.trailingStart]
+                        state.trailing[state.trailingStart] = previous
+                        state.trailingStart = (state.trailingStart + 1) % core.trailingWindow
+                        core.dropReference(&state, slot: oldest.slot, generation: oldest.generation)
+                    } else {
+                        state.trailing[(state.trailingStart + state.trailingCount) % core.trailingWindow] = previous
+                        state.trailingCount += 1
+                    }
+                } else {
+                    core.dropReference(&state, slot: previous.slot, generation: previous.generation)
+                }
+            }
+            state.statistics.delivered += 1
+            return true
+        }
+    }
+
+    /// Stops the stream after a fatal error and records it; returns the error to throw.
+    private func fail(_ error: V4L2Error) -> CaptureError {
+        let captureError: CaptureError
+        if error.errno == .noSuchDevice {
+            captureError = CaptureError(.disconnected, "\(device.path): the device was disconnected (\(error.operation): ENODEV); frames written so far are kept", underlying: error)
+        } else if error.errno == .ioError || error.operation == "poll" {
+            captureError = CaptureError(.fatalStreamingError, "\(device.path): streaming stopped after a fatal driver error (\(error.operation): \(error.errno?.name ?? "POLLERR"))", underlying: error)
+        } else {
+            captureError = CaptureError(error)
+        }
+        var handlers: [@Sendable () -> Void] = []
+        let teardown = core.state.withLock { state -> PinCore.Teardown? in
+            if case .streaming = state.phase {
+                _ = try? device.streamOff(bufferType)
+            }
+            state.phase = .failed(captureError)
+            handlers = core.cancelHeldFrames(&state)
+            return core.takeTeardownIfDone(&state)
+        }
+        for handler in handlers { handler() }
+        teardown?.run()
+        return captureError
+    }
+
+    // MARK: - Stream pointers
+
+    /// A new reference to the frame at the leading edge, or nil before the first frame.
+    public func cloneLeadingEdge() -> StreamPointer? {
+        let taken = core.state.withLock { state -> (Int, UInt32, UInt64, FrameInfo)? in
+            guard let edge = state.leadingEdge, edge.slot < state.slots.count,
+                  state.slots[edge.slot].generation == edge.generation, state.slots[edge.slot].state == .held else { return nil }
+            state.slots[edge.slot].references += 1
+            state.livePointers += 1
+            defer { state.nextPointerID += 1 }
+            return (edge.slot, edge.generation, state.nextPointerID, state.slots[edge.slot].frame)
+        }
+        guard let (slot, generation, id, info) = taken else { return nil }
+        return StreamPointer(core: core, slot: slot, generation: generation, id: id, info: info)
+    }
+
+    /// Advances the leading edge and returns a reference to the new frame; nil on timeout.
+    public func next(timeoutMilliseconds: Int32 = 2000) throws(CaptureError) -> StreamPointer? {
+        guard try advance(timeoutMilliseconds: timeoutMilliseconds) else { return nil }
+        return cloneLeadingEdge()
+    }
+
+    /// Adds `count` frames while streaming (VIDIOC_CREATE_BUFS through the kernel pool allocator),
+    /// allocates and queues them.
+    public func addFrames(_ count: Int) throws(CaptureError) {
+        guard let pool = allocator as? KernelPoolAllocator else {
+            throw CaptureError(.invalidState, "\(device.path): only the kernel pool (mmap) allocator can grow")
+        }
+        let range = try pool.grow(by: count)
+        for index in range {
+            let memory = try pool.allocate(index: index)
+            let error = core.state.withLock { state -> V4L2Error? in
+                while state.slots.count <= index { state.slots.append(PinCore.Slot(memory: FrameMemory(planes: []))) }
+                state.slots[index] = PinCore.Slot(memory: memory)
+                if case .streaming = state.phase {
+                    return PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
+                }
+                return nil
+            }
+            if let error { throw CaptureError(error) }
+        }
+    }
+
+    // MARK: - Introspection
+
+    /// The stream's counters.
+    public var statistics: CaptureStatistics { core.state.withLock { $0.statistics } }
+
+    /// How many buffers are in each state: queued to the driver, held by references, free.
+    public var bufferCounts: (queued: Int, held: Int, free: Int) {
+        core.state.withLock { state in
+            var counts = (queued: 0, held: 0, free: 0)
+            for slot in state.slots {
+                switch slot.state {
+                case .queued: counts.queued += 1
+                case .held: counts.held += 1
+                case .free: counts.free += 1
+                }
+            }
+            return counts
+        }
+    }
+
+    /// The number of stream pointers alive.
+    public var livePointers: Int { core.state.withLock { $0.livePointers } }
+
+    /// The error that stopped the stream, if one did.
+    public var failure: CaptureError? {
+        core.state.withLock { state in
+            if case .failed(let error) = state.phase { return error }
+            return nil
+        }
+    }
+}

@@ -1,0 +1,298 @@
+import CV4L2
+import Synchronization
+import V4L2
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A source of dmabuf file descriptors for ``DMABufAllocator``.
+public protocol DMABufExporter: AnyObject, Sendable {
+    /// A name for reports, e.g. `v4l2 /dev/video1` or `vgem /dev/dri/card0`.
+    var name: String { get }
+    /// Creates `count` buffers with one dmabuf per plane, each at least `planeSizes[p]` bytes.
+    /// Returns, per buffer, per plane, the fd and its size. The exporter keeps ownership of
+    /// what it needs to release them in ``release()``; the fds it returns are the caller's to close.
+    func export(count: Int, planeSizes: [Int]) throws(CaptureError) -> [[(fd: Int32, size: Int)]]
+    /// Releases everything the exporter created.
+    func release()
+}
+
+/// A vendor allocator that imports dmabufs from an exporter (V4L2 DMABUF): another V4L2
+/// device's MMAP buffers (``V4L2BufferExporter``) or DRM dumb buffers (``DRMDumbBufferExporter``).
+///
+/// Its frames are device memory: selection chooses it only for a consumer that declares it
+/// accepts device memory. The CPU can still read a frame: allocate maps each dmabuf, and
+/// locking a frame brackets the read with DMA_BUF_IOCTL_SYNC.
+public final class DMABufAllocator: AllocatorDispatch {
+    private struct State {
+        var queue: PinQueue?
+        var exported: [[(fd: Int32, size: Int)]] = []
+    }
+    private let state = Mutex(State())
+    public let exporter: any DMABufExporter
+    private let requestedSizes: [Int]?
+
+    public init(exporter: any DMABufExporter, planeSizes: [Int]? = nil) {
+        self.exporter = exporter
+        requestedSizes = planeSizes
+    }
+
+    public var name: String { "dmabuf (\(exporter.name))" }
+    public var offer: AllocatorOffer {
+        AllocatorOffer(memoryKind: .dmabuf, planeSizes: requestedSizes, alignment: pageSize, cpuAccessible: true, deviceMemory: true)
+    }
+
+    public func initialize(queue: PinQueue, framing: AllocatorFraming, frameCount: Int) throws(CaptureError) -> Int {
+        let granted: RequestedBuffers
+        do {
+            granted = try queue.device.requestBuffers(count: UInt32(frameCount), bufferType: queue.bufferType, memory: .dmabuf)
+        } catch {
+            throw CaptureError(error)
+        }
+        let exported: [[(fd: Int32, size: Int)]]
+        do {
+            exported = try exporter.export(count: Int(granted.count), planeSizes: requestedSizes ?? framing.planeSizes)
+        } catch {
+            _ = try? queue.device.requestBuffers(count: 0, bufferType: queue.bufferType, memory: .dmabuf)
+            throw error
+        }
+        state.withLock {
+            $0.queue = queue
+            $0.exported = exported
+        }
+        return exported.count
+    }
+
+    public func allocate(index: Int) throws(CaptureError) -> FrameMemory {
+        let buffer = state.withLock { $0.exported.indices.contains(index) ? $0.exported[index] : nil }
+        guard let buffer else {
+            throw CaptureError(.allocator, "\(name): no exported buffer \(index)")
+        }
+        var planes: [PlaneMemory] = []
+        for plane in buffer {
+            let address = mmap(nil, plane.size, PROT_READ | PROT_WRITE, MAP_SHARED, plane.fd, 0)
+            guard let address, address != cv4l2_map_failed() else {
+                let errno = Errno.current
+                for mapped in planes { munmap(mapped.address, mapped.length) }
+                throw CaptureError(.allocator, "\(name): mmap of dmabuf fd \(plane.fd) (\(plane.size) bytes) failed: \(errno)")
+            }
+            planes.append(PlaneMemory(address: address, length: plane.size, fd: plane.fd))
+        }
+        return FrameMemory(planes: planes)
+    }
+
+    public func free(index: Int, memory: FrameMemory) {
+        for i in 0..<memory.planeCount {
+            let plane = memory.planes[i]
+            if let address = plane.address { munmap(address, plane.length) }
+        }
+    }
+
+    public func delete() {
+        let (queue, exported) = state.withLock { state in
+            defer {
+                state.queue = nil
+                state.exported = []
+            }
+            return (state.queue, state.exported)
+        }
+        if let queue {
+            _ = try? queue.device.requestBuffers(count: 0, bufferType: queue.bufferType, memory: .dmabuf)
+        }
+        for buffer in exported {
+            for plane in buffer { close(plane.fd) }
+        }
+        exporter.release()
+    }
+
+    public func beginCPUAccess(index: Int, memory: FrameMemory) {
+        sync(memory, flags: 1 /* DMA_BUF_SYNC_READ */ | 0 /* START */)
+    }
+
+    public func endCPUAccess(index: Int, memory: FrameMemory) {
+        sync(memory, flags: 1 /* DMA_BUF_SYNC_READ */ | 4 /* DMA_BUF_SYNC_END */)
+    }
+
+    private func sync(_ memory: FrameMemory, flags: UInt64) {
+        for i in 0..<memory.planeCount {
+            var request = dma_buf_sync(flags: flags)
+            _ = cv4l2_ioctl(memory.planes[i].fd, CV4L2_DMA_BUF_IOCTL_SYNC, &request)
+        }
+    }
+}
+
+/// Exports the MMAP buffers of another V4L2 device (VIDIOC_EXPBUF) as dmabufs, the
+/// "common DMA buffer between two devices" case.
+public final class V4L2BufferExporter: DMABufExporter {
+    private struct State {
+        var device: VideoDevice?
+        var bufferType: BufferType = .videoCapture
+    }
+    private let state = Mutex(State())
+    public let path: String
+    private let backend: any DeviceBackend
+    private let template: ImageFormat?
+
+    /// - Parameters:
+    ///   - path: the exporting device, e.g. `/dev/video1`.
+    ///   - format: the format to set on it so its buffers are large enough; nil keeps its format
+    ///     and relies on the plane sizes check.
+    public init(path: String, format: ImageFormat? = nil, backend: any DeviceBackend = KernelBackend.shared) {
+        self.path = path
+        self.template = format
+        self.backend = backend
+    }
+
+    public var name: String { "v4l2 \(path)" }
+
+    public func export(count: Int, planeSizes: [Int]) throws(CaptureError) -> [[(fd: Int32, size: Int)]] {
+        let device: VideoDevice
+        do {
+            device = try VideoDevice(path: path, backend: backend)
+        } catch {
+            throw CaptureError(.allocator, "dmabuf exporter: \(error)", underlying: error)
+        }
+        guard let bufferType = device.capabilities.captureBufferType else {
+            throw CaptureError(.allocator, "dmabuf exporter \(path): not a capture device, cannot export buffers")
+        }
+        var fds: [[(fd: Int32, size: Int)]] = []
+        do {
+            if let template {
+                var format = template
+                format.bufferType = bufferType
+                if !bufferType.isMultiplanar { format.planes = Array(format.planes.prefix(1)) }
+                try device.setFormat(format)
+            }
+            let granted = try device.requestBuffers(count: UInt32(count), bufferType: bufferType, memory: .mmap)
+            for index in 0..<Int(granted.count) {
+                let descriptor = try device.queryBuffer(index: UInt32(index), bufferType: bufferType, memory: .mmap)
+                var planes: [(fd: Int32, size: Int)] = []
+                for plane in 0..<descriptor.planeCount {
+                    let fd = try device.exportBuffer(index: UInt32(index), plane: UInt32(plane), bufferType: bufferType)
+                    planes.append((fd, Int(descriptor.planes[plane].length)))
+                }
+                fds.append(planes)
+            }
+        } catch {
+            for buffer in fds { for plane in buffer { close(plane.fd) } }
+            _ = try? device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
+            throw CaptureError(.allocator, "dmabuf exporter: \(error)", underlying: error)
+        }
+        // A single-planar importer needs one dmabuf per buffer; a multi-planar one, one per plane.
+        let sizes = fds.first?.map(\.size) ?? []
+        if sizes.count < planeSizes.count || zip(sizes, planeSizes).contains(where: { $0 < $1 }) {
+            for buffer in fds { for plane in buffer { close(plane.fd) } }
+            _ = try? device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
+            throw CaptureError(.allocator, "dmabuf exporter \(path): its buffers (\(sizes) bytes) are smaller than the frames need (\(planeSizes) bytes); set the same format on it")
+        }
+        state.withLock {
+            $0.device = device
+            $0.bufferType = bufferType
+        }
+        return fds
+    }
+
+    public func release() {
+        let (device, bufferType) = state.withLock { state in
+            defer { state.device = nil }
+            return (state.device, state.bufferType)
+        }
+        if let device {
+            _ = try? device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
+        }
+    }
+}
+
+/// Exports DRM dumb buffers (DRM_IOCTL_MODE_CREATE_DUMB + DRM_IOCTL_PRIME_HANDLE_TO_FD), for
+/// example from vgem, the virtual GEM driver.
+public final class DRMDumbBufferExporter: DMABufExporter {
+    private struct State {
+        var fd: Int32 = -1
+        var handles: [UInt32] = []
+    }
+    private let state = Mutex(State())
+    public let path: String
+
+    /// - Parameter path: a DRM node such as `/dev/dri/card0`; nil finds the first vgem card.
+    public init(path: String? = nil) {
+        self.path = path ?? DRMDumbBufferExporter.findCard() ?? "/dev/dri/card0"
+    }
+
+    public var name: String { "drm dumb \(path)" }
+
+    /// The first /dev/dri/card* whose driver is vgem, else the first card.
+    public static func findCard() -> String? {
+        var first: String?
+        for index in 0..<16 {
+            let card = "/dev/dri/card\(index)"
+            guard access(card, F_OK) == 0 else { continue }
+            if first == nil { first = card }
+            let driverLink = "/sys/class/drm/card\(index)/device/driver"
+            var buffer = [CChar](repeating: 0, count: 512)
+            let length = readlink(driverLink, &buffer, buffer.count - 1)
+            if length > 0 {
+                let target = String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                if target.hasSuffix("/vgem") { return card }
+            }
+        }
+        return first
+    }
+
+    public func export(count: Int, planeSizes: [Int]) throws(CaptureError) -> [[(fd: Int32, size: Int)]] {
+        let drm = cv4l2_open(path, O_RDWR)
+        guard drm >= 0 else {
+            let errno = Errno.current
+            throw CaptureError(.allocator, "\(path): open failed: \(errno); load vgem (tools/vivid-vm --vgem) or name a DRM node with --dmabuf-from")
+        }
+        var handles: [UInt32] = []
+        var result: [[(fd: Int32, size: Int)]] = []
+        func fail(_ what: String, _ errno: Errno) -> CaptureError {
+            for buffer in result { for plane in buffer { close(plane.fd) } }
+            for handle in handles {
+                var close = cv4l2_drm_gem_close(handle: handle, pad: 0)
+                _ = cv4l2_ioctl(drm, CV4L2_DRM_IOCTL_GEM_CLOSE, &close)
+            }
+            close(drm)
+            return CaptureError(.allocator, "\(path): \(what) failed: \(errno)")
+        }
+        for _ in 0..<count {
+            var planes: [(fd: Int32, size: Int)] = []
+            for size in planeSizes {
+                let width: UInt32 = 1024
+                let rows = UInt32((size + 1023) / 1024)
+                var create = cv4l2_drm_mode_create_dumb(height: rows, width: width, bpp: 8, flags: 0, handle: 0, pitch: 0, size: 0)
+                guard cv4l2_ioctl(drm, CV4L2_DRM_IOCTL_MODE_CREATE_DUMB, &create) == 0 else {
+                    throw fail("DRM_IOCTL_MODE_CREATE_DUMB (\(size) bytes)", .current)
+                }
+                handles.append(create.handle)
+                var prime = cv4l2_drm_prime_handle(handle: create.handle, flags: UInt32(O_CLOEXEC | O_RDWR), fd: -1)
+                guard cv4l2_ioctl(drm, CV4L2_DRM_IOCTL_PRIME_HANDLE_TO_FD, &prime) == 0 else {
+                    throw fail("DRM_IOCTL_PRIME_HANDLE_TO_FD", .current)
+                }
+                planes.append((prime.fd, Int(create.size)))
+            }
+            result.append(planes)
+        }
+        state.withLock {
+            $0.fd = drm
+            $0.handles = handles
+        }
+        return result
+    }
+
+    public func release() {
+        let (drm, handles) = state.withLock { state in
+            defer {
+                state.fd = -1
+                state.handles = []
+            }
+            return (state.fd, state.handles)
+        }
+        guard drm >= 0 else { return }
+        for handle in handles {
+            var request = cv4l2_drm_gem_close(handle: handle, pad: 0)
+            _ = cv4l2_ioctl(drm, CV4L2_DRM_IOCTL_GEM_CLOSE, &request)
+        }
+        close(drm)
+    }
+}

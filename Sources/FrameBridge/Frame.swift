@@ -1,0 +1,111 @@
+import V4L2
+
+/// One plane of a captured frame as the driver reported it.
+public struct FramePlaneInfo: Hashable, Sendable {
+    /// Bytes the driver wrote, including `dataOffset`.
+    public var bytesUsed: Int
+    /// Where the payload starts.
+    public var dataOffset: Int
+    /// Size of the plane's memory.
+    public var length: Int
+    /// The payload size: `bytesUsed - dataOffset`.
+    public var payloadSize: Int { bytesUsed - dataOffset }
+}
+
+/// The metadata of a captured frame (from `struct v4l2_buffer` and its planes).
+public struct FrameInfo: Sendable {
+    /// The buffer index.
+    public var index: Int
+    /// The driver's sequence number.
+    public var sequence: UInt32
+    /// Capture time in nanoseconds (CLOCK_MONOTONIC when `isMonotonic`).
+    public var timestampNanoseconds: Int64
+    /// `enum v4l2_field` (1 = progressive).
+    public var field: UInt32
+    public var flags: BufferFlags
+    /// Frames the driver skipped just before this one (a gap in sequence numbers).
+    public var droppedBefore: UInt32
+    public var planeCount: Int
+    public var planes: InlineArray<8, FramePlaneInfo>
+
+    /// The driver flagged the frame as damaged (V4L2_BUF_FLAG_ERROR).
+    public var hasError: Bool { flags.contains(.error) }
+    /// The timestamp is from CLOCK_MONOTONIC.
+    public var isMonotonic: Bool { flags.intersection(.timestampMask) == .timestampMonotonic }
+    /// The sum of the planes' payload sizes.
+    public var payloadSize: Int {
+        var total = 0
+        for i in 0..<planeCount { total += planes[i].payloadSize }
+        return total
+    }
+
+    static let empty = FrameInfo(BufferDescriptor(index: 0, bufferType: .videoCapture, memory: .mmap, planeCount: 0), droppedBefore: 0)
+
+    init(_ descriptor: BufferDescriptor, droppedBefore: UInt32) {
+        index = Int(descriptor.index)
+        sequence = descriptor.sequence
+        timestampNanoseconds = descriptor.timestampNanoseconds
+        field = descriptor.field
+        flags = descriptor.flags
+        self.droppedBefore = droppedBefore
+        planeCount = descriptor.planeCount
+        planes = InlineArray(repeating: FramePlaneInfo(bytesUsed: 0, dataOffset: 0, length: 0))
+        for i in 0..<descriptor.planeCount {
+            let plane = descriptor.planes[i]
+            planes[i] = FramePlaneInfo(bytesUsed: Int(plane.bytesUsed), dataOffset: Int(plane.dataOffset), length: Int(plane.length))
+        }
+    }
+}
+
+/// The bytes of a locked frame. Valid only inside the closure it is handed to.
+public struct FramePayload {
+    public let info: FrameInfo
+    let memory: FrameMemory
+
+    /// The number of planes.
+    public var planeCount: Int { info.planeCount }
+
+    /// The payload of plane `index`: from `dataOffset` to `bytesUsed`.
+    public func plane(_ index: Int) -> UnsafeRawBufferPointer {
+        precondition(index >= 0 && index < info.planeCount, "plane \(index) out of range 0..<\(info.planeCount)")
+        let plane = info.planes[index]
+        guard let base = memory.planes[index].address else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: base + plane.dataOffset, count: plane.payloadSize)
+    }
+
+    /// The whole memory of plane `index` (`length` bytes).
+    public func planeMemory(_ index: Int) -> UnsafeRawBufferPointer {
+        precondition(index >= 0 && index < info.planeCount, "plane \(index) out of range 0..<\(info.planeCount)")
+        return UnsafeRawBufferPointer(start: memory.planes[index].address, count: memory.planes[index].length)
+    }
+}
+
+/// Counters of a stream, for honest reporting of every frame.
+public struct CaptureStatistics: Hashable, Sendable, Codable {
+    /// Frames handed to the consumer (the leading edge advanced onto them).
+    public var delivered = 0
+    /// Frames the driver skipped, counted from gaps in sequence numbers.
+    public var dropped = 0
+    /// Frames with V4L2_BUF_FLAG_ERROR (delivered or skipped, by policy).
+    public var errorFlagged = 0
+    /// Error-flagged frames requeued without delivery (``ErrorFramePolicy/skip``).
+    public var skippedErrorFrames = 0
+    /// Impossible answers from the driver (index out of range or not queued, bytesused > length,
+    /// data_offset >= bytesused); such buffers are never delivered.
+    public var driverViolations = 0
+    /// QBUF failures while returning a frame to the driver (the buffer is retried later).
+    public var requeueFailures = 0
+    /// Times the consumer held every buffer and the pin had to wait (``StarvationPolicy/block``).
+    public var starvationWaits = 0
+    /// Held frames cancelled to keep the driver fed (``StarvationPolicy/cancelOldestUnlocked``).
+    public var starvationCancels = 0
+    /// Frames cancelled by STREAMOFF, a fatal error or a disconnect while held.
+    public var cancelledFrames = 0
+    /// The first sequence number seen and the last, for span checks.
+    public var firstSequence: UInt32?
+    public var lastSequence: UInt32?
+    /// A description of the last driver violation.
+    public var lastViolation: String?
+
+    public init() {}
+}

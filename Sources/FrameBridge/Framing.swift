@@ -1,0 +1,187 @@
+import V4L2
+
+/// Flags of a framing item (the `KSALLOCATOR_REQUIREMENTF_*` / `KSALLOCATOR_FLAG_*` analog).
+public struct FramingFlags: OptionSet, Hashable, Sendable, Codable {
+    public var rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// The device can capture into user memory or imported dmabufs, not only its own pool.
+    public static let acceptsExternalMemory = FramingFlags(rawValue: 1 << 0)
+    /// Buffers may be added while allocated (VIDIOC_CREATE_BUFS works).
+    public static let canGrow = FramingFlags(rawValue: 1 << 1)
+    /// The driver honours MMAP cache hints.
+    public static let cacheHints = FramingFlags(rawValue: 1 << 2)
+    /// Buffers may stay mapped after REQBUFS(0) (orphaned buffers).
+    public static let orphanedBuffers = FramingFlags(rawValue: 1 << 3)
+    /// The payload of this plane may start after `dataOffset` bytes.
+    public static let dataOffset = FramingFlags(rawValue: 1 << 4)
+
+    public var names: [String] {
+        var names: [String] = []
+        if contains(.acceptsExternalMemory) { names.append("accepts-external-memory") }
+        if contains(.canGrow) { names.append("can-grow") }
+        if contains(.cacheHints) { names.append("cache-hints") }
+        if contains(.orphanedBuffers) { names.append("orphaned-buffers") }
+        if contains(.dataOffset) { names.append("data-offset") }
+        return names
+    }
+}
+
+/// The requirements for one plane of a frame (the `KS_FRAMING_ITEM` analog).
+public struct FramingItem: Hashable, Sendable, Codable {
+    /// The plane this item describes.
+    public var plane: Int
+    /// Memory kinds the device accepts for frames (the item's MemoryType), from REQBUFS's capability bits.
+    public var memoryKinds: [MemoryKind]
+    /// The fewest frames the driver needs queued to stream (Frames, lower bound).
+    public var framesMinimum: Int
+    /// The most frames the queue can hold (Frames, upper bound).
+    public var framesMaximum: Int
+    /// The smallest memory a plane may have: the driver's `sizeimage` (FramingRange minimum).
+    public var frameSizeMinimum: Int
+    /// The largest payload the driver will write (FramingRange maximum).
+    public var frameSizeMaximum: Int
+    /// Bytes per line of this plane.
+    public var bytesPerLine: Int
+    /// Required alignment of user memory, in bytes (FileAlignment + 1).
+    public var alignment: Int
+    public var flags: FramingFlags
+
+    public init(plane: Int, memoryKinds: [MemoryKind], framesMinimum: Int, framesMaximum: Int,
+                frameSizeMinimum: Int, frameSizeMaximum: Int, bytesPerLine: Int, alignment: Int, flags: FramingFlags) {
+        self.plane = plane
+        self.memoryKinds = memoryKinds
+        self.framesMinimum = framesMinimum
+        self.framesMaximum = framesMaximum
+        self.frameSizeMinimum = frameSizeMinimum
+        self.frameSizeMaximum = frameSizeMaximum
+        self.bytesPerLine = bytesPerLine
+        self.alignment = alignment
+        self.flags = flags
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case plane, memoryKinds, framesMinimum, framesMaximum, frameSizeMinimum, frameSizeMaximum
+        case bytesPerLine, alignment, flags
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(plane, forKey: .plane)
+        try container.encode(memoryKinds, forKey: .memoryKinds)
+        try container.encode(framesMinimum, forKey: .framesMinimum)
+        try container.encode(framesMaximum, forKey: .framesMaximum)
+        try container.encode(frameSizeMinimum, forKey: .frameSizeMinimum)
+        try container.encode(frameSizeMaximum, forKey: .frameSizeMaximum)
+        try container.encode(bytesPerLine, forKey: .bytesPerLine)
+        try container.encode(alignment, forKey: .alignment)
+        try container.encode(flags.names, forKey: .flags)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        plane = try container.decode(Int.self, forKey: .plane)
+        memoryKinds = try container.decode([MemoryKind].self, forKey: .memoryKinds)
+        framesMinimum = try container.decode(Int.self, forKey: .framesMinimum)
+        framesMaximum = try container.decode(Int.self, forKey: .framesMaximum)
+        frameSizeMinimum = try container.decode(Int.self, forKey: .frameSizeMinimum)
+        frameSizeMaximum = try container.decode(Int.self, forKey: .frameSizeMaximum)
+        bytesPerLine = try container.decode(Int.self, forKey: .bytesPerLine)
+        alignment = try container.decode(Int.self, forKey: .alignment)
+        let names = try container.decode([String].self, forKey: .flags)
+        var flags: FramingFlags = []
+        for flag in [FramingFlags.acceptsExternalMemory, .canGrow, .cacheHints, .orphanedBuffers, .dataOffset]
+        where names.contains(flag.names[0]) {
+            flags.insert(flag)
+        }
+        self.flags = flags
+    }
+}
+
+/// The framing requirements of a capture pin (the `KSALLOCATOR_FRAMING_EX` analog):
+/// one ``FramingItem`` per plane, plus the format they were derived from.
+///
+/// Read it with ``CapturePin/framing``; it is what allocator selection checks
+/// every candidate against.
+public struct AllocatorFraming: Hashable, Sendable, Codable {
+    /// The device the pin belongs to.
+    public var device: String
+    public var bufferType: BufferType
+    public var pixelFormat: FourCC
+    public var width: UInt32
+    public var height: UInt32
+    /// Output compression (ratio of payload to raw size): 1/1 for uncompressed formats.
+    public var outputCompression: Fraction
+    /// CountItems is `items.count`.
+    public var items: [FramingItem]
+
+    public init(device: String, bufferType: BufferType, pixelFormat: FourCC, width: UInt32, height: UInt32,
+                outputCompression: Fraction = Fraction(1, 1), items: [FramingItem]) {
+        self.device = device
+        self.bufferType = bufferType
+        self.pixelFormat = pixelFormat
+        self.width = width
+        self.height = height
+        self.outputCompression = outputCompression
+        self.items = items
+    }
+
+    public var countItems: Int { items.count }
+    /// Memory kinds every plane accepts.
+    public var memoryKinds: [MemoryKind] {
+        MemoryKind.allCases.filter { kind in items.allSatisfy { $0.memoryKinds.contains(kind) } }
+    }
+    public var framesMinimum: Int { items.map(\.framesMinimum).max() ?? 1 }
+    public var framesMaximum: Int { items.map(\.framesMaximum).min() ?? 32 }
+    /// The minimum size of each plane, in plane order.
+    public var planeSizes: [Int] { items.map(\.frameSizeMinimum) }
+}
+
+/// The page size, the alignment user memory needs for USERPTR.
+public let pageSize: Int = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension AllocatorFraming {
+    /// The largest number of buffers a vb2 queue holds (VB2_MAX_FRAME in Linux 6.1).
+    public static let queueMaximumFrames = 32
+
+    /// Reads the framing of the capture queue `bufferType` of `device` as it is now:
+    /// G_FMT for the plane sizes, REQBUFS(0) for the memory-kind capability bits (allocating
+    /// nothing), V4L2_CID_MIN_BUFFERS_FOR_CAPTURE (or a REQBUFS(1) probe) for the minimum.
+    ///
+    /// Must not be called while buffers are allocated on the queue.
+    public static func query(device: VideoDevice, bufferType: BufferType) throws(V4L2Error) -> AllocatorFraming {
+        let format = try device.format(bufferType)
+        let probe = try device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
+        let capabilities = probe.capabilities
+        var kinds = capabilities.memoryKinds
+        if kinds.isEmpty {
+            // A driver older than the capability bits: try each kind.
+            for kind in MemoryKind.allCases {
+                if (try? device.requestBuffers(count: 0, bufferType: bufferType, memory: kind)) != nil { kinds.append(kind) }
+            }
+        }
+        var minimum = 1
+        if let value = try? device.controlValue(ControlID.minimumBuffersForCapture), value > 0 {
+            minimum = Int(value)
+        } else if let granted = try? device.requestBuffers(count: 1, bufferType: bufferType, memory: .mmap) {
+            minimum = max(1, Int(granted.count))
+            _ = try? device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
+        }
+        var flags: FramingFlags = []
+        if kinds.contains(.userPointer) || kinds.contains(.dmabuf) { flags.insert(.acceptsExternalMemory) }
+        if capabilities.contains(.supportsMMAPCacheHints) { flags.insert(.cacheHints) }
+        if capabilities.contains(.supportsOrphanedBuffers) { flags.insert(.orphanedBuffers) }
+        flags.insert(.canGrow)
+        let items = format.planes.enumerated().map { index, plane in
+            FramingItem(plane: index, memoryKinds: kinds, framesMinimum: minimum,
+                        framesMaximum: queueMaximumFrames, frameSizeMinimum: Int(plane.sizeImage),
+                        frameSizeMaximum: Int(plane.sizeImage), bytesPerLine: Int(plane.bytesPerLine),
+                        alignment: pageSize, flags: bufferType.isMultiplanar && index == 0 ? flags.union(.dataOffset) : flags)
+        }
+        return AllocatorFraming(device: device.path, bufferType: bufferType, pixelFormat: format.pixelFormat,
+                                width: format.width, height: format.height, items: items)
+    }
+}

@@ -1,0 +1,310 @@
+import Synchronization
+import V4L2
+
+/// What the pin does when the consumer holds every buffer, so the driver has none to fill.
+public enum StarvationPolicy: String, Sendable, Codable, CaseIterable {
+    /// Wait for the consumer to release a frame (``CapturePin/advance(timeoutMilliseconds:)``
+    /// returns false when its timeout passes); each wait is counted.
+    case block
+    /// Cancel the oldest held frame that is not locked and give it back to the driver; counted.
+    case cancelOldestUnlocked = "cancel-oldest"
+}
+
+/// What the pin does with a frame the driver flagged with V4L2_BUF_FLAG_ERROR.
+public enum ErrorFramePolicy: String, Sendable, Codable, CaseIterable {
+    /// Deliver it (``FrameInfo/hasError`` is true); counted.
+    case deliver
+    /// Give it straight back to the driver; counted, not delivered.
+    case skip
+}
+
+/// The shared state behind a ``CapturePin`` and its ``StreamPointer``s.
+final class PinCore: Sendable {
+    enum SlotState: Sendable {
+        /// Allocated, owned by user space, neither queued nor referenced.
+        case free
+        /// Owned by the driver.
+        case queued
+        /// Dequeued and referenced by at least one pointer (or the leading edge / trailing window).
+        case held
+    }
+
+    struct CancelHandler: Sendable {
+        var pointer: UInt64
+        var locked: Bool
+        var handler: @Sendable () -> Void
+    }
+
+    struct Slot: Sendable {
+        var memory: FrameMemory
+        var state: SlotState = .free
+        var references = 0
+        var locks = 0
+        var generation: UInt32 = 0
+        /// Dequeued at this point in the stream's order (for "oldest" decisions).
+        var dequeueOrder: UInt64 = 0
+        var handlers: [CancelHandler] = []
+        /// The metadata of the frame it holds.
+        var frame = FrameInfo.empty
+    }
+
+    enum Phase: Sendable {
+        case idle
+        case streaming
+        case stopped
+        case failed(CaptureError)
+    }
+
+    struct State: Sendable {
+        var phase: Phase = .idle
+        var slots: [Slot] = []
+        var allocator: (any AllocatorDispatch)?
+        var memoryKind: MemoryKind = .mmap
+        var leadingEdge: (slot: Int, generation: UInt32)?
+        var trailing: [(slot: Int, generation: UInt32)] = []
+        var trailingStart = 0
+        var trailingCount = 0
+        var statistics = CaptureStatistics()
+        var livePointers = 0
+        var nextPointerID: UInt64 = 1
+        var dequeueCounter: UInt64 = 0
+        var pendingRequeue = false
+    }
+
+    let device: VideoDevice
+    let bufferType: BufferType
+    let trailingWindow: Int
+    let starvationPolicy: StarvationPolicy
+    let errorFramePolicy: ErrorFramePolicy
+    let state = Mutex(State())
+
+    init(device: VideoDevice, bufferType: BufferType, trailingWindow: Int,
+         starvationPolicy: StarvationPolicy, errorFramePolicy: ErrorFramePolicy) {
+        self.device = device
+        self.bufferType = bufferType
+        self.trailingWindow = max(0, trailingWindow)
+        self.starvationPolicy = starvationPolicy
+        self.errorFramePolicy = errorFramePolicy
+    }
+
+    // MARK: - Queueing
+
+    /// QBUF of slot `index`'s memory. Called with the state locked.
+    static func queue(_ state: inout State, index: Int, device: VideoDevice, bufferType: BufferType) -> V4L2Error? {
+        var descriptor = BufferDescriptor(index: UInt32(index), bufferType: bufferType, memory: state.memoryKind,
+                                          planeCount: state.slots[index].memory.planeCount)
+        let memory = state.slots[index].memory
+        for i in 0..<memory.planeCount {
+            let plane = memory.planes[i]
+            descriptor.planes[i].length = UInt32(truncatingIfNeeded: plane.length)
+            switch state.memoryKind {
+            case .mmap: descriptor.planes[i].mapOffset = plane.mapOffset
+            case .userPointer: descriptor.planes[i].userPointer = UInt(bitPattern: plane.address)
+            case .dmabuf: descriptor.planes[i].fd = plane.fd
+            }
+        }
+        do {
+            try device.queue(descriptor)
+            state.slots[index].state = .queued
+            return nil
+        } catch {
+            state.slots[index].state = .free
+            state.statistics.requeueFailures += 1
+            state.pendingRequeue = true
+            return error
+        }
+    }
+
+    /// Drops one reference to slot `index`; at zero the frame goes back to the driver.
+    /// Called with the state locked.
+    func dropReference(_ state: inout State, slot index: Int, generation: UInt32) {
+        guard index >= 0, index < state.slots.count, state.slots[index].generation == generation,
+              state.slots[index].state == .held else { return }
+        state.slots[index].references -= 1
+        guard state.slots[index].references <= 0 else { return }
+        state.slots[index].references = 0
+        state.slots[index].handlers.removeAll(keepingCapacity: true)
+        if case .streaming = state.phase {
+            _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
+        } else {
+            state.slots[index].state = .free
+        }
+    }
+
+    // MARK: - Pointer operations
+
+    func nextPointerID() -> UInt64 {
+        state.withLock { state in
+            state.livePointers += 1
+            defer { state.nextPointerID += 1 }
+            return state.nextPointerID
+        }
+    }
+
+    func retain(slot: Int, generation: UInt32) {
+        state.withLock { state in
+            guard slot < state.slots.count, state.slots[slot].generation == generation, state.slots[slot].state == .held else { return }
+            state.slots[slot].references += 1
+        }
+    }
+
+    func release(slot: Int, generation: UInt32, pointer: UInt64) {
+        let teardown = state.withLock { state -> Teardown? in
+            dropReference(&state, slot: slot, generation: generation)
+            state.livePointers -= 1
+            return takeTeardownIfDone(&state)
+        }
+        teardown?.run()
+    }
+
+    func isValid(slot: Int, generation: UInt32) -> Bool {
+        state.withLock { state in
+            slot < state.slots.count && state.slots[slot].generation == generation && state.slots[slot].state == .held
+        }
+    }
+
+    func lock(slot: Int, generation: UInt32, pointer: UInt64, hasHandler: Bool) throws(CaptureError) -> FrameMemory {
+        let result = state.withLock { state -> (FrameMemory, (any AllocatorDispatch)?)? in
+            guard slot < state.slots.count, state.slots[slot].generation == generation,
+                  state.slots[slot].state == .held else { return nil }
+            state.slots[slot].locks += 1
+            if hasHandler {
+                for i in state.slots[slot].handlers.indices where state.slots[slot].handlers[i].pointer == pointer {
+                    state.slots[slot].handlers[i].locked = true
+                }
+            }
+            return (state.slots[slot].memory, state.allocator)
+        }
+        guard let (memory, allocator) = result else {
+            throw cancelledError()
+        }
+        allocator?.beginCPUAccess(index: slot, memory: memory)
+        return memory
+    }
+
+    func cancelledError() -> CaptureError {
+        let reason: String = state.withLock { state in
+            switch state.phase {
+            case .failed(let error): return error.message
+            case .stopped, .idle: return "streaming was stopped (VIDIOC_STREAMOFF)"
+            case .streaming: return "the frame was given back to the driver to keep it fed (starvation policy cancel-oldest)"
+            }
+        }
+        return CaptureError(.frameCancelled, "\(device.path): the frame was cancelled: \(reason)")
+    }
+
+    func unlock(slot: Int, generation: UInt32, pointer: UInt64, hasHandler: Bool) {
+        var runHandler: (@Sendable () -> Void)?
+        let (memory, allocator) = state.withLock { state -> (FrameMemory?, (any AllocatorDispatch)?) in
+            guard slot < state.slots.count else { return (nil, nil) }
+            if state.slots[slot].generation == generation, state.slots[slot].state == .held {
+                state.slots[slot].locks -= 1
+                if hasHandler {
+                    for i in state.slots[slot].handlers.indices where state.slots[slot].handlers[i].pointer == pointer {
+                        state.slots[slot].handlers[i].locked = false
+                    }
+                }
+                return (state.slots[slot].memory, state.allocator)
+            }
+            // Cancelled while locked: this pointer's handler runs now.
+            if hasHandler, let index = pendingLockedHandlers.withLock({ $0.firstIndex { $0.pointer == pointer } }) {
+                runHandler = pendingLockedHandlers.withLock { $0.remove(at: index).handler }
+            }
+            return (state.slots[slot].memory, state.allocator)
+        }
+        if let memory { allocator?.endCPUAccess(index: slot, memory: memory) }
+        runHandler?()
+    }
+
+    /// Handlers of pointers that were locked when their frame was cancelled.
+    let pendingLockedHandlers = Mutex<[CancelHandler]>([])
+
+    func addCancelHandler(slot: Int, generation: UInt32, pointer: UInt64, locked: Bool, handler: @escaping @Sendable () -> Void) {
+        let runNow = state.withLock { state -> Bool in
+            guard slot < state.slots.count, state.slots[slot].generation == generation,
+                  state.slots[slot].state == .held else { return !locked }
+            state.slots[slot].handlers.append(CancelHandler(pointer: pointer, locked: locked, handler: handler))
+            return false
+        }
+        if runNow { handler() }
+    }
+
+    // MARK: - Cancelling
+
+    /// Cancels every held frame: their generation moves on (so their pointers' locks fail),
+    /// they become free, and the handlers of unlocked pointers are returned to run.
+    /// Called with the state locked.
+    func cancelHeldFrames(_ state: inout State) -> [@Sendable () -> Void] {
+        var handlers: [@Sendable () -> Void] = []
+        for index in state.slots.indices {
+            if state.slots[index].state == .held {
+                handlers += cancel(&state, slot: index)
+            } else if state.slots[index].state == .queued {
+                state.slots[index].state = .free
+            }
+        }
+        state.leadingEdge = nil
+        state.trailingCount = 0
+        state.trailingStart = 0
+        return handlers
+    }
+
+    /// Cancels one held frame. Called with the state locked.
+    func cancel(_ state: inout State, slot index: Int) -> [@Sendable () -> Void] {
+        var handlers: [@Sendable () -> Void] = []
+        let userReferences = state.slots[index].references - internalReferences(state, slot: index)
+        if userReferences > 0 { state.statistics.cancelledFrames += 1 }
+        for entry in state.slots[index].handlers {
+            if entry.locked {
+                pendingLockedHandlers.withLock { $0.append(entry) }
+            } else {
+                handlers.append(entry.handler)
+            }
+        }
+        state.slots[index].handlers.removeAll(keepingCapacity: true)
+        state.slots[index].generation &+= 1
+        state.slots[index].references = 0
+        state.slots[index].locks = 0
+        state.slots[index].state = .free
+        return handlers
+    }
+
+    /// References the pin itself holds on a slot (leading edge, trailing window).
+    func internalReferences(_ state: State, slot index: Int) -> Int {
+        var count = 0
+        let generation = state.slots[index].generation
+        if let edge = state.leadingEdge, edge.slot == index, edge.generation == generation { count += 1 }
+        for i in 0..<state.trailingCount {
+            let entry = state.trailing[(state.trailingStart + i) % max(1, state.trailing.count)]
+            if entry.slot == index && entry.generation == generation { count += 1 }
+        }
+        return count
+    }
+
+    // MARK: - Teardown
+
+    /// What is left to free once streaming is over and no pointer holds a frame.
+    struct Teardown {
+        var allocator: any AllocatorDispatch
+        var memories: [(Int, FrameMemory)]
+
+        func run() {
+            for (index, memory) in memories { allocator.free(index: index, memory: memory) }
+            allocator.delete()
+        }
+    }
+
+    /// When streaming is over and no pointer is alive, takes the allocator and the memory
+    /// out of the state so they can be freed outside the lock.
+    func takeTeardownIfDone(_ state: inout State) -> Teardown? {
+        switch state.phase {
+        case .streaming, .idle: return nil
+        case .stopped, .failed: break
+        }
+        guard state.livePointers == 0, let allocator = state.allocator else { return nil }
+        let memories = state.slots.enumerated().map { ($0.offset, $0.element.memory) }
+        state.slots = []
+        state.allocator = nil
+        return Teardown(allocator: allocator, memories: memories)
+    }
+}
