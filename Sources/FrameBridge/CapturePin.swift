@@ -183,7 +183,8 @@ public final class CapturePin: Sendable {
 
         let framing: AllocatorFraming
         do {
-            framing = try AllocatorFraming.query(device: device, bufferType: bufferType)
+            framing = try AllocatorFraming.query(device: device, bufferType: bufferType,
+                                                 knownMinimum: framingCache.withLock { $0.framesMinimum })
         } catch {
             throw CaptureError(error)
         }

@@ -151,8 +151,10 @@ extension AllocatorFraming {
     /// G_FMT for the plane sizes, REQBUFS(0) for the memory-kind capability bits (allocating
     /// nothing), V4L2_CID_MIN_BUFFERS_FOR_CAPTURE (or a REQBUFS(1) probe) for the minimum.
     ///
-    /// Must not be called while buffers are allocated on the queue.
-    public static func query(device: VideoDevice, bufferType: BufferType) throws(V4L2Error) -> AllocatorFraming {
+    /// Must not be called while buffers are allocated on the queue. Pass `knownMinimum` (from an
+    /// earlier query) to skip the REQBUFS(1) probe, which would otherwise run the driver's
+    /// queue_setup.
+    public static func query(device: VideoDevice, bufferType: BufferType, knownMinimum: Int? = nil) throws(V4L2Error) -> AllocatorFraming {
         let format = try device.format(bufferType)
         let probe = try device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
         let capabilities = probe.capabilities
@@ -164,7 +166,9 @@ extension AllocatorFraming {
             }
         }
         var minimum = 1
-        if let value = try? device.controlValue(ControlID.minimumBuffersForCapture), value > 0 {
+        if let knownMinimum {
+            minimum = knownMinimum
+        } else if let value = try? device.controlValue(ControlID.minimumBuffersForCapture), value > 0 {
             minimum = Int(value)
         } else if let granted = try? device.requestBuffers(count: 1, bufferType: bufferType, memory: .mmap) {
             minimum = max(1, Int(granted.count))

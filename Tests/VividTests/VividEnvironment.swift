@@ -1,0 +1,151 @@
+import FrameBridge
+import V4L2
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The vivid set-up the integration tests expect, as `tools/test` boots it:
+/// `tools/vivid-vm --vgem --vivid "n_devs=4 node_types=0x1,0x1,0x1,0x1 multiplanar=M,M,M,M allocators=0,0,1,0"`.
+///
+/// - /dev/video0: the device under test (vmalloc).
+/// - /dev/video1: a second instance, the dmabuf exporter.
+/// - /dev/video2: dma-contig allocator, which has no USERPTR support.
+/// - /dev/video3: disposable, for the disconnect test.
+///
+/// `FRAMEBRIDGE_VIVID=1` says the suite was asked to run against vivid: then a missing or
+/// wrong device fails the test. Without it (a plain `swift test` on a host without vivid)
+/// the tests skip; `tools/test` never counts them on the host (`--skip VividTests`).
+enum Vivid {
+    static let main = "/dev/video0"
+    static let exporter = "/dev/video1"
+    static let contiguous = "/dev/video2"
+    static let disposable = "/dev/video3"
+
+    static var requested: Bool { ProcessInfo.processInfo.environment["FRAMEBRIDGE_VIVID"] == "1" }
+
+    /// The planar mode the VM was booted with: 1 single-planar, 2 multi-planar.
+    static var multiplanarMode: Int { Int(ProcessInfo.processInfo.environment["FRAMEBRIDGE_VIVID_MULTIPLANAR"] ?? "1") ?? 1 }
+    static var expectedBufferType: BufferType { multiplanarMode == 2 ? .videoCaptureMultiplanar : .videoCapture }
+
+    /// Opens a vivid node, failing (not skipping) when the suite was asked to run in the VM.
+    static func open(_ path: String = main, file: StaticString = #filePath, line: UInt = #line) throws -> VideoDevice {
+        guard requested else {
+            throw XCTSkip("needs the vivid driver: run tools/test (it boots tools/vivid-vm and sets FRAMEBRIDGE_VIVID=1)")
+        }
+        let device: VideoDevice
+        do {
+            device = try VideoDevice(path: path)
+        } catch {
+            XCTFail("FRAMEBRIDGE_VIVID=1 but \(path) cannot be opened: \(error)", file: file, line: line)
+            throw error
+        }
+        guard device.capabilities.driver == "vivid" else {
+            XCTFail("\(path) is driven by \(device.capabilities.driver), not vivid", file: file, line: line)
+            throw CaptureError(.invalidState, "not vivid")
+        }
+        guard device.capabilities.captureBufferType == expectedBufferType else {
+            XCTFail("\(path) captures as \(String(describing: device.capabilities.captureBufferType)), but the VM was booted with multiplanar=\(multiplanarMode)",
+                    file: file, line: line)
+            throw CaptureError(.invalidState, "wrong planar mode")
+        }
+        return device
+    }
+
+    /// The deterministic settings: input 0, 640x360 YUYV (or NV12 family as asked), no OSD text.
+    static func deterministic(width: UInt32 = 640, height: UInt32 = 360, fps: Double? = nil,
+                              pixelFormat: FourCC = .yuyv, extraControls: [(name: String, value: Int64)] = []) -> PinConfiguration {
+        PinConfiguration(input: 0, pixelFormat: pixelFormat, width: width, height: height, framesPerSecond: fps,
+                         controls: [(name: "osd_text_mode", value: 2), (name: "percentage_of_dropped_buffers", value: 0)] + extraControls)
+    }
+
+    /// Captures `count` frames and returns each frame's payload bytes (planes concatenated).
+    static func capture(_ device: VideoDevice, count: Int, configuration: PinConfiguration = deterministic(),
+                        selection: AllocatorSelection = AllocatorSelection()) throws -> (frames: [[UInt8]], selection: AllocatorSelectionResult, statistics: CaptureStatistics, sequences: [UInt32]) {
+        let pin = try CapturePin(device: device, configuration: configuration)
+        let result = try pin.start(selection)
+        defer { pin.stop() }
+        var frames: [[UInt8]] = []
+        var sequences: [UInt32] = []
+        while frames.count < count {
+            guard var pointer = try pin.next(timeoutMilliseconds: 10_000) else {
+                throw CaptureError(.invalidState, "\(device.path): no frame within 10 s")
+            }
+            let bytes = try pointer.withLockedPayload { payload -> [UInt8] in
+                var bytes: [UInt8] = []
+                for plane in 0..<payload.planeCount { bytes += Array(payload.plane(plane)) }
+                return bytes
+            }
+            frames.append(bytes)
+            sequences.append(pointer.info.sequence)
+        }
+        return (frames, result, pin.statistics, sequences)
+    }
+
+    /// Sets a control by its v4l2-ctl name (a button is pressed by any value).
+    static func setControl(_ device: VideoDevice, _ name: String, _ value: Int64 = 1) throws {
+        guard let info = try device.control(named: name) else {
+            throw CaptureError(.invalidConfiguration, "\(device.path) has no control \(name)")
+        }
+        try device.setControlValue(info.id, value, type: info.type)
+    }
+}
+
+/// Open file descriptors and memory mappings of this process, read with read(2) (Foundation
+/// reads /proc files short).
+enum ProcessResources {
+    static func openDescriptors() -> Int {
+        guard let dir = opendir("/proc/self/fd") else { return -1 }
+        defer { closedir(dir) }
+        var count = 0
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { count += 1 }
+        }
+        return count - 1 // the directory's own descriptor
+    }
+
+    static func mappings() -> Int {
+        let fd = open("/proc/self/maps", O_RDONLY)
+        guard fd >= 0 else { return -1 }
+        defer { close(fd) }
+        var lines = 0
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n <= 0 { break }
+            for byte in buffer[0..<n] where byte == UInt8(ascii: "\n") { lines += 1 }
+        }
+        return lines
+    }
+}
+
+/// The pointer, or a test failure (XCTUnwrap cannot take non-copyable values).
+func unwrapPointer(_ pointer: consuming StreamPointer?, _ message: String = "no frame",
+                   file: StaticString = #filePath, line: UInt = #line) throws -> StreamPointer {
+    switch consume pointer {
+    case .some(let value):
+        return value
+    case .none:
+        XCTFail(message, file: file, line: line)
+        throw CaptureError(.invalidState, message)
+    }
+}
+
+/// Whether a frame came back (the pointer is released at once).
+func gotFrame(_ pointer: consuming StreamPointer?) -> Bool {
+    switch consume pointer {
+    case .some: return true
+    case .none: return false
+    }
+}
+
+/// A box that keeps a stream pointer alive, so tests can hold several in an array.
+final class HeldFrame {
+    var pointer: StreamPointer?
+    let index: Int
+    init(_ pointer: consuming StreamPointer) {
+        index = pointer.info.index
+        self.pointer = Optional(pointer)
+    }
+}
