@@ -369,11 +369,19 @@ public final class VideoDevice: Sendable {
     }
 
     /// VIDIOC_G_EXT_CTRLS for one numeric control.
-    public func controlValue(_ id: UInt32) throws(V4L2Error) -> Int64 {
+    ///
+    /// The kernel writes `value64` only for 64-bit controls and `value` (the low half) for
+    /// the others, so pass `type` to read the right field. Without it, a value whose high
+    /// half is zero is taken as a 32-bit one (so negative 32-bit values come back negative).
+    public func controlValue(_ id: UInt32, type: ControlType? = nil) throws(V4L2Error) -> Int64 {
         var control = v4l2_ext_control()
         control.id = id
         try withExtendedControl(&control, "VIDIOC_G_EXT_CTRLS", CV4L2_VIDIOC_G_EXT_CTRLS)
-        return control.value64 == 0 ? Int64(control.value) : control.value64
+        switch type {
+        case .integer64?: return control.value64
+        case nil where control.value64 >> 32 != 0: return control.value64
+        default: return Int64(control.value)
+        }
     }
 
     /// VIDIOC_S_EXT_CTRLS for one numeric control (a button control is pressed by any value).
@@ -411,8 +419,8 @@ public final class VideoDevice: Sendable {
         request.type = bufferType.rawValue
         request.memory = memory.rawValue
         if let errno = rawIoctl(CV4L2_VIDIOC_REQBUFS, &request) {
-            throw error("VIDIOC_REQBUFS", errno, detail: "\(count) \(memory) buffers",
-                        hint: errno == .invalidArgument ? "the driver does not support \(memory) buffers on this queue" : nil)
+            throw error("VIDIOC_REQBUFS", errno, detail: "the driver refused \(count) \(memory) buffers",
+                        hint: errno == .invalidArgument ? "the queue may not support \(memory) memory (`framedump framing` lists the memory kinds), or the driver could not set up its queue" : nil)
         }
         return RequestedBuffers(count: request.count, capabilities: BufferCapabilities(rawValue: request.capabilities))
     }

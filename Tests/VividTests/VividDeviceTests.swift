@@ -18,7 +18,7 @@ final class VividDeviceTests: XCTestCase {
         let inputs = try device.inputs()
         XCTAssertEqual(inputs.count, 4, "vivid has 4 inputs: \(inputs.map(\.name))")
         XCTAssertEqual(inputs.first?.name, "Webcam 0")
-        XCTAssertEqual(inputs.last?.name, "HDMI 3")
+        XCTAssertTrue(inputs.last?.name.hasPrefix("HDMI") ?? false, "\(inputs.map(\.name))")
         for input in inputs {
             try device.selectInput(input.index)
             XCTAssertEqual(try device.currentInput(), input.index)
@@ -123,7 +123,11 @@ final class VividDeviceTests: XCTestCase {
         _ = try Vivid.open()
         let device = try VideoDevice(path: Vivid.main, backend: LibV4L2Backend.shared)
         XCTAssertEqual(device.capabilities.driver, "vivid")
-        XCTAssertFalse(try device.formats(Vivid.expectedBufferType).isEmpty)
+        // libv4l2 presents a multi-planar-only device through the single-planar API.
+        XCTAssertEqual(device.capabilities.captureBufferType, .videoCapture)
+        XCTAssertFalse(try device.formats(.videoCapture).isEmpty)
+        let captured = try Vivid.capture(device, count: 2)
+        XCTAssertEqual(captured.frames[0].count, 460_800)
     }
 
     func testOpeningNonDevicesGivesClearErrors() throws {

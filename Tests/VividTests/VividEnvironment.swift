@@ -105,18 +105,26 @@ enum ProcessResources {
         return count - 1 // the directory's own descriptor
     }
 
-    static func mappings() -> Int {
+    /// All lines of /proc/self/maps.
+    static func mappings() -> Int { mapLines().count }
+
+    /// Mappings of device memory: V4L2 buffers (/dev/video*), dmabufs and DRM objects.
+    static func deviceMappings() -> Int {
+        mapLines().filter { $0.contains("/dev/video") || $0.contains("dmabuf") || $0.contains("drm") }.count
+    }
+
+    static func mapLines() -> [Substring] {
         let fd = open("/proc/self/maps", O_RDONLY)
-        guard fd >= 0 else { return -1 }
+        guard fd >= 0 else { return [] }
         defer { close(fd) }
-        var lines = 0
+        var bytes: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = read(fd, &buffer, buffer.count)
             if n <= 0 { break }
-            for byte in buffer[0..<n] where byte == UInt8(ascii: "\n") { lines += 1 }
+            bytes += buffer[0..<n]
         }
-        return lines
+        return String(decoding: bytes, as: UTF8.self).split(separator: "\n")
     }
 }
 
