@@ -1,0 +1,65 @@
+/// What a capture did, printed at the end (text on standard error, or JSON with `--json`).
+public struct CaptureSummary: Hashable, Sendable, Codable {
+    public var device: String
+    /// `kernel`, `libv4l2` or `simulator`.
+    public var backend: String
+    public var pixelFormat: String
+    public var width: UInt32
+    public var height: UInt32
+    /// `video-capture` or `video-capture-mplane`.
+    public var bufferType: String
+    public var memory: String
+    /// The allocator selection chose.
+    public var allocator: String
+    /// Buffers the allocator provided.
+    public var buffers: Int
+    /// `raw` or `y4m`, when a stream was written.
+    public var container: String?
+    /// The output path (`-` for standard output), when a stream was written.
+    public var output: String?
+    public var framesRequested: Int
+    /// Frames written (or, without an output, captured).
+    public var framesWritten: Int
+    /// Frames the driver dropped (gaps in sequence numbers).
+    public var framesDropped: Int
+    /// Frames with V4L2_BUF_FLAG_ERROR (written or skipped).
+    public var errorFrames: Int
+    /// Error-flagged frames skipped (`--error-frames skip`).
+    public var framesSkipped: Int
+    /// Impossible answers from the driver, never written.
+    public var driverViolations: Int
+    /// Frames per second, from the first to the last frame's timestamp.
+    public var averageFps: Double
+    /// User plus system CPU time per frame, in microseconds (getrusage).
+    public var cpuMicrosecondsPerFrame: Double
+    /// Stream bytes written (header and whole frames).
+    public var bytesWritten: Int
+    public var pngFilesWritten: Int
+    /// Whether SIGINT/SIGTERM (or a stop request) ended the capture early.
+    public var interrupted: Bool
+    /// Wall time from the start of streaming to the end, in seconds.
+    public var durationSeconds: Double
+
+    /// The text summary, one item per line.
+    public func render() -> String {
+        var text = "framedump: \(device): \(framesWritten)/\(framesRequested) frames"
+        if let output { text += " to \(output == "-" ? "standard output" : output) (\(container ?? "raw"))" }
+        text += "\n"
+        text += "  format           : \(pixelFormat) \(width)x\(height) (\(bufferType))\n"
+        text += "  allocator        : \(allocator), \(buffers) buffers, \(memory) memory, backend \(backend)\n"
+        text += "  frames written   : \(framesWritten)\n"
+        text += "  frames dropped   : \(framesDropped)\n"
+        text += "  error frames     : \(errorFrames)\n"
+        text += "  frames skipped   : \(framesSkipped)\n"
+        text += "  driver violations: \(driverViolations)\n"
+        text += "  average fps      : \(FrameDumpFormatting.decimal(averageFps))\n"
+        text += "  cpu per frame    : \(FrameDumpFormatting.decimal(cpuMicrosecondsPerFrame, digits: 1)) us\n"
+        text += "  bytes written    : \(bytesWritten)\n"
+        if pngFilesWritten > 0 { text += "  png files        : \(pngFilesWritten)\n" }
+        text += "  interrupted      : \(interrupted ? "yes" : "no")\n"
+        return text
+    }
+
+    /// The JSON summary (camelCase keys).
+    public func json() -> String { FrameDumpJSON.encode(self) }
+}

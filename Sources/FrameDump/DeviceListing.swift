@@ -1,0 +1,87 @@
+import Foundation
+import V4L2
+
+/// One line of `framedump list`.
+public struct DeviceListEntry: Hashable, Sendable, Codable {
+    public var path: String
+    /// The number in the node's name (`/dev/video3` is 3).
+    public var number: Int?
+    public var driver: String?
+    public var card: String?
+    public var busInfo: String?
+    /// Whether the node captures video (single- or multi-planar).
+    public var canCapture: Bool
+    /// The node's capability names, as v4l2-ctl prints them.
+    public var capabilities: [String]
+    /// Why the node could not be opened or queried, if it could not.
+    public var error: String?
+}
+
+/// `framedump list`: every video device with card, driver, bus info and whether it captures.
+public enum DeviceListing {
+    /// The `video<N>` nodes of `directory` (normally `/dev`), sorted by number.
+    public static func videoDevicePaths(directory: String = "/dev") -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        let base = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+        let paths = names.filter { name in
+            name.hasPrefix("video") && name.count > 5 && name.dropFirst(5).allSatisfy(\.isASCIIDigit)
+        }.map { "\(base)/\($0)" }
+        return sorted(paths)
+    }
+
+    /// The trailing number of a node's name, as in `/dev/video12`.
+    public static func number(of path: String) -> Int? {
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        let digits = name.reversed().prefix(while: \.isASCIIDigit)
+        return digits.isEmpty ? nil : Int(String(digits.reversed()))
+    }
+
+    static func sorted(_ paths: [String]) -> [String] {
+        paths.sorted { a, b in
+            let na = number(of: a), nb = number(of: b)
+            switch (na, nb) {
+            case let (x?, y?) where x != y: return x < y
+            case (.some, nil): return true
+            case (nil, .some): return false
+            default: return a < b
+            }
+        }
+    }
+
+    /// Opens each of `paths` through `backend` and reads its capabilities (VIDIOC_QUERYCAP).
+    /// A node that cannot be opened is listed with the reason. Sorted by number.
+    public static func list(paths: [String], backend: any DeviceBackend = KernelBackend.shared) -> [DeviceListEntry] {
+        sorted(paths).map { path in
+            do throws(V4L2Error) {
+                let device = try VideoDevice(path: path, backend: backend)
+                let caps = device.capabilities
+                return DeviceListEntry(path: path, number: number(of: path), driver: caps.driver, card: caps.card,
+                                       busInfo: caps.busInfo, canCapture: caps.canCapture,
+                                       capabilities: caps.deviceCapabilities.names, error: nil)
+            } catch {
+                return DeviceListEntry(path: path, number: number(of: path), driver: nil, card: nil, busInfo: nil,
+                                       canCapture: false, capabilities: [], error: error.description)
+            }
+        }
+    }
+
+    /// The text `framedump list` prints: one line per device.
+    public static func render(_ entries: [DeviceListEntry]) -> String {
+        guard !entries.isEmpty else { return "no video devices found\n" }
+        var text = ""
+        for entry in entries {
+            if let error = entry.error {
+                text += "\(entry.path): cannot open: \(error)\n"
+                continue
+            }
+            let capture = entry.canCapture ? "capture" : "no capture"
+            text += "\(entry.path): \(entry.card ?? "?") (driver \(entry.driver ?? "?"), bus \(entry.busInfo ?? "?")): \(capture)"
+            text += " [\(entry.capabilities.joined(separator: ", "))]\n"
+        }
+        return text
+    }
+}
+
+extension Character {
+    var isASCIIDigit: Bool { isASCII && isNumber }
+}

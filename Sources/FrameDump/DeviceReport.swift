@@ -1,0 +1,268 @@
+import FrameBridge
+import V4L2
+
+/// A frame interval in a report: seconds per frame and the rate.
+public struct IntervalReport: Hashable, Sendable, Codable {
+    /// `discrete`, `stepwise` or `continuous`.
+    public var kind: String
+    /// Seconds per frame (the minimum for a range).
+    public var numerator: UInt32
+    public var denominator: UInt32
+    /// Frames per second (the maximum for a range).
+    public var fps: Double
+    /// As v4l2-ctl prints it.
+    public var text: String
+
+    init(_ interval: FrameInterval) {
+        switch interval {
+        case .discrete(let value):
+            kind = "discrete"
+            numerator = value.numerator
+            denominator = value.denominator
+        case .stepwise(let min, _, _):
+            kind = "stepwise"
+            numerator = min.numerator
+            denominator = min.denominator
+        case .continuous(let min, _):
+            kind = "continuous"
+            numerator = min.numerator
+            denominator = min.denominator
+        }
+        fps = numerator == 0 ? 0 : Double(denominator) / Double(numerator)
+        text = interval.description
+    }
+}
+
+/// A frame size in a report, with the frame intervals offered for it.
+public struct SizeReport: Hashable, Sendable, Codable {
+    /// `discrete`, `stepwise` or `continuous`.
+    public var kind: String
+    /// The size (discrete), or the largest size (ranges).
+    public var width: UInt32
+    public var height: UInt32
+    /// The smallest size of a range; equal to width/height for a discrete size.
+    public var minWidth: UInt32
+    public var minHeight: UInt32
+    public var text: String
+    public var intervals: [IntervalReport]
+}
+
+/// A pixel format in a report.
+public struct FormatReport: Hashable, Sendable, Codable {
+    public var pixelFormat: FourCC
+    public var description: String
+    public var sizes: [SizeReport]
+}
+
+/// A format in force.
+public struct CurrentFormatReport: Hashable, Sendable, Codable {
+    public var bufferType: String
+    public var pixelFormat: FourCC
+    public var width: UInt32
+    public var height: UInt32
+    public var field: UInt32
+    /// Bytes per line and image size of each plane.
+    public var planes: [PlaneFormat]
+    /// Seconds per frame, when the driver reports it.
+    public var frameInterval: Fraction?
+
+    public init(format: ImageFormat, frameInterval: Fraction?) {
+        bufferType = format.bufferType.description
+        pixelFormat = format.pixelFormat
+        width = format.width
+        height = format.height
+        field = format.field
+        planes = format.planes
+        self.frameInterval = frameInterval
+    }
+}
+
+/// A video input in a report.
+public struct InputReport: Hashable, Sendable, Codable {
+    public var index: UInt32
+    public var name: String
+    public var type: String
+    public var status: UInt32
+}
+
+/// A control in a report, with its range and current value.
+public struct ControlReport: Hashable, Sendable, Codable {
+    public var id: UInt32
+    public var name: String
+    /// The name `--set-ctrl` takes (`osd_text_mode`).
+    public var commandLineName: String
+    public var type: String
+    public var minimum: Int64
+    public var maximum: Int64
+    public var step: UInt64
+    public var defaultValue: Int64
+    /// The current value; nil for write-only controls or when it cannot be read.
+    public var value: Int64?
+    public var flags: [String]
+    public var menuItems: [ControlMenuItem]
+}
+
+/// `framedump info`: capabilities, inputs, formats with sizes and frame intervals, controls.
+public struct DeviceReport: Hashable, Sendable, Codable {
+    public var path: String
+    public var backend: String
+    public var driver: String
+    public var card: String
+    public var busInfo: String
+    public var version: String
+    public var capabilities: [String]
+    public var deviceCapabilities: [String]
+    public var canCapture: Bool
+    public var captureBufferType: String?
+    public var inputs: [InputReport]
+    public var currentInput: UInt32?
+    public var currentFormat: CurrentFormatReport?
+    public var formats: [FormatReport]
+    public var controls: [ControlReport]
+
+    /// Reads everything from `device`.
+    public static func make(device: VideoDevice) throws(FrameDumpError) -> DeviceReport {
+        let caps = device.capabilities
+        do {
+            var report = DeviceReport(path: device.path, backend: device.backend.name, driver: caps.driver, card: caps.card,
+                                      busInfo: caps.busInfo, version: caps.version, capabilities: caps.capabilities.names,
+                                      deviceCapabilities: caps.deviceCapabilities.names, canCapture: caps.canCapture,
+                                      captureBufferType: caps.captureBufferType?.description, inputs: [], currentInput: nil,
+                                      currentFormat: nil, formats: [], controls: [])
+            if caps.canCapture {
+                report.inputs = try device.inputs().map {
+                    InputReport(index: $0.index, name: $0.name, type: $0.typeName, status: $0.status)
+                }
+                if !report.inputs.isEmpty { report.currentInput = try? device.currentInput() }
+            }
+            if let bufferType = caps.captureBufferType {
+                let format = try device.format(bufferType)
+                report.currentFormat = CurrentFormatReport(format: format, frameInterval: try device.frameInterval(bufferType))
+                for description in try device.formats(bufferType) {
+                    var sizes: [SizeReport] = []
+                    for size in try device.frameSizes(description.pixelFormat) {
+                        sizes.append(try sizeReport(size, pixelFormat: description.pixelFormat, device: device))
+                    }
+                    report.formats.append(FormatReport(pixelFormat: description.pixelFormat,
+                                                       description: description.description, sizes: sizes))
+                }
+            }
+            for control in try device.controls() {
+                var value: Int64?
+                if control.type.isNumeric && !control.isWriteOnly && !control.isDisabled {
+                    value = try? device.controlValue(control.id)
+                }
+                var flags: [String] = []
+                if control.isDisabled { flags.append("disabled") }
+                if control.isReadOnly { flags.append("read-only") }
+                if control.flags & ControlInfo.flagInactive != 0 { flags.append("inactive") }
+                if control.isWriteOnly { flags.append("write-only") }
+                report.controls.append(ControlReport(id: control.id, name: control.name, commandLineName: control.commandLineName,
+                                                     type: control.type.description, minimum: control.minimum,
+                                                     maximum: control.maximum, step: control.step,
+                                                     defaultValue: control.defaultValue, value: value, flags: flags,
+                                                     menuItems: control.menuItems))
+            }
+            return report
+        } catch {
+            throw FrameDumpError(error)
+        }
+    }
+
+    static func sizeReport(_ size: FrameSize, pixelFormat: FourCC, device: VideoDevice) throws(V4L2Error) -> SizeReport {
+        switch size {
+        case let .discrete(width, height):
+            let intervals = try device.frameIntervals(pixelFormat, width: width, height: height).map(IntervalReport.init)
+            return SizeReport(kind: "discrete", width: width, height: height, minWidth: width, minHeight: height,
+                              text: size.description, intervals: intervals)
+        case let .stepwise(minWidth, maxWidth, _, minHeight, maxHeight, _):
+            let intervals = try device.frameIntervals(pixelFormat, width: maxWidth, height: maxHeight).map(IntervalReport.init)
+            return SizeReport(kind: "stepwise", width: maxWidth, height: maxHeight, minWidth: minWidth, minHeight: minHeight,
+                              text: size.description, intervals: intervals)
+        case let .continuous(minWidth, maxWidth, minHeight, maxHeight):
+            let intervals = try device.frameIntervals(pixelFormat, width: maxWidth, height: maxHeight).map(IntervalReport.init)
+            return SizeReport(kind: "continuous", width: maxWidth, height: maxHeight, minWidth: minWidth, minHeight: minHeight,
+                              text: size.description, intervals: intervals)
+        }
+    }
+
+    /// The text `framedump info` prints.
+    public func render() -> String {
+        var text = """
+        Device \(path) (backend \(backend))
+          Driver name   : \(driver)
+          Card type     : \(card)
+          Bus info      : \(busInfo)
+          Driver version: \(version)
+          Capabilities  : \(capabilities.joined(separator: ", "))
+          Device caps   : \(deviceCapabilities.joined(separator: ", "))
+          Can capture   : \(canCapture ? "yes (\(captureBufferType ?? "?"))" : "no")
+
+        """
+        if !inputs.isEmpty {
+            text += "Inputs:\n"
+            for input in inputs {
+                let mark = input.index == currentInput ? " (current)" : ""
+                text += "  \(input.index): \(input.name) [\(input.type)]\(mark)\n"
+            }
+        }
+        if let format = currentFormat {
+            text += "Current format: \(format.pixelFormat) \(format.width)x\(format.height) (\(format.bufferType), field \(format.field))"
+            if let interval = format.frameInterval, interval.numerator != 0 {
+                text += ", \(interval) s per frame (\(FrameDumpFormatting.decimal(Double(interval.denominator) / Double(interval.numerator))) fps)"
+            }
+            text += "\n"
+            for (index, plane) in format.planes.enumerated() {
+                text += "  plane \(index): bytes per line \(plane.bytesPerLine), size image \(plane.sizeImage)\n"
+            }
+        }
+        if !formats.isEmpty {
+            text += "Formats:\n"
+            for format in formats {
+                text += "  '\(format.pixelFormat)' (\(format.description))\n"
+                for size in format.sizes {
+                    text += "    Size: \(size.kind) \(size.text)\n"
+                    for interval in size.intervals {
+                        text += "      Interval: \(interval.kind) \(interval.text)\n"
+                    }
+                }
+            }
+        }
+        if !controls.isEmpty {
+            text += "Controls:\n"
+            for control in controls {
+                var line = "  \(control.commandLineName) (\(control.type))"
+                switch control.type {
+                case "button", "ctrl_class": break
+                case "str":
+                    line += " : min=\(control.minimum) max=\(control.maximum) step=\(control.step)"
+                default:
+                    line += " : min=\(control.minimum) max=\(control.maximum) step=\(control.step) default=\(control.defaultValue)"
+                    if let value = control.value { line += " value=\(value)" }
+                }
+                if !control.flags.isEmpty { line += " flags=\(control.flags.joined(separator: ","))" }
+                text += line + "\n"
+                for item in control.menuItems {
+                    text += "      \(item.index): \(item.name)\n"
+                }
+            }
+        }
+        return text
+    }
+}
+
+enum FrameDumpFormatting {
+    /// A number with at most `digits` decimals, without trailing zeros.
+    static func decimal(_ value: Double, digits: Int = 2) -> String {
+        guard value.isFinite else { return "0" }
+        var scale = 1.0
+        for _ in 0..<digits { scale *= 10 }
+        let rounded = (value * scale).rounded() / scale
+        if rounded == rounded.rounded() && abs(rounded) < 1e15 { return String(Int64(rounded)) }
+        var text = String(rounded)
+        if let dot = text.firstIndex(of: "."), text.distance(from: dot, to: text.endIndex) > digits + 1 {
+            text = String(text[..<text.index(dot, offsetBy: digits + 1)])
+        }
+        return text
+    }
+}

@@ -1,0 +1,177 @@
+import CV4L2
+import FrameBridge
+import V4L2
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes PNG pictures of every `every`-th frame (`frame-000000.png`, numbered by frame index)
+/// into a directory: the frame is converted to RGB24 with libv4lconvert (multi-planar frames
+/// are first copied into one contiguous buffer) and written with libpng.
+public final class PNGSink: FrameSink {
+    public let directory: String
+    public let every: Int
+    public let format: ImageFormat
+    /// PNG files written so far.
+    public private(set) var filesWritten = 0
+    private let converter: OpaquePointer
+    private var sourceFormat = v4l2_format()
+    private var destinationFormat = v4l2_format()
+    private let contiguous: UnsafeMutableRawBufferPointer
+    private let rgb: UnsafeMutableRawBufferPointer
+    private var errorText = [CChar](repeating: 0, count: 512)
+
+    /// The file name of frame `index`.
+    public static func fileName(index: Int) -> String {
+        var digits = String(index)
+        while digits.count < 6 { digits = "0" + digits }
+        return "frame-\(digits).png"
+    }
+
+    /// The single-planar format libv4lconvert is given for a (possibly multi-planar) format.
+    static func singlePlanarEquivalent(_ pixelFormat: FourCC, planeCount: Int) -> FourCC? {
+        if planeCount <= 1 { return pixelFormat }
+        switch pixelFormat.description {
+        case "NM12": return .nv12
+        case "NM21": return FourCC("NV21")
+        case "YM12": return .yuv420
+        case "YM21": return FourCC("YV12")
+        case "NM16": return FourCC("NV16")
+        case "NM61": return FourCC("NV61")
+        case "YM16": return .yuv422p
+        default: return nil
+        }
+    }
+
+    /// Checks, before anything is captured, that `directory` exists and is writable, or that it
+    /// can be created.
+    public static func checkDirectory(_ directory: String) throws(FrameDumpError) {
+        guard !directory.isEmpty else { throw .usage("--png-dir: the directory path is empty") }
+        var status = stat()
+        if stat(directory, &status) == 0 {
+            guard (status.st_mode & S_IFMT) == S_IFDIR else {
+                throw .usage("--png-dir \(directory): not a directory")
+            }
+            if access(directory, W_OK | X_OK) != 0 {
+                throw .usage("--png-dir \(directory): cannot write into it: \(Errno.current)")
+            }
+            return
+        }
+        let trimmed = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
+        let parent: String
+        if let slash = trimmed.lastIndex(of: "/") {
+            parent = slash == trimmed.startIndex ? "/" : String(trimmed[..<slash])
+        } else {
+            parent = "."
+        }
+        var parentStatus = stat()
+        guard stat(parent, &parentStatus) == 0, (parentStatus.st_mode & S_IFMT) == S_IFDIR else {
+            throw .usage("--png-dir \(directory): cannot create it: its parent \(parent) is not a directory: \(Errno.current)")
+        }
+        if access(parent, W_OK | X_OK) != 0 {
+            throw .usage("--png-dir \(directory): cannot create it in \(parent): \(Errno.current)")
+        }
+    }
+
+    /// Checks that libv4lconvert can convert `format` to RGB24 (before streaming).
+    public static func checkFormat(_ format: ImageFormat) throws(FrameDumpError) {
+        guard singlePlanarEquivalent(format.pixelFormat, planeCount: format.planes.count) != nil else {
+            throw .usage("--png-dir: the multi-planar pixel format \(format.pixelFormat) cannot be converted to RGB24")
+        }
+    }
+
+    /// - Parameter deviceDescriptor: the device's descriptor, for `v4lconvert_create`.
+    public init(directory: String, every: Int, format: ImageFormat, deviceDescriptor: Int32) throws(FrameDumpError) {
+        guard every >= 1 else { throw .usage("--every: must be at least 1, got \(every)") }
+        guard let source = PNGSink.singlePlanarEquivalent(format.pixelFormat, planeCount: format.planes.count) else {
+            throw .usage("--png-dir: the multi-planar pixel format \(format.pixelFormat) cannot be converted to RGB24")
+        }
+        guard let converter = v4lconvert_create(deviceDescriptor) else {
+            throw .runtime("--png-dir: v4lconvert_create failed: \(Errno.current)")
+        }
+        self.converter = converter
+        self.directory = directory.hasSuffix("/") && directory.count > 1 ? String(directory.dropLast()) : directory
+        self.every = every
+        self.format = format
+        let width = Int(format.width), height = Int(format.height)
+        var total = 0
+        for plane in format.planes { total += Int(plane.sizeImage) }
+        contiguous = UnsafeMutableRawBufferPointer.allocate(byteCount: max(total, 1), alignment: 64)
+        contiguous.initializeMemory(as: UInt8.self, repeating: 0)
+        rgb = UnsafeMutableRawBufferPointer.allocate(byteCount: max(width * height * 3, 1), alignment: 64)
+        sourceFormat.type = BufferType.videoCapture.rawValue
+        sourceFormat.fmt.pix.width = format.width
+        sourceFormat.fmt.pix.height = format.height
+        sourceFormat.fmt.pix.pixelformat = source.rawValue
+        sourceFormat.fmt.pix.field = 1
+        sourceFormat.fmt.pix.bytesperline = format.planes.first?.bytesPerLine ?? 0
+        sourceFormat.fmt.pix.sizeimage = UInt32(total)
+        sourceFormat.fmt.pix.colorspace = format.colorspace
+        destinationFormat.type = BufferType.videoCapture.rawValue
+        destinationFormat.fmt.pix.width = format.width
+        destinationFormat.fmt.pix.height = format.height
+        destinationFormat.fmt.pix.pixelformat = FourCC.rgb24.rawValue
+        destinationFormat.fmt.pix.field = 1
+        destinationFormat.fmt.pix.bytesperline = format.width * 3
+        destinationFormat.fmt.pix.sizeimage = format.width * format.height * 3
+        let compressed = ["MJPG", "JPEG", "H264", "HEVC", "VP80", "VP90"].contains(format.pixelFormat.description)
+        if !compressed {
+            // A trial conversion of a blank frame, so an unsupported format is reported before streaming.
+            let result = convert(size: total)
+            if result < 0 {
+                let message = String(cString: v4lconvert_get_error_message(converter))
+                throw .usage("--png-dir: libv4lconvert cannot convert \(format.pixelFormat) to RGB24: \(message.isEmpty ? "unsupported" : message)")
+            }
+        }
+    }
+
+    deinit {
+        v4lconvert_destroy(converter)
+        contiguous.deallocate()
+        rgb.deallocate()
+    }
+
+    /// Makes the directory if it does not exist (after streaming started).
+    public func createDirectory() throws(FrameDumpError) {
+        var status = stat()
+        if stat(directory, &status) == 0 { return }
+        if mkdir(directory, 0o755) != 0 && Errno.current != Errno(EEXIST) {
+            throw .runtime("--png-dir \(directory): mkdir failed: \(Errno.current)")
+        }
+    }
+
+    private func convert(size: Int) -> Int32 {
+        v4lconvert_convert(converter, &sourceFormat, &destinationFormat,
+                           contiguous.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32(size),
+                           rgb.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32(rgb.count))
+    }
+
+    public func write(_ payload: FramePayload, index: Int) throws(FrameDumpError) {
+        guard index % every == 0 else { return }
+        var size = 0
+        for plane in 0..<payload.planeCount {
+            let bytes = payload.plane(plane)
+            let count = min(bytes.count, contiguous.count - size)
+            if count > 0, let base = bytes.baseAddress {
+                (contiguous.baseAddress! + size).copyMemory(from: base, byteCount: count)
+            }
+            size += count
+        }
+        if convert(size: size) < 0 {
+            let message = String(cString: v4lconvert_get_error_message(converter))
+            throw .runtime("--png-dir: libv4lconvert could not convert frame \(index) (\(format.pixelFormat) \(format.width)x\(format.height)) to RGB24: \(message)")
+        }
+        let path = "\(directory)/\(PNGSink.fileName(index: index))"
+        let result = errorText.withUnsafeMutableBufferPointer { text in
+            cv4l2_write_png_rgb24(path, rgb.baseAddress!.assumingMemoryBound(to: UInt8.self), format.width, format.height,
+                                  Int(format.width) * 3, text.baseAddress, text.count)
+        }
+        if result != 0 {
+            let message = errorText.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+            throw .runtime("--png-dir: \(path): \(message)")
+        }
+        filesWritten += 1
+    }
+
+    public func finish() throws(FrameDumpError) {}
+}

@@ -1,0 +1,70 @@
+import ArgumentParser
+import FrameDump
+
+struct CaptureCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "capture",
+        abstract: "Capture frames to a raw or YUV4MPEG2 stream and/or PNG pictures.",
+        discussion: """
+        -o FILE writes each frame's payload bytes (--container raw, the default; byte-identical to \
+        v4l2-ctl --stream-to) or a YUV4MPEG2 stream (--container y4m); -o - writes to standard output. \
+        The file is created only once the device streams. A summary follows on standard error \
+        (--json: JSON on standard output, or on standard error with -o -); --quiet leaves out the \
+        progress line and the text summary. SIGINT/SIGTERM stop the capture cleanly after the current \
+        frame: the output keeps every whole frame, the summary says interrupted, the exit code is 0. \
+        With --memory dmabuf, --dmabuf-from names the exporter; a requested allocator that selection \
+        rejects is an error (no fall-back to mmap).
+        """
+    )
+
+    @OptionGroup var device: DeviceOptions
+
+    @Option(name: [.customShort("n"), .customLong("count")], parsing: .unconditional, help: "Frames to capture (at least 1).")
+    var count: Int
+
+    @OptionGroup var memory: MemoryArguments
+    @OptionGroup var format: FormatArguments
+
+    @Option(name: [.customShort("o"), .customLong("output")], help: ArgumentHelp("Write the stream to FILE, or - for standard output.", valueName: "FILE|-"))
+    var output: String?
+
+    @Option(name: .customLong("container"), help: ArgumentHelp("The stream format: raw (default) or y4m.", valueName: "raw|y4m"))
+    var container: String?
+
+    @Option(name: .customLong("png-dir"), help: ArgumentHelp("Write PNG pictures of frames (frame-000000.png, ...) into DIR.", valueName: "DIR"))
+    var pngDirectory: String?
+
+    @Option(name: .customLong("every"), parsing: .unconditional, help: ArgumentHelp("With --png-dir: a picture of every Nth frame (default 1).", valueName: "N"))
+    var every: Int?
+
+    @Option(name: .customLong("error-frames"), help: ArgumentHelp("Frames with the ERROR flag: deliver (default) or skip.", valueName: "deliver|skip"))
+    var errorFrames: String?
+
+    @Option(name: .customLong("timeout"), help: ArgumentHelp("Fail when no frame arrives for this many seconds (default 5).", valueName: "SECONDS"))
+    var timeout: Double?
+
+    @Flag(name: .customLong("json"), help: "Print the summary as JSON.")
+    var json = false
+
+    @Flag(name: [.customShort("q"), .customLong("quiet")], help: "No progress line and no text summary.")
+    var quiet = false
+
+    func run() throws {
+        let arguments = CaptureArguments(device: device.device, count: count, memory: memory.memory, dmabufFrom: memory.dmabufFrom,
+                                         buffers: memory.buffers, input: format.input, pixelFormat: format.pixelFormat,
+                                         size: format.size, fps: format.fps, setControls: format.setControls, output: output,
+                                         container: container, pngDirectory: pngDirectory, every: every,
+                                         errorFrames: errorFrames, timeoutSeconds: timeout, libv4l2: device.libv4l2)
+        let options = try CaptureOptions(arguments: arguments)
+        StopSignals.install()
+        let session = CaptureSession(options: options)
+        session.progress = ProgressLine.forStandardError(quiet: quiet)
+        let summary = try session.run()
+        if json {
+            let text = summary.json() + "\n"
+            if output == "-" { printError(text) } else { printOutput(text) }
+        } else if !quiet {
+            printError(summary.render())
+        }
+    }
+}

@@ -1,0 +1,31 @@
+import ArgumentParser
+import FrameDump
+import V4L2
+
+struct FramingCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "framing",
+        abstract: "Show the pin's framing requirements and which allocator selection would choose.",
+        discussion: """
+        One framing item per plane: memory kinds, frames min/max, frame size min/max, bytes per line, \
+        alignment, flags. Then the allocator for --memory (default mmap) and, when it is rejected, the \
+        reasons. No allocator is initialized. The format options set the format the framing is for.
+        """
+    )
+
+    @OptionGroup var device: DeviceOptions
+    @OptionGroup var memory: MemoryArguments
+    @OptionGroup var format: FormatArguments
+
+    @Flag(name: .customLong("json"), help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        let kind = try memory.memory.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.memoryKind(text) } ?? .mmap
+        let source = try memory.dmabufFrom.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.dmabufSource(text) }
+        let formatOptions = try format.parsed()
+        let report = try FrameDumpCommands.framing(path: device.device, backend: device.backend, memory: kind, source: source,
+                                                   buffers: memory.buffers, format: formatOptions)
+        printOutput(json ? FrameDumpJSON.encode(report) + "\n" : report.render())
+    }
+}

@@ -1,0 +1,21 @@
+import ArgumentParser
+import FrameDump
+import V4L2
+
+struct ListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list",
+        abstract: "List every /dev/video* with card, driver, bus info and whether it can capture."
+    )
+
+    @Flag(name: .customLong("json"), help: "Print JSON.")
+    var json = false
+
+    @Flag(name: .customLong("libv4l2"), help: "Open the devices through libv4l2.")
+    var libv4l2 = false
+
+    func run() throws {
+        let entries = FrameDumpCommands.list(backend: libv4l2 ? LibV4L2Backend.shared : KernelBackend.shared)
+        printOutput(json ? FrameDumpJSON.encode(entries) + "\n" : DeviceListing.render(entries))
+    }
+}
