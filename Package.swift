@@ -39,6 +39,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Counts heap allocations (replaces malloc in the process); linked only into the benchmark.
+        .target(name: "CMallocCounter"),
+        // The in-process benchmarks that tools/bench runs.
+        .executableTarget(
+            name: "framebridge-bench",
+            dependencies: ["CMallocCounter", "CV4L2", "V4L2", "V4L2Simulator", "FrameBridge"]
+        ),
         .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2"]),
         .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2"]),
         .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator"]),

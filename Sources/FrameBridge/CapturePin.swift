@@ -227,6 +227,8 @@ public final class CapturePin: Sendable {
             state.slots = slots
             state.allocator = allocator
             state.memoryKind = allocator.offer.memoryKind
+            state.synchronizesCPUAccess = allocator.offer.memoryKind == .dmabuf
+            core.memoryKindValue.store(allocator.offer.memoryKind.rawValue, ordering: .relaxed)
             state.statistics = CaptureStatistics()
             state.leadingEdge = nil
             state.trailing = Array(repeating: (slot: -1, generation: 0), count: trailingCapacity)
@@ -309,7 +311,7 @@ public final class CapturePin: Sendable {
             }
             let descriptor: BufferDescriptor?
             do {
-                descriptor = try device.dequeue(bufferType: bufferType, memory: core.state.withLock { $0.memoryKind })
+                descriptor = try device.dequeue(bufferType: bufferType, memory: core.streamMemoryKind)
             } catch {
                 if error.errno == .brokenPipe { return false }
                 throw fail(error)
@@ -348,7 +350,7 @@ public final class CapturePin: Sendable {
                 }
             }
             var anyQueued = false
-            for slot in state.slots where slot.state == .queued {
+            for index in state.slots.indices where state.slots[index].state == .queued {
                 anyQueued = true
                 break
             }

@@ -69,6 +69,8 @@ final class PinCore: Sendable {
         var nextPointerID: UInt64 = 1
         var dequeueCounter: UInt64 = 0
         var pendingRequeue = false
+        /// Whether lock/unlock bracket CPU reads with the allocator's sync calls (dmabuf).
+        var synchronizesCPUAccess = false
     }
 
     let device: VideoDevice
@@ -77,6 +79,9 @@ final class PinCore: Sendable {
     let starvationPolicy: StarvationPolicy
     let errorFramePolicy: ErrorFramePolicy
     let state = Mutex(State())
+    /// The memory kind of the current stream, readable without the lock.
+    let memoryKindValue = Atomic<UInt32>(MemoryKind.mmap.rawValue)
+    var streamMemoryKind: MemoryKind { MemoryKind(rawValue: memoryKindValue.load(ordering: .relaxed)) ?? .mmap }
 
     init(device: VideoDevice, bufferType: BufferType, trailingWindow: Int,
          starvationPolicy: StarvationPolicy, errorFramePolicy: ErrorFramePolicy) {
@@ -173,7 +178,7 @@ final class PinCore: Sendable {
                     state.slots[slot].handlers[i].locked = true
                 }
             }
-            return (state.slots[slot].memory, state.allocator)
+            return (state.slots[slot].memory, state.synchronizesCPUAccess ? state.allocator : nil)
         }
         guard let (memory, allocator) = result else {
             throw cancelledError()
@@ -204,13 +209,13 @@ final class PinCore: Sendable {
                         state.slots[slot].handlers[i].locked = false
                     }
                 }
-                return (state.slots[slot].memory, state.allocator)
+                return state.synchronizesCPUAccess ? (state.slots[slot].memory, state.allocator) : (nil, nil)
             }
             // Cancelled while locked: this pointer's handler runs now.
             if hasHandler, let index = pendingLockedHandlers.withLock({ $0.firstIndex { $0.pointer == pointer } }) {
                 runHandler = pendingLockedHandlers.withLock { $0.remove(at: index).handler }
             }
-            return (state.slots[slot].memory, state.allocator)
+            return state.synchronizesCPUAccess ? (state.slots[slot].memory, state.allocator) : (nil, nil)
         }
         if let memory { allocator?.endCPUAccess(index: slot, memory: memory) }
         runHandler?()

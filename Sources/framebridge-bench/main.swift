@@ -1,0 +1,188 @@
+// framebridge-bench: the in-process benchmarks of tools/bench, on the simulated device.
+//
+//   framebridge-bench allocations [--frames N]   heap allocations per frame, steady state
+//   framebridge-bench overhead [--frames N] [--runs R]
+//                                                 ns per frame of the bridge's
+//                                                 dequeue -> stream pointer -> lock -> release -> requeue
+//                                                 beside a bare loop of the same fake ioctls
+//
+// Each prints `figure: NAME value VALUE reference REFERENCE` lines that tools/bench collects.
+import CMallocCounter
+import CV4L2
+import FrameBridge
+import V4L2
+import V4L2Simulator
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func argument(_ name: String, default value: Int) -> Int {
+    let arguments = CommandLine.arguments
+    guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count, let parsed = Int(arguments[index + 1]) else {
+        return value
+    }
+    return parsed
+}
+
+func fail(_ message: String) -> Never {
+    let text = "framebridge-bench: \(message)\n"
+    _ = text.withCString { write(2, $0, strlen($0)) }
+    exit(1)
+}
+
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
+
+let devicePath = "/dev/video0"
+
+func makeBackend(fills: Bool) -> SimulatedV4L2Backend {
+    let backend = SimulatedV4L2Backend()
+    backend.addDevice(path: devicePath, configuration: SimulatedDeviceConfiguration(
+        initialWidth: 640, initialHeight: 360, production: .onDemand, fillsPayload: fills))
+    return backend
+}
+
+/// Streams `frames` frames through the pin: advance, clone the leading edge, lock, read a
+/// byte, unlock, release. Returns the sum of the bytes read (so the work is not optimized away).
+@inline(never)
+func runBridge(_ pin: CapturePin, frames: Int) -> Int {
+    var checksum = 0
+    for _ in 0..<frames {
+        do {
+            guard try pin.advance(timeoutMilliseconds: 1000), var pointer = pin.cloneLeadingEdge() else {
+                fail("the simulated device stopped delivering")
+            }
+            try pointer.lock()
+            checksum &+= try pointer.withPayload { Int($0.plane(0)[0]) }
+            pointer.unlock()
+        } catch {
+            fail("bridge loop: \(error)")
+        }
+    }
+    return checksum
+}
+
+/// The reference: the same fake ioctls (poll, DQBUF, QBUF) made directly on the backend, with
+/// no pin, no pointers, no checks.
+final class BareLoop {
+    let backend: SimulatedV4L2Backend
+    let fd: Int32
+    var mappings: [UnsafeMutableRawPointer] = []
+
+    init(backend: SimulatedV4L2Backend, count: UInt32) {
+        self.backend = backend
+        guard case .success(let fd) = backend.open(path: devicePath, flags: O_RDWR | O_NONBLOCK) else { fail("open") }
+        self.fd = fd
+        var request = v4l2_requestbuffers()
+        request.count = count
+        request.type = BufferType.videoCapture.rawValue
+        request.memory = MemoryKind.mmap.rawValue
+        guard backend.ioctl(fd, request: CV4L2_VIDIOC_REQBUFS, argument: &request) == nil else { fail("REQBUFS") }
+        for index in 0..<request.count {
+            var buffer = v4l2_buffer()
+            buffer.index = index
+            buffer.type = request.type
+            buffer.memory = request.memory
+            guard backend.ioctl(fd, request: CV4L2_VIDIOC_QUERYBUF, argument: &buffer) == nil else { fail("QUERYBUF") }
+            guard case .success(let address) = backend.mmap(fd, length: Int(buffer.length), protection: PROT_READ | PROT_WRITE,
+                                                             offset: Int64(buffer.m.offset)) else { fail("mmap") }
+            mappings.append(address)
+            guard backend.ioctl(fd, request: CV4L2_VIDIOC_QBUF, argument: &buffer) == nil else { fail("QBUF") }
+        }
+        var type = Int32(request.type)
+        guard backend.ioctl(fd, request: CV4L2_VIDIOC_STREAMON, argument: &type) == nil else { fail("STREAMON") }
+    }
+
+    @inline(never)
+    func run(frames: Int) -> Int {
+        var checksum = 0
+        var done = 0
+        while done < frames {
+            guard case .success(let events) = backend.poll(fd, events: Int16(POLLIN), timeoutMilliseconds: 1000), events != 0 else {
+                fail("bare loop: poll")
+            }
+            var buffer = v4l2_buffer()
+            buffer.type = BufferType.videoCapture.rawValue
+            buffer.memory = MemoryKind.mmap.rawValue
+            if let errno = backend.ioctl(fd, request: CV4L2_VIDIOC_DQBUF, argument: &buffer) {
+                if errno == .resourceTemporarilyUnavailable { continue }
+                fail("bare loop: DQBUF \(errno)")
+            }
+            checksum &+= Int(mappings[Int(buffer.index)].load(as: UInt8.self))
+            guard backend.ioctl(fd, request: CV4L2_VIDIOC_QBUF, argument: &buffer) == nil else { fail("bare loop: QBUF") }
+            done += 1
+        }
+        return checksum
+    }
+}
+
+func startPin(_ backend: SimulatedV4L2Backend, frames: Int) -> CapturePin {
+    do {
+        let device = try VideoDevice(path: devicePath, backend: backend)
+        let pin = try CapturePin(device: device, configuration: PinConfiguration(width: 640, height: 360))
+        try pin.start(AllocatorSelection(frameCount: frames))
+        return pin
+    } catch {
+        fail("\(error)")
+    }
+}
+
+let mode = CommandLine.arguments.dropFirst().first ?? "all"
+var sink = 0
+
+if mode == "allocations" || mode == "all" {
+    let frames = argument("--frames", default: 1000)
+    // The counter must see allocations, or a 0 below would mean nothing.
+    let before = cmalloc_counter_allocations()
+    var arrays: [[Int]] = []
+    for i in 0..<100 { arrays.append([i, i + 1]) }
+    sink &+= arrays.count
+    let counted = cmalloc_counter_allocations() - before
+    guard counted >= 100 else { fail("the malloc counter saw \(counted) of at least 100 allocations; it is not interposed") }
+    print("counter check: 100 small arrays counted as \(counted) allocations")
+
+    let backend = makeBackend(fills: true)
+    let pin = startPin(backend, frames: 4)
+    sink &+= runBridge(pin, frames: 200) // warm up: first-use allocations
+    let start = cmalloc_counter_allocations()
+    sink &+= runBridge(pin, frames: frames)
+    let allocations = cmalloc_counter_allocations() - start
+    let stats = pin.statistics
+    pin.stop()
+    print("figure: heap-allocations-per-frame value \(Double(allocations) / Double(frames)) reference 0 frames \(frames) total \(allocations) delivered \(stats.delivered)")
+}
+
+if mode == "overhead" || mode == "all" {
+    let frames = argument("--frames", default: 100_000)
+    let runs = argument("--runs", default: 11)
+    let bareBackend = makeBackend(fills: false)
+    let bare = BareLoop(backend: bareBackend, count: 4)
+    let bridgeBackend = makeBackend(fills: false)
+    let pin = startPin(bridgeBackend, frames: 4)
+    sink &+= bare.run(frames: 1000)
+    sink &+= runBridge(pin, frames: 1000)
+    var bestBare = UInt64.max
+    var bestBridge = UInt64.max
+    var ratios: [Double] = []
+    for _ in 0..<runs {
+        // Alternate the two so that drift in machine speed hits both alike.
+        var t0 = monotonicNanoseconds()
+        sink &+= bare.run(frames: frames)
+        let bareTime = monotonicNanoseconds() - t0
+        t0 = monotonicNanoseconds()
+        sink &+= runBridge(pin, frames: frames)
+        let bridgeTime = monotonicNanoseconds() - t0
+        bestBare = min(bestBare, bareTime)
+        bestBridge = min(bestBridge, bridgeTime)
+        ratios.append(Double(bridgeTime) / Double(bareTime))
+    }
+    pin.stop()
+    ratios.sort()
+    let bareNs = Double(bestBare) / Double(frames)
+    let bridgeNs = Double(bestBridge) / Double(frames)
+    print("figure: ns-per-frame value \(bridgeNs) reference \(bareNs) ratio-best \(bridgeNs / bareNs) ratio-median \(ratios[ratios.count / 2]) ratio-min \(ratios.first!) ratio-max \(ratios.last!) runs \(runs) frames \(frames)")
+}
+if sink == 42 { print("") }
