@@ -437,35 +437,78 @@ public final class VideoDevice: Sendable {
 
     /// VIDIOC_QUERYBUF.
     public func queryBuffer(index: UInt32, bufferType: BufferType, memory: MemoryKind) throws(V4L2Error) -> BufferDescriptor {
-        var descriptor = BufferDescriptor(index: index, bufferType: bufferType, memory: memory)
+        // A multi-planar QUERYBUF needs a planes array at least as long as the buffer's planes.
+        var descriptor = BufferDescriptor(index: index, bufferType: bufferType, memory: memory,
+                                          planeCount: bufferType.isMultiplanar ? maximumPlaneCount : 1)
         try withRawBuffer(&descriptor, "VIDIOC_QUERYBUF", CV4L2_VIDIOC_QUERYBUF, fillFromDescriptor: false)
         return descriptor
     }
 
     /// VIDIOC_QBUF: hands `buffer` to the driver. For USERPTR and DMABUF the planes'
-    /// `userPointer`/`fd` and `length` say where the memory is.
-    public func queue(_ buffer: BufferDescriptor) throws(V4L2Error) {
-        var descriptor = buffer
-        try withRawBuffer(&descriptor, "VIDIOC_QBUF", CV4L2_VIDIOC_QBUF, fillFromDescriptor: true)
+    /// `userPointer`/`fd` and `length` say where the memory is. Borrows the descriptor: no copy.
+    public func queue(_ buffer: borrowing BufferDescriptor) throws(V4L2Error) {
+        var raw = v4l2_buffer()
+        raw.index = buffer.index
+        raw.type = buffer.bufferType.rawValue
+        raw.memory = buffer.memory.rawValue
+        raw.field = buffer.field
+        let errno: Errno?
+        if buffer.bufferType.isMultiplanar {
+            var planes = VideoDevice.emptyPlanes
+            let count = min(max(buffer.planeCount, 1), maximumPlaneCount)
+            errno = withUnsafeMutableBytes(of: &planes) { bytes -> Errno? in
+                let planes = bytes.bindMemory(to: v4l2_plane.self)
+                for i in 0..<count {
+                    let plane = buffer.planes[i]
+                    planes[i].length = plane.length
+                    planes[i].bytesused = plane.bytesUsed
+                    planes[i].data_offset = plane.dataOffset
+                    switch buffer.memory {
+                    case .mmap: planes[i].m.mem_offset = plane.mapOffset
+                    case .userPointer: planes[i].m.userptr = plane.userPointer
+                    case .dmabuf: planes[i].m.fd = plane.fd
+                    }
+                }
+                raw.length = UInt32(count)
+                raw.m.planes = planes.baseAddress
+                return rawIoctl(CV4L2_VIDIOC_QBUF, &raw)
+            }
+        } else {
+            let plane = buffer.planes[0]
+            raw.length = plane.length
+            raw.bytesused = plane.bytesUsed
+            switch buffer.memory {
+            case .mmap: raw.m.offset = plane.mapOffset
+            case .userPointer: raw.m.userptr = plane.userPointer
+            case .dmabuf: raw.m.fd = plane.fd
+            }
+            errno = rawIoctl(CV4L2_VIDIOC_QBUF, &raw)
+        }
+        if let errno { throw error("VIDIOC_QBUF", errno) }
     }
 
     /// VIDIOC_DQBUF: takes a filled buffer from the driver, or nil when none is ready (EAGAIN).
     public func dequeue(bufferType: BufferType, memory: MemoryKind) throws(V4L2Error) -> BufferDescriptor? {
-        var descriptor = BufferDescriptor(index: 0, bufferType: bufferType, memory: memory,
-                                          planeCount: bufferType.isMultiplanar ? maximumPlaneCount : 1)
-        do {
-            try withRawBuffer(&descriptor, "VIDIOC_DQBUF", CV4L2_VIDIOC_DQBUF, fillFromDescriptor: false)
-        } catch {
-            if error.errno == .resourceTemporarilyUnavailable { return nil }
-            throw error
-        }
+        var descriptor = BufferDescriptor(index: 0, bufferType: bufferType, memory: memory)
+        guard try dequeue(into: &descriptor) else { return nil }
         return descriptor
     }
 
+    /// VIDIOC_DQBUF into `descriptor` (whose `bufferType` and `memory` say which queue).
+    /// Returns false when no buffer is ready (EAGAIN). Nothing is allocated or copied in bulk.
+    public func dequeue(into descriptor: inout BufferDescriptor) throws(V4L2Error) -> Bool {
+        try withRawBuffer(&descriptor, "VIDIOC_DQBUF", CV4L2_VIDIOC_DQBUF, fillFromDescriptor: false, tolerateWouldBlock: true)
+    }
+
+    private static let emptyPlanes = (v4l2_plane(), v4l2_plane(), v4l2_plane(), v4l2_plane(),
+                                      v4l2_plane(), v4l2_plane(), v4l2_plane(), v4l2_plane())
+
     /// Fills a `v4l2_buffer` (and, multi-planar, a `v4l2_plane` array on the stack) from
-    /// `descriptor`, makes the ioctl, and copies the driver's answer back.
+    /// `descriptor`, makes the ioctl, and copies the driver's answer back. Returns false for
+    /// EAGAIN when `tolerateWouldBlock`.
+    @discardableResult
     private func withRawBuffer(_ descriptor: inout BufferDescriptor, _ name: StaticString, _ request: UInt,
-                               fillFromDescriptor: Bool) throws(V4L2Error) {
+                               fillFromDescriptor: Bool, tolerateWouldBlock: Bool = false) throws(V4L2Error) -> Bool {
         var raw = v4l2_buffer()
         raw.index = descriptor.index
         raw.type = descriptor.bufferType.rawValue
@@ -473,25 +516,10 @@ public final class VideoDevice: Sendable {
         raw.field = descriptor.field
         let errno: Errno?
         if descriptor.bufferType.isMultiplanar {
-            var planes = (v4l2_plane(), v4l2_plane(), v4l2_plane(), v4l2_plane(),
-                          v4l2_plane(), v4l2_plane(), v4l2_plane(), v4l2_plane())
+            var planes = VideoDevice.emptyPlanes
             errno = withUnsafeMutableBytes(of: &planes) { bytes -> Errno? in
                 let planes = bytes.bindMemory(to: v4l2_plane.self)
-                let count = min(max(descriptor.planeCount, 1), maximumPlaneCount)
-                if fillFromDescriptor {
-                    for i in 0..<count {
-                        let plane = descriptor.planes[i]
-                        planes[i].length = plane.length
-                        planes[i].bytesused = plane.bytesUsed
-                        planes[i].data_offset = plane.dataOffset
-                        switch descriptor.memory {
-                        case .mmap: planes[i].m.mem_offset = plane.mapOffset
-                        case .userPointer: planes[i].m.userptr = plane.userPointer
-                        case .dmabuf: planes[i].m.fd = plane.fd
-                        }
-                    }
-                }
-                raw.length = UInt32(count)
+                raw.length = UInt32(maximumPlaneCount)
                 raw.m.planes = planes.baseAddress
                 let result = rawIoctl(request, &raw)
                 if result == nil {
@@ -513,16 +541,6 @@ public final class VideoDevice: Sendable {
                 return result
             }
         } else {
-            if fillFromDescriptor {
-                let plane = descriptor.planes[0]
-                raw.length = plane.length
-                raw.bytesused = plane.bytesUsed
-                switch descriptor.memory {
-                case .mmap: raw.m.offset = plane.mapOffset
-                case .userPointer: raw.m.userptr = plane.userPointer
-                case .dmabuf: raw.m.fd = plane.fd
-                }
-            }
             errno = rawIoctl(request, &raw)
             if errno == nil {
                 var plane = BufferPlane()
@@ -538,6 +556,7 @@ public final class VideoDevice: Sendable {
             }
         }
         if let errno {
+            if tolerateWouldBlock && errno == .resourceTemporarilyUnavailable { return false }
             throw error(name, errno)
         }
         descriptor.index = raw.index
@@ -545,6 +564,7 @@ public final class VideoDevice: Sendable {
         descriptor.field = raw.field
         descriptor.sequence = raw.sequence
         descriptor.timestampNanoseconds = Int64(raw.timestamp.tv_sec) * 1_000_000_000 + Int64(raw.timestamp.tv_usec) * 1_000
+        return true
     }
 
     /// VIDIOC_EXPBUF: exports plane `plane` of MMAP buffer `index` as a dmabuf fd.

@@ -1,0 +1,439 @@
+import CV4L2
+import V4L2
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The state shared by every simulated device of a backend. Only touched under the backend's lock.
+final class SimulatedRegistry {
+    var devices: [SimulatedDevice] = []
+    var descriptors: [Int32] = []
+    var descriptorDevices: [SimulatedDevice] = []
+    var mappings: [SimulatedMapping] = []
+    var internalMappings = 0
+    var nextSerial: UInt64 = 1
+
+    init() {
+        descriptors.reserveCapacity(16)
+        descriptorDevices.reserveCapacity(16)
+        mappings.reserveCapacity(64)
+    }
+
+    /// The device a descriptor belongs to, by a linear search of a small array.
+    @inline(__always)
+    func device(for descriptor: Int32) -> SimulatedDevice? {
+        var i = 0
+        let count = descriptors.count
+        while i < count {
+            if descriptors[i] == descriptor { return descriptorDevices[i] }
+            i += 1
+        }
+        return nil
+    }
+
+    func device(path: String) -> SimulatedDevice? {
+        devices.first { $0.path == path }
+    }
+}
+
+/// One simulated device node and its videobuf2-like queue. Only touched under the backend's lock.
+final class SimulatedDevice {
+    let path: String
+    let configuration: SimulatedDeviceConfiguration
+    let isV4L2: Bool
+
+    // Hot configuration values, copied out of `configuration`.
+    let queueType: UInt32
+    let isCapture: Bool
+    let isMultiplanar: Bool
+    let producesOnDemand: Bool
+    let fillsPayload: Bool
+    let minimumBuffers: Int
+    let maximumBuffers: Int
+    let dataOffset: UInt32
+    let pixelFormats: [SimulatedPixelFormat]
+    let bufferCapabilities: UInt32
+
+    // Device state.
+    var disconnected = false
+    var input: UInt32 = 0
+    var format: SimulatedFormat
+    var timePerFrame: Fraction
+    var controls: [SimulatedControl]
+    var openDescriptors = 0
+
+    // Queue state.
+    var owner: Int32 = -1
+    var memory: UInt32 = 0
+    var buffers: [SimulatedBuffer] = []
+    var queued: IndexRing
+    var done: IndexRing
+    var streaming = false
+    /// Streaming and enough buffers were queued: the driver produces frames.
+    var started = false
+    /// videobuf2's `q->error`.
+    var fatal = false
+    var nextSequence: UInt32 = 0
+    var lastTimestamp: Int64 = 0
+    var framesProduced = 0
+    var polls = 0
+    var lastDequeuedIndex = -1
+
+    // Faults and statistics.
+    var faults: [SimulatedFault] = []
+    var requestCounts: [(request: UInt, count: Int)] = []
+
+    static let timestampMonotonic: UInt32 = 0x0000_2000
+    static let fieldNone: UInt32 = 1
+    static let colorspaceSRGB: UInt32 = 8
+
+    init(path: String, configuration: SimulatedDeviceConfiguration, isV4L2: Bool) {
+        self.path = path
+        self.configuration = configuration
+        self.isV4L2 = isV4L2
+        queueType = configuration.bufferType.rawValue
+        isCapture = configuration.canCapture
+        isMultiplanar = configuration.multiplanar
+        producesOnDemand = configuration.production == .onDemand
+        fillsPayload = configuration.fillsPayload
+        maximumBuffers = Int(min(max(configuration.maximumBuffers, 1), 32))
+        minimumBuffers = min(Int(max(configuration.minimumBuffers, 1)), maximumBuffers)
+        dataOffset = configuration.multiplanar ? configuration.dataOffset : 0
+        pixelFormats = SimulatedPixelFormat.formats(multiplanar: configuration.multiplanar)
+        var capabilities: UInt32 = 0x10 // V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS
+        for kind in configuration.memoryKinds {
+            switch kind {
+            case .mmap: capabilities |= 0x1
+            case .userPointer: capabilities |= 0x2
+            case .dmabuf: capabilities |= 0x4
+            }
+        }
+        bufferCapabilities = capabilities
+        timePerFrame = configuration.frameIntervals.first ?? Fraction(1, 30)
+        controls = SimulatedControl.standardSet(minimumBuffers: UInt32(min(Int(max(configuration.minimumBuffers, 1)), 32)))
+        queued = IndexRing(capacity: 32)
+        done = IndexRing(capacity: 32)
+        buffers.reserveCapacity(32)
+        faults.reserveCapacity(16)
+        requestCounts.reserveCapacity(48)
+        format = SimulatedFormat(pixelFormat: .yuyv, width: 0, height: 0, planes: [])
+        format = negotiate(fourcc: configuration.initialPixelFormat.rawValue,
+                           width: configuration.initialWidth, height: configuration.initialHeight)
+    }
+
+    // MARK: - Counting
+
+    @inline(__always)
+    func count(_ request: UInt) {
+        var i = 0
+        let n = requestCounts.count
+        while i < n {
+            if requestCounts[i].request == request {
+                requestCounts[i].count += 1
+                return
+            }
+            i += 1
+        }
+        requestCounts.append((request, 1))
+    }
+
+    func count(of request: UInt) -> Int {
+        requestCounts.first { $0.request == request }?.count ?? 0
+    }
+
+    // MARK: - Faults
+
+    /// Applies the first pending call fault that fits this call. Returns the errno the call
+    /// must fail with, or nil to go on (possibly in the error state `fatalError` set).
+    /// `request` is nil for poll and mmap; mmap (`interruptible` false) only sees `disconnect`.
+    func applyCallFault(request: UInt?, framePath: Bool, interruptible: Bool = true) -> Errno? {
+        var i = 0
+        while i < faults.count {
+            switch faults[i] {
+            case .interrupted(let count) where interruptible:
+                if count > 1 { faults[i] = .interrupted(count - 1) } else { faults.remove(at: i) }
+                if count >= 1 { return .interrupted }
+            case .disconnect:
+                faults.remove(at: i)
+                disconnected = true
+                return .noSuchDevice
+            case .fatalError where framePath:
+                faults.remove(at: i)
+                fatal = true
+                return nil
+            case .failNext(let failing, let errno) where request == failing:
+                faults.remove(at: i)
+                return errno
+            default:
+                i += 1
+            }
+        }
+        return nil
+    }
+
+    /// Takes the first pending EAGAIN fault.
+    func takeWouldBlock() -> Bool {
+        var i = 0
+        while i < faults.count {
+            if case .wouldBlock(let count) = faults[i] {
+                if count > 1 { faults[i] = .wouldBlock(count - 1) } else { faults.remove(at: i) }
+                if count >= 1 { return true }
+            } else {
+                i += 1
+            }
+        }
+        return false
+    }
+
+    /// Takes the first pending frame fault: (sequence numbers to skip, error flag).
+    func takeFrameFault() -> (skip: UInt32, error: Bool) {
+        for i in faults.indices {
+            switch faults[i] {
+            case .dropFrames(let count):
+                faults.remove(at: i)
+                return (UInt32(clamping: max(count, 0)), false)
+            case .errorFlag:
+                faults.remove(at: i)
+                return (0, true)
+            default:
+                continue
+            }
+        }
+        return (0, false)
+    }
+
+    /// Takes the first pending result fault that can apply to the buffer just dequeued.
+    func takeResultFault(dequeuedIndex: Int) -> (fault: SimulatedFault, reportedIndex: Int)? {
+        for i in faults.indices {
+            switch faults[i] {
+            case .outOfRangeIndex:
+                faults.remove(at: i)
+                return (.outOfRangeIndex, buffers.count)
+            case .indexNotQueued:
+                // An index the application holds: the previous DQBUF's, else any other dequeued one.
+                var candidate = -1
+                if lastDequeuedIndex >= 0, lastDequeuedIndex != dequeuedIndex, lastDequeuedIndex < buffers.count,
+                   buffers[lastDequeuedIndex].state == .dequeued {
+                    candidate = lastDequeuedIndex
+                } else if let other = buffers.indices.first(where: { $0 != dequeuedIndex && buffers[$0].state == .dequeued }) {
+                    candidate = other
+                }
+                guard candidate >= 0 else { continue }
+                faults.remove(at: i)
+                return (.indexNotQueued, candidate)
+            case .bytesUsedOverLength:
+                faults.remove(at: i)
+                return (.bytesUsedOverLength, dequeuedIndex)
+            case .dataOffsetNotBelowBytesUsed where isMultiplanar:
+                faults.remove(at: i)
+                return (.dataOffsetNotBelowBytesUsed, dequeuedIndex)
+            default:
+                continue
+            }
+        }
+        return nil
+    }
+
+    // MARK: - Frames
+
+    /// Fills the oldest queued buffer, if the device is producing. Returns whether it did.
+    @discardableResult
+    func produceFrame() -> Bool {
+        guard streaming, started, !fatal, !disconnected, let index = queued.removeFirst() else { return false }
+        var sequence = nextSequence
+        var hasError = false
+        if !faults.isEmpty {
+            let fault = takeFrameFault()
+            sequence &+= fault.skip
+            hasError = fault.error
+        }
+        nextSequence = sequence &+ 1
+        var now = SystemCalls.monotonicNanoseconds()
+        if now <= lastTimestamp { now = lastTimestamp + 1000 }
+        lastTimestamp = now
+
+        buffers[index].sequence = sequence
+        buffers[index].timestampNanoseconds = now
+        buffers[index].field = SimulatedDevice.fieldNone
+        buffers[index].hasError = hasError
+        let planeCount = buffers[index].planes.count
+        for p in 0..<planeCount {
+            if isCapture {
+                let bytesUsed = format.planes[p].sizeImage
+                buffers[index].planes[p].bytesUsed = bytesUsed
+                buffers[index].planes[p].dataOffset = p == 0 ? dataOffset : 0
+                if fillsPayload, let address = address(ofPlane: p, buffer: index) {
+                    let available = Int(buffers[index].planes[p].length)
+                    SimulatedPattern.fill(address, count: min(Int(bytesUsed), available), sequence: sequence, plane: p)
+                }
+            }
+        }
+        buffers[index].state = .done
+        done.append(index)
+        framesProduced += 1
+        return true
+    }
+
+    /// Where the simulator writes plane `plane` of buffer `index`.
+    @inline(__always)
+    func address(ofPlane plane: Int, buffer index: Int) -> UnsafeMutableRawPointer? {
+        switch memory {
+        case MemoryKind.mmap.rawValue: return buffers[index].planes[plane].fillAddress
+        case MemoryKind.userPointer.rawValue: return UnsafeMutableRawPointer(bitPattern: buffers[index].planes[plane].userPointer)
+        case MemoryKind.dmabuf.rawValue: return buffers[index].planes[plane].dmabufMapping
+        default: return nil
+        }
+    }
+
+    // MARK: - poll
+
+    enum PollAnswer {
+        case ready(Int16)
+        case notReady
+        case failed(Errno)
+    }
+
+    func poll(events: Int16) -> PollAnswer {
+        let always = Int16(POLLERR | POLLHUP | POLLNVAL)
+        if !disconnected && !faults.isEmpty, let errno = applyCallFault(request: nil, framePath: true) {
+            if errno != .noSuchDevice { return .failed(errno) }
+        }
+        if disconnected {
+            // What v4l2_poll returns for an unregistered device.
+            let mask = Int16(POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM | POLLERR | POLLHUP | POLLPRI)
+            return .ready(mask & (events | always))
+        }
+        if !streaming || fatal { return .ready(Int16(POLLERR)) }
+        let readable = isCapture ? Int16(POLLIN | POLLRDNORM) : Int16(POLLOUT | POLLWRNORM)
+        if !done.isEmpty { return .ready(readable & (events | always)) }
+        if producesOnDemand && produceFrame() { return .ready(readable & (events | always)) }
+        return .notReady
+    }
+
+    // MARK: - mmap
+
+    func map(length: Int, protection: Int32, offset: Int64, registry: SimulatedRegistry) -> Result<UnsafeMutableRawPointer, Errno> {
+        if !faults.isEmpty, let errno = applyCallFault(request: nil, framePath: false, interruptible: false) {
+            return .failure(errno)
+        }
+        if disconnected { return .failure(.noSuchDevice) }
+        guard memory == MemoryKind.mmap.rawValue, length > 0, offset >= 0,
+              offset % Int64(SystemCalls.pageSize) == 0 else { return .failure(.invalidArgument) }
+        let slot = Int(offset / Int64(SystemCalls.pageSize))
+        let index = slot / 8
+        let plane = slot % 8
+        guard index < buffers.count, plane < buffers[index].planes.count else { return .failure(.invalidArgument) }
+        let memfd = buffers[index].planes[plane].memfd
+        guard SystemCalls.pageAligned(length) <= buffers[index].planes[plane].allocatedLength else {
+            return .failure(.invalidArgument)
+        }
+        // videobuf2 wants a readable mapping of a capture buffer, a writable one of an output buffer.
+        guard protection & (isCapture ? PROT_READ : PROT_WRITE) != 0 else { return .failure(.invalidArgument) }
+        switch SystemCalls.map(memfd, length: length, protection: protection) {
+        case .success(let address):
+            buffers[index].mappings += 1
+            registry.mappings.append(SimulatedMapping(address: UInt(bitPattern: address), length: length, device: self,
+                                                      serial: buffers[index].serial, index: index))
+            return .success(address)
+        case .failure(let errno):
+            return .failure(errno)
+        }
+    }
+
+    // MARK: - Buffers
+
+    /// Frees every buffer (REQBUFS 0, close of the owner): videobuf2's `__vb2_queue_free`.
+    /// Mappings the application still has stay valid (orphaned buffers).
+    func freeBuffers(registry: SimulatedRegistry) {
+        cancel()
+        for buffer in buffers {
+            for plane in buffer.planes {
+                if let address = plane.fillAddress {
+                    Glibc.munmap(address, plane.allocatedLength)
+                    registry.internalMappings -= 1
+                }
+                if plane.memfd >= 0 { Glibc.close(plane.memfd) }
+                if let address = plane.dmabufMapping {
+                    Glibc.munmap(address, plane.dmabufMappingLength)
+                    registry.internalMappings -= 1
+                }
+            }
+        }
+        buffers.removeAll(keepingCapacity: true)
+        memory = 0
+        lastDequeuedIndex = -1
+    }
+
+    /// Stops streaming and takes every buffer back: videobuf2's `__vb2_queue_cancel`.
+    func cancel() {
+        streaming = false
+        started = false
+        fatal = false
+        for i in buffers.indices where buffers[i].state != .dequeued {
+            buffers[i].state = .dequeued
+        }
+        queued.removeAll()
+        done.removeAll()
+    }
+
+    /// Allocates `count` buffers with planes of `sizes`, for `memory`. Returns how many it made.
+    func allocate(count: Int, sizes: [UInt32], memory: UInt32, registry: SimulatedRegistry) -> Result<Int, Errno> {
+        var made = 0
+        while made < count {
+            let index = buffers.count
+            var planes: [SimulatedPlane] = []
+            var failure: Errno?
+            for (p, size) in sizes.enumerated() {
+                var plane = SimulatedPlane(minimumLength: size, length: size,
+                                           mapOffset: UInt32((index * 8 + p) * SystemCalls.pageSize))
+                if memory == MemoryKind.mmap.rawValue {
+                    let length = SystemCalls.pageAligned(Int(size))
+                    switch SystemCalls.anonymousMemory(length: length) {
+                    case .success(let fd):
+                        plane.memfd = fd
+                        plane.allocatedLength = length
+                        switch SystemCalls.map(fd, length: length, protection: PROT_READ | PROT_WRITE) {
+                        case .success(let address):
+                            plane.fillAddress = address
+                            registry.internalMappings += 1
+                        case .failure(let errno):
+                            failure = errno
+                        }
+                    case .failure(let errno):
+                        failure = errno
+                    }
+                }
+                planes.append(plane)
+                if failure != nil { break }
+            }
+            if let failure {
+                for plane in planes {
+                    if let address = plane.fillAddress {
+                        Glibc.munmap(address, plane.allocatedLength)
+                        registry.internalMappings -= 1
+                    }
+                    if plane.memfd >= 0 { Glibc.close(plane.memfd) }
+                }
+                if made == 0 { return .failure(failure == .interrupted ? .outOfMemory : failure) }
+                break
+            }
+            buffers.append(SimulatedBuffer(planes: planes, serial: registry.nextSerial))
+            registry.nextSerial += 1
+            made += 1
+        }
+        self.memory = memory
+        return .success(made)
+    }
+
+    // MARK: - Formats
+
+    /// The format a driver would choose for a request (TRY_FMT).
+    func negotiate(fourcc: UInt32, width: UInt32, height: UInt32) -> SimulatedFormat {
+        let pixelFormat = pixelFormats.first { $0.fourcc.rawValue == fourcc } ?? pixelFormats[0]
+        let size = configuration.frameSizes.nearest(width: width, height: height)
+        let width = max(size.width & ~1, 2)
+        let height = pixelFormat.isVerticallySubsampled ? max(size.height & ~1, 2) : max(size.height, 1)
+        return SimulatedFormat(pixelFormat: pixelFormat, width: width, height: height,
+                               planes: pixelFormat.planes(width: width, height: height, dataOffset: dataOffset))
+    }
+}

@@ -1,1 +1,0 @@
-// Placeholder until V4L2Tests lands.

@@ -1,0 +1,98 @@
+import CV4L2
+import V4L2
+import V4L2Simulator
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let videoPath = "/dev/video0"
+
+/// A backend with one simulated device at `path`.
+func makeBackend(_ configuration: SimulatedDeviceConfiguration = SimulatedDeviceConfiguration(),
+                 path: String = videoPath) -> SimulatedV4L2Backend {
+    let backend = SimulatedV4L2Backend()
+    backend.addDevice(path: path, configuration: configuration)
+    return backend
+}
+
+/// Catches the ``V4L2Error`` a call throws, failing the test when it does not throw.
+func expectError<T>(_ body: () throws(V4L2Error) -> T, file: StaticString = #filePath, line: UInt = #line) -> V4L2Error? {
+    do {
+        let value = try body()
+        XCTFail("expected a V4L2Error, got \(value)", file: file, line: line)
+        return nil
+    } catch {
+        return error
+    }
+}
+
+extension VideoDevice {
+    /// A raw ioctl through the backend, without retries.
+    func raw<T>(_ request: UInt, _ argument: inout T) -> Errno? {
+        withUnsafeMutablePointer(to: &argument) { backend.ioctl(descriptor, request: request, argument: UnsafeMutableRawPointer($0)) }
+    }
+
+    /// The capture buffer type of the node.
+    var captureType: BufferType { capabilities.captureBufferType! }
+
+    /// QUERYBUF of every buffer and mmap of each plane.
+    func mapAll(count: Int, bufferType: BufferType) throws(V4L2Error) -> [[UnsafeMutableRawBufferPointer]] {
+        var result: [[UnsafeMutableRawBufferPointer]] = []
+        for index in 0..<count {
+            let buffer = try queryBuffer(index: UInt32(index), bufferType: bufferType, memory: .mmap)
+            var planes: [UnsafeMutableRawBufferPointer] = []
+            for p in 0..<buffer.planeCount {
+                planes.append(try map(length: Int(buffer.planes[p].length), offset: buffer.planes[p].mapOffset))
+            }
+            result.append(planes)
+        }
+        return result
+    }
+
+    func unmapAll(_ mappings: [[UnsafeMutableRawBufferPointer]]) {
+        for planes in mappings { for plane in planes { unmap(plane) } }
+    }
+
+    /// REQBUFS of `count` MMAP buffers, QBUF of each, STREAMON.
+    @discardableResult
+    func startMMAPStreaming(count: UInt32 = 4) throws(V4L2Error) -> UInt32 {
+        let type = captureType
+        let granted = try requestBuffers(count: count, bufferType: type, memory: .mmap)
+        for index in 0..<granted.count {
+            try queue(try queryBuffer(index: index, bufferType: type, memory: .mmap))
+        }
+        try streamOn(type)
+        return granted.count
+    }
+
+    /// DQBUF that must return a buffer.
+    func dequeueFrame(memory: MemoryKind = .mmap, file: StaticString = #filePath, line: UInt = #line) throws -> BufferDescriptor {
+        try XCTUnwrap(try dequeue(bufferType: captureType, memory: memory), "DQBUF gave EAGAIN", file: file, line: line)
+    }
+}
+
+/// The bytes of a frame's plane match the simulator's pattern for `sequence`.
+func assertPattern(_ memory: UnsafeRawBufferPointer, sequence: UInt32, plane: Int, count: Int,
+                   file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertGreaterThan(count, 0, "empty payload", file: file, line: line)
+    XCTAssertLessThanOrEqual(count, memory.count, "payload larger than the mapping", file: file, line: line)
+    let payload = UnsafeRawBufferPointer(rebasing: memory[0..<min(count, memory.count)])
+    if let mismatch = SimulatedPattern.firstMismatch(in: payload, sequence: sequence, plane: plane) {
+        XCTFail("plane \(plane) of frame \(sequence) differs from the pattern at byte \(mismatch): "
+                + "\(payload[mismatch]) != \(SimulatedPattern.byte(sequence: sequence, plane: plane, offset: mismatch))",
+                file: file, line: line)
+    }
+}
+
+/// How many descriptors this process has open (entries of /proc/self/fd).
+func processDescriptorCount() -> Int {
+    guard let directory = opendir("/proc/self/fd") else { return -1 }
+    defer { closedir(directory) }
+    var count = 0
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != "." && name != ".." { count += 1 }
+    }
+    return count - 1 // the directory stream itself
+}
