@@ -25,6 +25,8 @@ public final class CaptureSession {
 
     /// The pin while the session runs (for inspection).
     public private(set) var pin: CapturePin?
+    /// write/writev calls the stream output made (one per frame, plus the y4m header).
+    public private(set) var outputWriteCalls = 0
 
     public init(options: CaptureOptions, stopFlag: StopFlag = StopSignals.flag) {
         self.options = options
@@ -72,7 +74,7 @@ public final class CaptureSession {
         }
         var png: PNGSink?
         if let directory = options.pngDirectory {
-            png = try PNGSink(directory: directory, every: options.pngEvery, format: format, deviceDescriptor: device.descriptor)
+            png = try PNGSink(directory: directory, every: options.pngEvery, format: format, device: device)
         }
         let candidate = try AllocatorPlan.candidate(memory: options.memory, source: options.dmabufSource, format: format,
                                                     backend: options.backend)
@@ -154,6 +156,7 @@ public final class CaptureSession {
             self.progress?.clear()
             pin.stop()
             try? output?.close()
+            self.outputWriteCalls = output?.writeCalls ?? 0
             var error = error
             error.summary = summary()
             return error
@@ -217,6 +220,7 @@ public final class CaptureSession {
         self.progress?.clear()
         let finished = summary()
         pin.stop()
+        outputWriteCalls = output?.writeCalls ?? 0
         do throws(FrameDumpError) {
             for sink in sinks { try sink.finish() }
             try output?.close()

@@ -43,19 +43,20 @@ public struct FrameDumpError: Error, Sendable, Equatable, CustomStringConvertibl
     public var description: String { message }
 
     static func oneLine(_ text: String) -> String {
-        var result = ""
+        var result = String.UnicodeScalarView()
         var lastWasSpace = false
-        for character in text {
-            if character == "\n" || character == "\r" || character == "\t" {
+        for scalar in text.unicodeScalars {
+            if scalar == "\n" || scalar == "\r" || scalar == "\t" {
                 if !lastWasSpace && !result.isEmpty { result.append(" ") }
                 lastWasSpace = true
             } else {
-                result.append(character)
-                lastWasSpace = character == " "
+                result.append(scalar)
+                lastWasSpace = scalar == " "
             }
         }
-        while result.hasSuffix(" ") { result.removeLast() }
-        return result
+        var line = String(result)
+        while line.hasSuffix(" ") { line.removeLast() }
+        return line
     }
 
     /// Wraps any error thrown by the lower layers.

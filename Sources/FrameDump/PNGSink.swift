@@ -15,6 +15,7 @@ public final class PNGSink: FrameSink {
     /// PNG files written so far.
     public private(set) var filesWritten = 0
     private let converter: OpaquePointer
+    private let bridge: BackendIoctlBridge?
     private var sourceFormat = v4l2_format()
     private var destinationFormat = v4l2_format()
     private let contiguous: UnsafeMutableRawBufferPointer
@@ -80,14 +81,24 @@ public final class PNGSink: FrameSink {
         }
     }
 
-    /// - Parameter deviceDescriptor: the device's descriptor, for `v4lconvert_create`.
-    public init(directory: String, every: Int, format: ImageFormat, deviceDescriptor: Int32) throws(FrameDumpError) {
+    /// - Parameter device: the device; a kernel device's descriptor is given to `v4lconvert_create`,
+    ///   other backends (libv4l2, the simulator) get libv4lconvert's ioctls through ``DeviceBackend``.
+    public init(directory: String, every: Int, format: ImageFormat, device: VideoDevice) throws(FrameDumpError) {
         guard every >= 1 else { throw .usage("--every: must be at least 1, got \(every)") }
         guard let source = PNGSink.singlePlanarEquivalent(format.pixelFormat, planeCount: format.planes.count) else {
             throw .usage("--png-dir: the multi-planar pixel format \(format.pixelFormat) cannot be converted to RGB24")
         }
-        guard let converter = v4lconvert_create(deviceDescriptor) else {
-            throw .runtime("--png-dir: v4lconvert_create failed: \(Errno.current)")
+        let converter: OpaquePointer?
+        if device.backend is KernelBackend {
+            converter = v4lconvert_create(device.descriptor)
+            bridge = nil
+        } else {
+            let bridge = BackendIoctlBridge(backend: device.backend)
+            converter = v4lconvert_create_with_dev_ops(device.descriptor, bridge.context, bridge.operations)
+            self.bridge = bridge
+        }
+        guard let converter else {
+            throw .runtime("--png-dir: v4lconvert_create failed for \(device.path): \(Errno.current)")
         }
         self.converter = converter
         self.directory = directory.hasSuffix("/") && directory.count > 1 ? String(directory.dropLast()) : directory
@@ -174,4 +185,53 @@ public final class PNGSink: FrameSink {
     }
 
     public func finish() throws(FrameDumpError) {}
+}
+
+/// A `struct libv4l_dev_ops` whose ioctl goes through a ``DeviceBackend``, so libv4lconvert can
+/// query a device that is not a kernel descriptor (the simulator, or libv4l2's descriptors).
+final class BackendIoctlBridge {
+    private final class Box {
+        let backend: any DeviceBackend
+        init(backend: any DeviceBackend) { self.backend = backend }
+    }
+
+    /// The `dev_ops_priv` pointer (a retained box).
+    let context: UnsafeMutableRawPointer
+    /// The `struct libv4l_dev_ops`: init, close, ioctl, read, write and seven reserved pointers.
+    private let table: UnsafeMutablePointer<UnsafeRawPointer?>
+    var operations: OpaquePointer { OpaquePointer(table) }
+
+    init(backend: any DeviceBackend) {
+        context = Unmanaged.passRetained(Box(backend: backend)).toOpaque()
+        table = UnsafeMutablePointer<UnsafeRawPointer?>.allocate(capacity: 12)
+        table.initialize(repeating: nil, count: 12)
+        let ioctl: @convention(c) (UnsafeMutableRawPointer?, Int32, UInt, UnsafeMutableRawPointer?) -> Int32 = { context, fd, request, argument in
+            guard let context, let argument else {
+                cv4l2_set_errno(EINVAL)
+                return -1
+            }
+            let box = Unmanaged<Box>.fromOpaque(context).takeUnretainedValue()
+            if let errno = box.backend.ioctl(fd, request: request, argument: argument) {
+                cv4l2_set_errno(errno.rawValue)
+                return -1
+            }
+            return 0
+        }
+        let read: @convention(c) (UnsafeMutableRawPointer?, Int32, UnsafeMutableRawPointer?, Int) -> Int = { _, _, _, _ in
+            cv4l2_set_errno(EINVAL)
+            return -1
+        }
+        let write: @convention(c) (UnsafeMutableRawPointer?, Int32, UnsafeRawPointer?, Int) -> Int = { _, _, _, _ in
+            cv4l2_set_errno(EINVAL)
+            return -1
+        }
+        table[2] = unsafeBitCast(ioctl, to: UnsafeRawPointer.self)
+        table[3] = unsafeBitCast(read, to: UnsafeRawPointer.self)
+        table[4] = unsafeBitCast(write, to: UnsafeRawPointer.self)
+    }
+
+    deinit {
+        Unmanaged<Box>.fromOpaque(context).release()
+        table.deallocate()
+    }
 }
