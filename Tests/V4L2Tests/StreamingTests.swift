@@ -405,4 +405,50 @@ final class StreamingTests: XCTestCase {
         device.unmapAll(mappings)
         XCTAssertEqual(backend.liveMappingCount, 0)
     }
+
+    func testOutputOnlyDeviceQueueCompletesBuffersWithoutWritingThem() throws {
+        let backend = makeBackend(SimulatedDeviceConfiguration(canCapture: false))
+        let device = try VideoDevice(path: videoPath, backend: backend)
+        XCTAssertEqual(expectError { () throws(V4L2Error) in try device.requestBuffers(count: 2, bufferType: .videoCapture, memory: .mmap) }?.errno,
+                       .invalidArgument, "no capture queue")
+        try device.requestBuffers(count: 2, bufferType: .videoOutput, memory: .mmap)
+        var buffer = try device.queryBuffer(index: 0, bufferType: .videoOutput, memory: .mmap)
+        let mapping = try device.map(length: Int(buffer.planes[0].length), offset: buffer.planes[0].mapOffset)
+        defer { device.unmap(mapping) }
+        mapping.storeBytes(of: 0x5A, toByteOffset: 0, as: UInt8.self)
+        buffer.planes[0].bytesUsed = 100
+        try device.queue(buffer)
+        try device.queue(try device.queryBuffer(index: 1, bufferType: .videoOutput, memory: .mmap))
+        try device.streamOn(.videoOutput)
+        XCTAssertEqual(try device.poll(events: [.output], timeoutMilliseconds: 0), .output)
+        let done = try XCTUnwrap(try device.dequeue(bufferType: .videoOutput, memory: .mmap))
+        XCTAssertEqual(done.index, 0)
+        XCTAssertEqual(done.planes[0].bytesUsed, 100, "an output buffer keeps the bytesused the application gave")
+        XCTAssertEqual(mapping.load(fromByteOffset: 0, as: UInt8.self), 0x5A, "nothing is written into an output buffer")
+    }
+
+    func testCaptureOnOneThreadWhileAnotherProducesFrames() throws {
+        let backend = makeBackend(SimulatedDeviceConfiguration(production: .manual))
+        let device = try VideoDevice(path: videoPath, backend: backend)
+        try device.startMMAPStreaming(count: 4)
+        let frames = 200
+        let producer = Thread {
+            var produced = 0
+            while produced < frames {
+                produced += backend.produceFrames(path: videoPath, count: 1)
+                _ = backend.queueState(path: videoPath)
+                if produced % 7 == 0 { usleep(100) }
+            }
+        }
+        producer.start()
+        var sequences: [UInt32] = []
+        let deadline = Date().addingTimeInterval(20)
+        while sequences.count < frames && Date() < deadline {
+            guard try device.poll(timeoutMilliseconds: 100).contains(.input) else { continue }
+            guard let buffer = try device.dequeue(bufferType: .videoCapture, memory: .mmap) else { continue }
+            sequences.append(buffer.sequence)
+            try device.queue(buffer)
+        }
+        XCTAssertEqual(sequences, Array(0..<UInt32(frames)))
+    }
 }
