@@ -13,7 +13,8 @@ public enum SimulatedFault: Sendable, Hashable, CustomStringConvertible {
     /// Result: DQBUF reports an index one past the last buffer.
     case outOfRangeIndex
     /// Result: DQBUF reports an index that is not queued: the one the previous DQBUF
-    /// returned (the same index twice), or another dequeued buffer.
+    /// returned (the same index twice), or another buffer the application holds. It waits
+    /// for the first DQBUF at which the application holds some other buffer.
     case indexNotQueued
     /// Result: plane 0's `bytesused` is one more than its `length`.
     case bytesUsedOverLength
