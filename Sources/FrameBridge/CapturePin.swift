@@ -201,11 +201,15 @@ public final class CapturePin: Sendable {
             allocator.delete()
             throw error
         }
-        var slots: [PinCore.Slot] = []
-        slots.reserveCapacity(granted)
+        let kind = allocator.offer.memoryKind
+        let storage = StreamStorage(capacity: AllocatorFraming.queueMaximumFrames)
         func undo() {
-            for (index, slot) in slots.enumerated() { allocator.free(index: index, memory: slot.memory) }
+            for index in 0..<storage.count { allocator.free(index: index, memory: storage.memories[index]) }
             allocator.delete()
+        }
+        guard granted <= storage.capacity else {
+            undo()
+            throw CaptureError(.allocator, "\(allocator.name): granted \(granted) frames, more than a queue holds (\(storage.capacity))")
         }
         for index in 0..<granted {
             do throws(CaptureError) {
@@ -214,9 +218,7 @@ public final class CapturePin: Sendable {
                     allocator.free(index: index, memory: memory)
                     throw CaptureError(.allocator, "\(allocator.name): frame \(index) plane \(plane) has \(memory.planes[plane].length) bytes, below the framing's minimum \(framing.items[plane].frameSizeMinimum)")
                 }
-                var slot = PinCore.Slot(memory: memory)
-                slot.handlers.reserveCapacity(2)
-                slots.append(slot)
+                storage.store(memory, at: index, bufferType: bufferType, kind: kind)
             } catch {
                 undo()
                 throw error
@@ -224,11 +226,17 @@ public final class CapturePin: Sendable {
         }
         let trailingCapacity = core.trailingWindow
         let failure = core.state.withLock { state -> V4L2Error? in
-            state.slots = slots
+            state.slots = (0..<granted).map { _ in
+                var slot = PinCore.Slot()
+                slot.handlers.reserveCapacity(2)
+                return slot
+            }
+            state.queuedCount = 0
+            state.storage = storage
             state.allocator = allocator
-            state.memoryKind = allocator.offer.memoryKind
-            state.synchronizesCPUAccess = allocator.offer.memoryKind == .dmabuf
-            core.memoryKindValue.store(allocator.offer.memoryKind.rawValue, ordering: .relaxed)
+            state.memoryKind = kind
+            state.synchronizesCPUAccess = kind == .dmabuf
+            core.memoryKindValue.store(kind.rawValue, ordering: .relaxed)
             state.statistics = CaptureStatistics()
             state.leadingEdge = nil
             state.trailing = Array(repeating: (slot: -1, generation: 0), count: trailingCapacity)
@@ -245,14 +253,18 @@ public final class CapturePin: Sendable {
                 return error
             }
             state.phase = .streaming
+            core.publish(state)
             return nil
         }
         if let failure {
             _ = try? device.streamOff(bufferType)
             core.state.withLock { state in
                 state.slots = []
+                state.queuedCount = 0
+                state.storage = nil
                 state.allocator = nil
                 state.phase = .stopped
+                core.publish(state)
             }
             undo()
             throw CaptureError(failure)
@@ -271,6 +283,7 @@ public final class CapturePin: Sendable {
                 state.phase = .stopped
             }
             handlers = core.cancelHeldFrames(&state)
+            core.publish(state)
             return core.takeTeardownIfDone(&state)
         }
         for handler in handlers { handler() }
@@ -286,16 +299,28 @@ public final class CapturePin: Sendable {
     /// - Throws: ``CaptureError`` when the pin is not streaming, on a fatal streaming error
     ///   (EIO) or a disconnect (ENODEV); both cancel held frames and stop the stream.
     public func advance(timeoutMilliseconds: Int32 = 2000) throws(CaptureError) -> Bool {
+        try advance(timeoutMilliseconds: timeoutMilliseconds, clone: false) != nil
+    }
+
+    /// What ``advance(timeoutMilliseconds:clone:)`` hands back: whether the edge moved, and
+    /// the new frame's reference when one was asked for.
+    private struct Advanced {
+        var pointer: (slot: Int, generation: UInt32, id: UInt64, info: FrameInfo)?
+    }
+
+    private func advance(timeoutMilliseconds: Int32, clone: Bool) throws(CaptureError) -> Advanced? {
         var remaining = Int64(timeoutMilliseconds)
         var waitedForStarvation = false
+        var descriptor = BufferDescriptor(index: 0, bufferType: bufferType, memory: core.streamMemoryKind)
         while true {
-            let step = prepare(&waitedForStarvation)
-            switch step {
-            case .fail(let error): throw error
-            case .runHandlers(let handlers):
-                for handler in handlers { handler() }
-                continue
-            case .ready: break
+            if !core.fedAndStreaming.load(ordering: .acquiring) || waitedForStarvation {
+                switch prepare(&waitedForStarvation) {
+                case .fail(let error): throw error
+                case .runHandlers(let handlers):
+                    for handler in handlers { handler() }
+                    continue
+                case .ready: break
+                }
             }
             let slice: Int32 = waitedForStarvation ? Int32(min(remaining, 20)) : Int32(min(remaining, Int64(Int32.max)))
             let events: PollEvents
@@ -306,24 +331,25 @@ public final class CapturePin: Sendable {
             }
             if events.isEmpty {
                 remaining -= Int64(slice)
-                if remaining <= 0 { return false }
+                if remaining <= 0 { return nil }
                 continue
             }
-            let descriptor: BufferDescriptor?
+            descriptor.memory = core.streamMemoryKind
+            let dequeued: Bool
             do {
-                descriptor = try device.dequeue(bufferType: bufferType, memory: core.streamMemoryKind)
+                dequeued = try device.dequeue(into: &descriptor)
             } catch {
-                if error.errno == .brokenPipe { return false }
+                if error.errno == .brokenPipe { return nil }
                 throw fail(error)
             }
-            guard let descriptor else {
+            guard dequeued else {
                 if events.contains(.error) {
                     throw fail(V4L2Error(device: device.path, operation: "poll", errno: nil,
                                          detail: "the driver reported an error (POLLERR) and has no buffer to dequeue"))
                 }
                 continue
             }
-            if accept(descriptor) { return true }
+            if let advanced = accept(descriptor, clone: clone) { return advanced }
         }
     }
 
@@ -348,13 +374,9 @@ public final class CapturePin: Sendable {
                 for index in state.slots.indices where state.slots[index].state == .free {
                     _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
                 }
+                core.publish(state)
             }
-            var anyQueued = false
-            for index in state.slots.indices where state.slots[index].state == .queued {
-                anyQueued = true
-                break
-            }
-            if anyQueued {
+            if state.queuedCount > 0 {
                 waitedForStarvation = false
                 return .ready
             }
@@ -364,6 +386,7 @@ public final class CapturePin: Sendable {
                 state.trailingStart = (state.trailingStart + 1) % state.trailing.count
                 state.trailingCount -= 1
                 core.dropReference(&state, slot: entry.slot, generation: entry.generation)
+                core.publish(state)
                 return .runHandlers([])
             }
             switch core.starvationPolicy {
@@ -390,26 +413,29 @@ public final class CapturePin: Sendable {
                 let handlers = core.cancel(&state, slot: victim)
                 state.statistics.starvationCancels += 1
                 _ = PinCore.queue(&state, index: victim, device: device, bufferType: bufferType)
+                core.publish(state)
                 return .runHandlers(handlers)
             }
         }
     }
 
-    /// Checks a dequeued buffer and, when it is sound, makes it the leading edge.
-    private func accept(_ descriptor: BufferDescriptor) -> Bool {
-        core.state.withLock { state -> Bool in
+    /// Checks a dequeued buffer and, when it is sound, makes it the leading edge (and, with
+    /// `clone`, takes a reference to it for the caller in the same critical section).
+    private func accept(_ descriptor: BufferDescriptor, clone: Bool) -> Advanced? {
+        core.state.withLock { state -> Advanced? in
             let index = Int(descriptor.index)
             guard index >= 0, index < state.slots.count else {
                 state.statistics.driverViolations += 1
                 state.statistics.lastViolation = "VIDIOC_DQBUF returned index \(index), outside 0..<\(state.slots.count)"
-                return false
+                return nil
             }
             guard state.slots[index].state == .queued else {
                 state.statistics.driverViolations += 1
                 state.statistics.lastViolation = "VIDIOC_DQBUF returned buffer \(index), which was not queued"
-                return false
+                return nil
             }
-            let expectedPlanes = state.slots[index].memory.planeCount
+            guard let storage = state.storage else { return nil }
+            let expectedPlanes = storage.memories[index].planeCount
             var problem: String?
             if descriptor.planeCount != expectedPlanes {
                 problem = "buffer \(index) has \(descriptor.planeCount) planes, expected \(expectedPlanes)"
@@ -417,7 +443,7 @@ public final class CapturePin: Sendable {
                 for plane in 0..<descriptor.planeCount {
                     let p = descriptor.planes[plane]
                     let length = max(Int(p.length), 0)
-                    let memoryLength = state.slots[index].memory.planes[plane].length
+                    let memoryLength = storage.memories[index].planes[plane].length
                     if Int(p.bytesUsed) > length || Int(p.bytesUsed) > memoryLength {
                         problem = "buffer \(index) plane \(plane): bytesused \(p.bytesUsed) > length \(min(length, memoryLength))"
                     } else if p.bytesUsed == 0 {
@@ -432,7 +458,7 @@ public final class CapturePin: Sendable {
                 state.statistics.driverViolations += 1
                 state.statistics.lastViolation = problem
                 _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
-                return false
+                return nil
             }
             // Sequence gaps are frames the driver dropped.
             var dropped: UInt32 = 0
@@ -449,11 +475,11 @@ public final class CapturePin: Sendable {
                 if core.errorFramePolicy == .skip {
                     state.statistics.skippedErrorFrames += 1
                     _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
-                    return false
+                    return nil
                 }
             }
             state.dequeueCounter += 1
-            state.slots[index].state = .held
+            PinCore.setSlot(&state, index, .held)
             state.slots[index].generation &+= 1
             state.slots[index].references = 1
             state.slots[index].locks = 0
@@ -477,7 +503,12 @@ public final class CapturePin: Sendable {
                 }
             }
             state.statistics.delivered += 1
-            return true
+            core.publish(state)
+            guard clone else { return Advanced(pointer: nil) }
+            state.slots[index].references += 1
+            state.livePointers += 1
+            defer { state.nextPointerID += 1 }
+            return Advanced(pointer: (index, state.slots[index].generation, state.nextPointerID, state.slots[index].frame))
         }
     }
 
@@ -492,13 +523,24 @@ public final class CapturePin: Sendable {
             captureError = CaptureError(error)
         }
         var handlers: [@Sendable () -> Void] = []
+        var stoppedMeanwhile = false
         let teardown = core.state.withLock { state -> PinCore.Teardown? in
-            if case .streaming = state.phase {
-                _ = try? device.streamOff(bufferType)
+            guard case .streaming = state.phase else {
+                // stop() ran on another thread while this one waited: not a driver failure.
+                stoppedMeanwhile = true
+                return nil
             }
+            _ = try? device.streamOff(bufferType)
             state.phase = .failed(captureError)
             handlers = core.cancelHeldFrames(&state)
+            core.publish(state)
             return core.takeTeardownIfDone(&state)
+        }
+        if stoppedMeanwhile {
+            return core.state.withLock { state in
+                if case .failed(let error) = state.phase { return error }
+                return CaptureError(.invalidState, "\(device.path): the pin was stopped while waiting for a frame")
+            }
         }
         for handler in handlers { handler() }
         teardown?.run()
@@ -523,8 +565,9 @@ public final class CapturePin: Sendable {
 
     /// Advances the leading edge and returns a reference to the new frame; nil on timeout.
     public func next(timeoutMilliseconds: Int32 = 2000) throws(CaptureError) -> StreamPointer? {
-        guard try advance(timeoutMilliseconds: timeoutMilliseconds) else { return nil }
-        return cloneLeadingEdge()
+        guard let advanced = try advance(timeoutMilliseconds: timeoutMilliseconds, clone: true),
+              let (slot, generation, id, info) = advanced.pointer else { return nil }
+        return StreamPointer(core: core, slot: slot, generation: generation, id: id, info: info)
     }
 
     /// Adds `count` frames while streaming (VIDIOC_CREATE_BUFS through the kernel pool allocator),
@@ -537,12 +580,19 @@ public final class CapturePin: Sendable {
         for index in range {
             let memory = try pool.allocate(index: index)
             let error = core.state.withLock { state -> V4L2Error? in
-                while state.slots.count <= index { state.slots.append(PinCore.Slot(memory: FrameMemory(planes: []))) }
-                state.slots[index] = PinCore.Slot(memory: memory)
-                if case .streaming = state.phase {
-                    return PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
+                guard let storage = state.storage, index < storage.capacity else {
+                    pool.free(index: index, memory: memory)
+                    return V4L2Error(device: device.path, operation: "VIDIOC_CREATE_BUFS", errno: nil,
+                                     detail: "buffer \(index) is beyond the \(AllocatorFraming.queueMaximumFrames) a queue holds")
                 }
-                return nil
+                storage.store(memory, at: index, bufferType: bufferType, kind: .mmap)
+                while state.slots.count <= index { state.slots.append(PinCore.Slot()) }
+                var result: V4L2Error?
+                if case .streaming = state.phase {
+                    result = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
+                }
+                core.publish(state)
+                return result
             }
             if let error { throw CaptureError(error) }
         }

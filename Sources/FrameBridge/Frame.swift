@@ -2,12 +2,22 @@ import V4L2
 
 /// One plane of a captured frame as the driver reported it.
 public struct FramePlaneInfo: Hashable, Sendable {
+    private var storedBytesUsed: UInt32
+    private var storedDataOffset: UInt32
+    private var storedLength: UInt32
+
+    init(bytesUsed: UInt32, dataOffset: UInt32, length: UInt32) {
+        storedBytesUsed = bytesUsed
+        storedDataOffset = dataOffset
+        storedLength = length
+    }
+
     /// Bytes the driver wrote, including `dataOffset`.
-    public var bytesUsed: Int
+    public var bytesUsed: Int { Int(storedBytesUsed) }
     /// Where the payload starts.
-    public var dataOffset: Int
+    public var dataOffset: Int { Int(storedDataOffset) }
     /// Size of the plane's memory.
-    public var length: Int
+    public var length: Int { Int(storedLength) }
     /// The payload size: `bytesUsed - dataOffset`.
     public var payloadSize: Int { bytesUsed - dataOffset }
 }
@@ -52,7 +62,7 @@ public struct FrameInfo: Sendable {
         planes = InlineArray(repeating: FramePlaneInfo(bytesUsed: 0, dataOffset: 0, length: 0))
         for i in 0..<descriptor.planeCount {
             let plane = descriptor.planes[i]
-            planes[i] = FramePlaneInfo(bytesUsed: Int(plane.bytesUsed), dataOffset: Int(plane.dataOffset), length: Int(plane.length))
+            planes[i] = FramePlaneInfo(bytesUsed: plane.bytesUsed, dataOffset: plane.dataOffset, length: plane.length)
         }
     }
 }
@@ -60,7 +70,7 @@ public struct FrameInfo: Sendable {
 /// The bytes of a locked frame. Valid only inside the closure it is handed to.
 public struct FramePayload {
     public let info: FrameInfo
-    let memory: FrameMemory
+    let memory: UnsafePointer<FrameMemory>
 
     /// The number of planes.
     public var planeCount: Int { info.planeCount }
@@ -69,14 +79,14 @@ public struct FramePayload {
     public func plane(_ index: Int) -> UnsafeRawBufferPointer {
         precondition(index >= 0 && index < info.planeCount, "plane \(index) out of range 0..<\(info.planeCount)")
         let plane = info.planes[index]
-        guard let base = memory.planes[index].address else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        guard let base = memory.pointee.planes[index].address else { return UnsafeRawBufferPointer(start: nil, count: 0) }
         return UnsafeRawBufferPointer(start: base + plane.dataOffset, count: plane.payloadSize)
     }
 
     /// The whole memory of plane `index` (`length` bytes).
     public func planeMemory(_ index: Int) -> UnsafeRawBufferPointer {
         precondition(index >= 0 && index < info.planeCount, "plane \(index) out of range 0..<\(info.planeCount)")
-        return UnsafeRawBufferPointer(start: memory.planes[index].address, count: memory.planes[index].length)
+        return UnsafeRawBufferPointer(start: memory.pointee.planes[index].address, count: memory.pointee.planes[index].length)
     }
 }
 

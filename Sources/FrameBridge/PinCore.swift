@@ -36,7 +36,6 @@ final class PinCore: Sendable {
     }
 
     struct Slot: Sendable {
-        var memory: FrameMemory
         var state: SlotState = .free
         var references = 0
         var locks = 0
@@ -58,6 +57,10 @@ final class PinCore: Sendable {
     struct State: Sendable {
         var phase: Phase = .idle
         var slots: [Slot] = []
+        /// The frames' memory and their QBUF descriptors, at stable addresses for the stream.
+        var storage: StreamStorage?
+        /// Slots in the queued state.
+        var queuedCount = 0
         var allocator: (any AllocatorDispatch)?
         var memoryKind: MemoryKind = .mmap
         var leadingEdge: (slot: Int, generation: UInt32)?
@@ -79,6 +82,25 @@ final class PinCore: Sendable {
     let starvationPolicy: StarvationPolicy
     let errorFramePolicy: ErrorFramePolicy
     let state = Mutex(State())
+    /// Mirrors of the state for the lock-free check before waiting: streaming, buffers queued
+    /// to the driver, no QBUF to retry. Written under the lock, read without it.
+    let fedAndStreaming = Atomic<Bool>(false)
+
+    /// Updates the lock-free mirror. Called with the state locked.
+    func publish(_ state: State) {
+        var streaming = false
+        if case .streaming = state.phase { streaming = true }
+        fedAndStreaming.store(streaming && state.queuedCount > 0 && !state.pendingRequeue, ordering: .releasing)
+    }
+
+    /// Moves slot `index` to `newState`, keeping the queued count. Called with the state locked.
+    static func setSlot(_ state: inout State, _ index: Int, _ newState: SlotState) {
+        let old = state.slots[index].state
+        if old == .queued { state.queuedCount -= 1 }
+        if newState == .queued { state.queuedCount += 1 }
+        state.slots[index].state = newState
+    }
+
     /// The memory kind of the current stream, readable without the lock.
     let memoryKindValue = Atomic<UInt32>(MemoryKind.mmap.rawValue)
     var streamMemoryKind: MemoryKind { MemoryKind(rawValue: memoryKindValue.load(ordering: .relaxed)) ?? .mmap }
@@ -94,26 +116,16 @@ final class PinCore: Sendable {
 
     // MARK: - Queueing
 
-    /// QBUF of slot `index`'s memory. Called with the state locked.
+    /// QBUF of slot `index`'s memory, from the descriptor prepared when it was allocated.
+    /// Called with the state locked.
     static func queue(_ state: inout State, index: Int, device: VideoDevice, bufferType: BufferType) -> V4L2Error? {
-        var descriptor = BufferDescriptor(index: UInt32(index), bufferType: bufferType, memory: state.memoryKind,
-                                          planeCount: state.slots[index].memory.planeCount)
-        let memory = state.slots[index].memory
-        for i in 0..<memory.planeCount {
-            let plane = memory.planes[i]
-            descriptor.planes[i].length = UInt32(truncatingIfNeeded: plane.length)
-            switch state.memoryKind {
-            case .mmap: descriptor.planes[i].mapOffset = plane.mapOffset
-            case .userPointer: descriptor.planes[i].userPointer = UInt(bitPattern: plane.address)
-            case .dmabuf: descriptor.planes[i].fd = plane.fd
-            }
-        }
+        guard let storage = state.storage else { return nil }
         do {
-            try device.queue(descriptor)
-            state.slots[index].state = .queued
+            try device.queue(storage.descriptors[index])
+            setSlot(&state, index, .queued)
             return nil
         } catch {
-            state.slots[index].state = .free
+            setSlot(&state, index, .free)
             state.statistics.requeueFailures += 1
             state.pendingRequeue = true
             return error
@@ -132,7 +144,7 @@ final class PinCore: Sendable {
         if case .streaming = state.phase {
             _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
         } else {
-            state.slots[index].state = .free
+            PinCore.setSlot(&state, index, .free)
         }
     }
 
@@ -157,6 +169,7 @@ final class PinCore: Sendable {
         let teardown = state.withLock { state -> Teardown? in
             dropReference(&state, slot: slot, generation: generation)
             state.livePointers -= 1
+            publish(state)
             return takeTeardownIfDone(&state)
         }
         teardown?.run()
@@ -168,22 +181,22 @@ final class PinCore: Sendable {
         }
     }
 
-    func lock(slot: Int, generation: UInt32, pointer: UInt64, hasHandler: Bool) throws(CaptureError) -> FrameMemory {
-        let result = state.withLock { state -> (FrameMemory, (any AllocatorDispatch)?)? in
+    func lock(slot: Int, generation: UInt32, pointer: UInt64, hasHandler: Bool) throws(CaptureError) -> UnsafePointer<FrameMemory> {
+        let result = state.withLock { state -> (UnsafePointer<FrameMemory>, (any AllocatorDispatch)?)? in
             guard slot < state.slots.count, state.slots[slot].generation == generation,
-                  state.slots[slot].state == .held else { return nil }
+                  state.slots[slot].state == .held, let storage = state.storage else { return nil }
             state.slots[slot].locks += 1
             if hasHandler {
                 for i in state.slots[slot].handlers.indices where state.slots[slot].handlers[i].pointer == pointer {
                     state.slots[slot].handlers[i].locked = true
                 }
             }
-            return (state.slots[slot].memory, state.synchronizesCPUAccess ? state.allocator : nil)
+            return (UnsafePointer(storage.memories + slot), state.synchronizesCPUAccess ? state.allocator : nil)
         }
         guard let (memory, allocator) = result else {
             throw cancelledError()
         }
-        allocator?.beginCPUAccess(index: slot, memory: memory)
+        allocator?.beginCPUAccess(index: slot, memory: memory.pointee)
         return memory
     }
 
@@ -202,6 +215,7 @@ final class PinCore: Sendable {
         var runHandler: (@Sendable () -> Void)?
         let (memory, allocator) = state.withLock { state -> (FrameMemory?, (any AllocatorDispatch)?) in
             guard slot < state.slots.count else { return (nil, nil) }
+            let synchronizing = state.synchronizesCPUAccess && state.storage != nil
             if state.slots[slot].generation == generation, state.slots[slot].state == .held {
                 state.slots[slot].locks -= 1
                 if hasHandler {
@@ -209,13 +223,13 @@ final class PinCore: Sendable {
                         state.slots[slot].handlers[i].locked = false
                     }
                 }
-                return state.synchronizesCPUAccess ? (state.slots[slot].memory, state.allocator) : (nil, nil)
+                return synchronizing ? (state.storage!.memories[slot], state.allocator) : (nil, nil)
             }
             // Cancelled while locked: this pointer's handler runs now.
             if hasHandler, let index = pendingLockedHandlers.withLock({ $0.firstIndex { $0.pointer == pointer } }) {
                 runHandler = pendingLockedHandlers.withLock { $0.remove(at: index).handler }
             }
-            return state.synchronizesCPUAccess ? (state.slots[slot].memory, state.allocator) : (nil, nil)
+            return synchronizing ? (state.storage!.memories[slot], state.allocator) : (nil, nil)
         }
         if let memory { allocator?.endCPUAccess(index: slot, memory: memory) }
         runHandler?()
@@ -245,7 +259,7 @@ final class PinCore: Sendable {
             if state.slots[index].state == .held {
                 handlers += cancel(&state, slot: index)
             } else if state.slots[index].state == .queued {
-                state.slots[index].state = .free
+                PinCore.setSlot(&state, index, .free)
             }
         }
         state.leadingEdge = nil
@@ -270,7 +284,7 @@ final class PinCore: Sendable {
         state.slots[index].generation &+= 1
         state.slots[index].references = 0
         state.slots[index].locks = 0
-        state.slots[index].state = .free
+        PinCore.setSlot(&state, index, .free)
         return handlers
     }
 
@@ -291,10 +305,10 @@ final class PinCore: Sendable {
     /// What is left to free once streaming is over and no pointer holds a frame.
     struct Teardown {
         var allocator: any AllocatorDispatch
-        var memories: [(Int, FrameMemory)]
+        var storage: StreamStorage
 
         func run() {
-            for (index, memory) in memories { allocator.free(index: index, memory: memory) }
+            for index in 0..<storage.count { allocator.free(index: index, memory: storage.memories[index]) }
             allocator.delete()
         }
     }
@@ -306,10 +320,55 @@ final class PinCore: Sendable {
         case .streaming, .idle: return nil
         case .stopped, .failed: break
         }
-        guard state.livePointers == 0, let allocator = state.allocator else { return nil }
-        let memories = state.slots.enumerated().map { ($0.offset, $0.element.memory) }
+        guard state.livePointers == 0, let allocator = state.allocator, let storage = state.storage else { return nil }
         state.slots = []
+        state.queuedCount = 0
+        state.storage = nil
         state.allocator = nil
-        return Teardown(allocator: allocator, memories: memories)
+        publish(state)
+        return Teardown(allocator: allocator, storage: storage)
+    }
+}
+
+/// The memory of a stream's frames and their QBUF descriptors, at addresses that stay put
+/// for the stream's lifetime (a locked stream pointer reads its frame's memory through one).
+/// Written only under the pin's lock before a frame is first queued.
+final class StreamStorage: @unchecked Sendable {
+    let capacity: Int
+    let memories: UnsafeMutablePointer<FrameMemory>
+    let descriptors: UnsafeMutablePointer<BufferDescriptor>
+    /// Frames allocated so far.
+    var count = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        memories = .allocate(capacity: capacity)
+        memories.initialize(repeating: FrameMemory(planes: []), count: capacity)
+        descriptors = .allocate(capacity: capacity)
+        descriptors.initialize(repeating: BufferDescriptor(index: 0, bufferType: .videoCapture, memory: .mmap), count: capacity)
+    }
+
+    deinit {
+        memories.deinitialize(count: capacity)
+        memories.deallocate()
+        descriptors.deinitialize(count: capacity)
+        descriptors.deallocate()
+    }
+
+    /// Records frame `index`'s memory and prepares the descriptor QBUF hands the driver.
+    func store(_ memory: FrameMemory, at index: Int, bufferType: BufferType, kind: MemoryKind) {
+        memories[index] = memory
+        var descriptor = BufferDescriptor(index: UInt32(index), bufferType: bufferType, memory: kind, planeCount: memory.planeCount)
+        for i in 0..<memory.planeCount {
+            let plane = memory.planes[i]
+            descriptor.planes[i].length = UInt32(truncatingIfNeeded: plane.length)
+            switch kind {
+            case .mmap: descriptor.planes[i].mapOffset = plane.mapOffset
+            case .userPointer: descriptor.planes[i].userPointer = UInt(bitPattern: plane.address)
+            case .dmabuf: descriptor.planes[i].fd = plane.fd
+            }
+        }
+        descriptors[index] = descriptor
+        count = max(count, index + 1)
     }
 }

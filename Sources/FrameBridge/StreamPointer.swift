@@ -18,7 +18,7 @@ public struct StreamPointer: ~Copyable, @unchecked Sendable {
     let id: UInt64
     /// The frame's metadata, as dequeued.
     public let info: FrameInfo
-    private var memory: FrameMemory?
+    private var memory: UnsafePointer<FrameMemory>?
     private var hasCancelHandler = false
 
     init(core: PinCore, slot: Int, generation: UInt32, id: UInt64, info: FrameInfo) {

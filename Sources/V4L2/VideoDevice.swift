@@ -440,13 +440,13 @@ public final class VideoDevice: Sendable {
         // A multi-planar QUERYBUF needs a planes array at least as long as the buffer's planes.
         var descriptor = BufferDescriptor(index: index, bufferType: bufferType, memory: memory,
                                           planeCount: bufferType.isMultiplanar ? maximumPlaneCount : 1)
-        try withRawBuffer(&descriptor, "VIDIOC_QUERYBUF", CV4L2_VIDIOC_QUERYBUF, fillFromDescriptor: false)
+        try withRawBuffer(&descriptor, "VIDIOC_QUERYBUF", CV4L2_VIDIOC_QUERYBUF)
         return descriptor
     }
 
     /// VIDIOC_QBUF: hands `buffer` to the driver. For USERPTR and DMABUF the planes'
-    /// `userPointer`/`fd` and `length` say where the memory is. Borrows the descriptor: no copy.
-    public func queue(_ buffer: borrowing BufferDescriptor) throws(V4L2Error) {
+    /// `userPointer`/`fd` and `length` say where the memory is. The descriptor is read in place.
+    public func queue(_ buffer: BufferDescriptor) throws(V4L2Error) {
         var raw = v4l2_buffer()
         raw.index = buffer.index
         raw.type = buffer.bufferType.rawValue
@@ -497,7 +497,7 @@ public final class VideoDevice: Sendable {
     /// VIDIOC_DQBUF into `descriptor` (whose `bufferType` and `memory` say which queue).
     /// Returns false when no buffer is ready (EAGAIN). Nothing is allocated or copied in bulk.
     public func dequeue(into descriptor: inout BufferDescriptor) throws(V4L2Error) -> Bool {
-        try withRawBuffer(&descriptor, "VIDIOC_DQBUF", CV4L2_VIDIOC_DQBUF, fillFromDescriptor: false, tolerateWouldBlock: true)
+        try withRawBuffer(&descriptor, "VIDIOC_DQBUF", CV4L2_VIDIOC_DQBUF, tolerateWouldBlock: true)
     }
 
     private static let emptyPlanes = (v4l2_plane(), v4l2_plane(), v4l2_plane(), v4l2_plane(),
@@ -508,7 +508,7 @@ public final class VideoDevice: Sendable {
     /// EAGAIN when `tolerateWouldBlock`.
     @discardableResult
     private func withRawBuffer(_ descriptor: inout BufferDescriptor, _ name: StaticString, _ request: UInt,
-                               fillFromDescriptor: Bool, tolerateWouldBlock: Bool = false) throws(V4L2Error) -> Bool {
+                               tolerateWouldBlock: Bool = false) throws(V4L2Error) -> Bool {
         var raw = v4l2_buffer()
         raw.index = descriptor.index
         raw.type = descriptor.bufferType.rawValue

@@ -52,7 +52,7 @@ func runBridge(_ pin: CapturePin, frames: Int) -> Int {
     var checksum = 0
     for _ in 0..<frames {
         do {
-            guard try pin.advance(timeoutMilliseconds: 1000), var pointer = pin.cloneLeadingEdge() else {
+            guard var pointer = try pin.next(timeoutMilliseconds: 1000) else {
                 fail("the simulated device stopped delivering")
             }
             try pointer.lock()
