@@ -29,6 +29,8 @@ public final class FrameOutput {
     public private(set) var writeCalls = 0
     /// Whether writes go through the copy buffer after writev returned EFAULT.
     public private(set) var usesCopyFallback = false
+    /// A test hook: the next writev behaves as if it had failed with EFAULT.
+    public var simulatesBadAddressOnce = false
 
     /// The most segments (iovecs) one frame may have.
     public static let maximumSegments = 16
@@ -153,10 +155,16 @@ public final class FrameOutput {
                 try copyAndWrite(from: first)
                 return
             }
-            let written = writev(descriptor, segments + first, Int32(segmentCount - first))
+            var written = -1
+            var errno = Errno.badAddress
+            if simulatesBadAddressOnce {
+                simulatesBadAddressOnce = false
+            } else {
+                written = writev(descriptor, segments + first, Int32(segmentCount - first))
+                errno = Errno.current
+            }
             writeCalls += 1
             if written < 0 {
-                let errno = Errno.current
                 switch errno {
                 case .interrupted: continue
                 case .resourceTemporarilyUnavailable:

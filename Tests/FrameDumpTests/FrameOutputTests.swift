@@ -103,3 +103,73 @@ final class FrameOutputTests: XCTestCase {
         XCTAssertTrue(notDirectory?.message.contains("/dev/null is not a directory") ?? false, notDirectory?.message ?? "")
     }
 }
+
+final class FrameOutputFallbackTests: XCTestCase {
+    func testEFAULTFallsBackToCopyingThroughOneBuffer() throws {
+        let path = makeTemporaryDirectory(self) + "/fallback.raw"
+        let output = try FrameOutput.create(path: path, frameCapacity: 64)
+        let first: [UInt8] = Array(0..<20)
+        let second: [UInt8] = Array(100..<130)
+        func frame() throws(FrameDumpError) {
+            let result = first.withUnsafeBytes { a in
+                second.withUnsafeBytes { b -> Result<Void, FrameDumpError> in
+                    output.beginFrame()
+                    output.append(a)
+                    output.append(b)
+                    do throws(FrameDumpError) {
+                        try output.commitFrame()
+                        return .success(())
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            try result.get()
+        }
+        try frame()
+        XCTAssertFalse(output.usesCopyFallback)
+        output.simulatesBadAddressOnce = true
+        try frame()
+        XCTAssertTrue(output.usesCopyFallback, "EFAULT switches to the copy buffer")
+        try frame()
+        try output.close()
+        XCTAssertEqual(readFile(path), (first + second) + (first + second) + (first + second))
+        XCTAssertEqual(output.framesCommitted, 3)
+    }
+
+    func testEFAULTWithAFrameLargerThanTheCopyBufferIsAnError() throws {
+        let path = makeTemporaryDirectory(self) + "/toolarge.raw"
+        let output = try FrameOutput.create(path: path, frameCapacity: 4096)
+        let big = [UInt8](repeating: 7, count: 5000)
+        output.simulatesBadAddressOnce = true
+        let error = big.withUnsafeBytes { bytes -> FrameDumpError? in
+            output.beginFrame()
+            output.append(bytes)
+            do throws(FrameDumpError) {
+                try output.commitFrame()
+                return nil
+            } catch {
+                return error
+            }
+        }
+        XCTAssertTrue(error?.message.hasPrefix("\(path): write failed: EFAULT") ?? false, error?.message ?? "no error")
+        XCTAssertEqual(readFile(path).count, 0)
+    }
+}
+
+final class StopSignalTests: XCTestCase {
+    func testSIGINTSetsTheStopFlag() {
+        StopSignals.install()
+        StopSignals.flag.reset()
+        XCTAssertFalse(StopSignals.flag.isRequested)
+        raise(SIGINT)
+        XCTAssertTrue(StopSignals.flag.isRequested, "the handler set the flag instead of ending the process")
+        StopSignals.flag.reset()
+        raise(SIGTERM)
+        XCTAssertTrue(StopSignals.flag.isRequested)
+        StopSignals.flag.reset()
+        signal(SIGINT, SIG_DFL)
+        signal(SIGTERM, SIG_DFL)
+        signal(SIGPIPE, SIG_DFL)
+    }
+}
