@@ -389,6 +389,17 @@ public final class CapturePin: Sendable {
                 core.publish(state)
                 return .runHandlers([])
             }
+            // Then the frame under the leading edge, when only the edge holds it: the edge is
+            // about to move on, and otherwise a pin whose every other buffer is held (or that
+            // has a single buffer) could never dequeue again.
+            if let edge = state.leadingEdge, edge.slot < state.slots.count,
+               state.slots[edge.slot].generation == edge.generation, state.slots[edge.slot].state == .held,
+               state.slots[edge.slot].references == 1 {
+                state.leadingEdge = nil
+                core.dropReference(&state, slot: edge.slot, generation: edge.generation)
+                core.publish(state)
+                return .runHandlers([])
+            }
             switch core.starvationPolicy {
             case .block:
                 if !waitedForStarvation {

@@ -96,6 +96,18 @@ final class CaptureTests: XCTestCase {
         assertPatternFrames(readFile(dmaPath), frames: 3, planes: [(0, 640 * 360 * 2)])
     }
 
+    /// With one buffer the leading edge holds the only frame: the pin must give it back when it
+    /// advances, or it would never dequeue again.
+    func testOneBufferCaptures() throws {
+        let backend = makeBackend(SimulatedDeviceConfiguration(minimumBuffers: 1))
+        let path = makeTemporaryDirectory(self) + "/one.raw"
+        let summary = try runCapture(CaptureOptions(devicePath: simulatedPath, backend: backend, count: 5, buffers: 1,
+                                                    outputPath: path, frameTimeoutSeconds: 2))
+        XCTAssertEqual(summary.buffers, 1)
+        XCTAssertEqual(summary.framesWritten, 5)
+        assertPatternFrames(readFile(path), frames: 5, planes: [(0, 640 * 360 * 2)])
+    }
+
     func testStandardOutputStream() throws {
         let backend = makeBackend()
         let path = makeTemporaryDirectory(self) + "/stdout.raw"
