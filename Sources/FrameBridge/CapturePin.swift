@@ -299,7 +299,17 @@ public final class CapturePin: Sendable {
     /// - Throws: ``CaptureError`` when the pin is not streaming, on a fatal streaming error
     ///   (EIO) or a disconnect (ENODEV); both cancel held frames and stop the stream.
     public func advance(timeoutMilliseconds: Int32 = 2000) throws(CaptureError) -> Bool {
-        try advance(timeoutMilliseconds: timeoutMilliseconds, clone: false) != nil
+        try advance(timeoutMilliseconds: timeoutMilliseconds, clone: .edgeOnly) != nil
+    }
+
+    /// Who references a newly dequeued frame.
+    private enum Holders {
+        /// The leading edge only (``advance(timeoutMilliseconds:)``).
+        case edgeOnly
+        /// The leading edge and a pointer for the caller (``next(timeoutMilliseconds:keepLeadingEdge:)``).
+        case edgeAndPointer
+        /// A pointer for the caller only; the edge lets go of its previous frame.
+        case pointerOnly
     }
 
     /// What ``advance(timeoutMilliseconds:clone:)`` hands back: whether the edge moved, and
@@ -308,7 +318,7 @@ public final class CapturePin: Sendable {
         var pointer: (slot: Int, generation: UInt32, id: UInt64, info: FrameInfo)?
     }
 
-    private func advance(timeoutMilliseconds: Int32, clone: Bool) throws(CaptureError) -> Advanced? {
+    private func advance(timeoutMilliseconds: Int32, clone: Holders) throws(CaptureError) -> Advanced? {
         var remaining = Int64(timeoutMilliseconds)
         var waitedForStarvation = false
         var descriptor = BufferDescriptor(index: 0, bufferType: bufferType, memory: core.streamMemoryKind)
@@ -432,7 +442,7 @@ public final class CapturePin: Sendable {
 
     /// Checks a dequeued buffer and, when it is sound, makes it the leading edge (and, with
     /// `clone`, takes a reference to it for the caller in the same critical section).
-    private func accept(_ descriptor: BufferDescriptor, clone: Bool) -> Advanced? {
+    private func accept(_ descriptor: BufferDescriptor, clone: Holders) -> Advanced? {
         core.state.withLock { state -> Advanced? in
             let index = Int(descriptor.index)
             guard index >= 0, index < state.slots.count else {
@@ -497,7 +507,7 @@ public final class CapturePin: Sendable {
             state.slots[index].dequeueOrder = state.dequeueCounter
             state.slots[index].frame = FrameInfo(descriptor, droppedBefore: dropped)
             let previous = state.leadingEdge
-            state.leadingEdge = (index, state.slots[index].generation)
+            state.leadingEdge = clone == .pointerOnly ? nil : (index, state.slots[index].generation)
             if let previous {
                 if core.trailingWindow > 0 {
                     if state.trailingCount == core.trailingWindow {
@@ -515,8 +525,9 @@ public final class CapturePin: Sendable {
             }
             state.statistics.delivered += 1
             core.publish(state)
-            guard clone else { return Advanced(pointer: nil) }
-            state.slots[index].references += 1
+            guard clone != .edgeOnly else { return Advanced(pointer: nil) }
+            // With .pointerOnly the pointer takes over the reference the edge would have had.
+            if clone == .edgeAndPointer { state.slots[index].references += 1 }
             state.livePointers += 1
             defer { state.nextPointerID += 1 }
             return Advanced(pointer: (index, state.slots[index].generation, state.nextPointerID, state.slots[index].frame))
@@ -575,8 +586,16 @@ public final class CapturePin: Sendable {
     }
 
     /// Advances the leading edge and returns a reference to the new frame; nil on timeout.
-    public func next(timeoutMilliseconds: Int32 = 2000) throws(CaptureError) -> StreamPointer? {
-        guard let advanced = try advance(timeoutMilliseconds: timeoutMilliseconds, clone: true),
+    ///
+    /// - Parameter keepLeadingEdge: true (the AVStream default) keeps the leading edge on the
+    ///   new frame until the next advance, so the frame returns to the driver only after both
+    ///   the returned pointer is gone and the edge has moved on. false hands the edge's own
+    ///   reference to the returned pointer: the frame is queued again (QBUF) the moment that
+    ///   pointer goes, which keeps one more buffer with the driver while the consumer waits
+    ///   (what a dump loop wants). Then ``cloneLeadingEdge()`` returns nil and the trailing
+    ///   window does not fill.
+    public func next(timeoutMilliseconds: Int32 = 2000, keepLeadingEdge: Bool = true) throws(CaptureError) -> StreamPointer? {
+        guard let advanced = try advance(timeoutMilliseconds: timeoutMilliseconds, clone: keepLeadingEdge ? .edgeAndPointer : .pointerOnly),
               let (slot, generation, id, info) = advanced.pointer else { return nil }
         return StreamPointer(core: core, slot: slot, generation: generation, id: id, info: info)
     }

@@ -9,8 +9,9 @@ import V4L2
 /// format, an unknown control, an unsupported container format or a rejected allocator fail
 /// first, and the output file is created only after VIDIOC_STREAMON succeeded.
 ///
-/// The loop per frame is `pin.advance` (in short slices, so the stop flag is noticed),
-/// `pin.cloneLeadingEdge`, lock, write the sinks, unlock, release. With only the raw sink it
+/// The loop per frame is `pin.next(keepLeadingEdge: false)` (in short slices, so the stop flag
+/// is noticed), lock, write the sinks, unlock, release (which queues the buffer again at once).
+/// With only the raw sink it
 /// allocates nothing per frame: one writev per frame from a preallocated iovec array.
 public final class CaptureSession {
     public let options: CaptureOptions
@@ -171,21 +172,22 @@ public final class CaptureSession {
                 progress.interrupted = true
                 break
             }
-            let advanced: Bool
+            // The pointer holds the frame's only reference: it is queued again the moment it
+            // is released after the write, not at the next advance.
+            var next: StreamPointer?
             do {
-                advanced = try pin.advance(timeoutMilliseconds: slice)
+                next = try pin.next(timeoutMilliseconds: slice, keepLeadingEdge: false)
             } catch {
                 throw failure(FrameDumpError(.runtime, "\(error.description) (after \(progress.framesWritten) of \(count) frames)"))
             }
             let now = Clock.monotonicNanoseconds()
-            if !advanced {
+            guard var pointer = next.take() else {
                 if now - lastFrameTime >= timeout {
                     throw failure(.runtime("\(device.path): no frame arrived for \(FrameDumpFormatting.decimal(options.frameTimeoutSeconds)) s (poll/VIDIOC_DQBUF timed out after \(progress.framesWritten) of \(count) frames); is the device producing frames? (--timeout changes the limit)"))
                 }
                 continue
             }
             lastFrameTime = now
-            guard var pointer = pin.cloneLeadingEdge() else { continue }
             do {
                 try pointer.lock()
             } catch {
