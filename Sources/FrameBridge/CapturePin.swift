@@ -440,6 +440,18 @@ public final class CapturePin: Sendable {
         }
     }
 
+    /// After DQBUF reported an impossible index, the buffer it really dequeued is one the pin
+    /// still counts as queued: find it with VIDIOC_QUERYBUF (neither QUEUED nor DONE) and queue
+    /// it again, so that no buffer is lost. Called with the state locked.
+    private func reclaimMisreportedBuffers(_ state: inout PinCore.State) {
+        for index in state.slots.indices where state.slots[index].state == .queued {
+            guard let answer = try? device.queryBuffer(index: UInt32(index), bufferType: bufferType, memory: state.memoryKind),
+                  answer.flags.isDisjoint(with: [.queued, .done]) else { continue }
+            _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
+        }
+        core.publish(state)
+    }
+
     /// Checks a dequeued buffer and, when it is sound, makes it the leading edge (and, with
     /// `clone`, takes a reference to it for the caller in the same critical section).
     private func accept(_ descriptor: BufferDescriptor, clone: Holders) -> Advanced? {
@@ -448,11 +460,13 @@ public final class CapturePin: Sendable {
             guard index >= 0, index < state.slots.count else {
                 state.statistics.driverViolations += 1
                 state.statistics.lastViolation = "VIDIOC_DQBUF returned index \(index), outside 0..<\(state.slots.count)"
+                reclaimMisreportedBuffers(&state)
                 return nil
             }
             guard state.slots[index].state == .queued else {
                 state.statistics.driverViolations += 1
                 state.statistics.lastViolation = "VIDIOC_DQBUF returned buffer \(index), which was not queued"
+                reclaimMisreportedBuffers(&state)
                 return nil
             }
             guard let storage = state.storage else { return nil }

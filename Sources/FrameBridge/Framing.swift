@@ -156,8 +156,16 @@ extension AllocatorFraming {
     /// queue_setup.
     public static func query(device: VideoDevice, bufferType: BufferType, knownMinimum: Int? = nil) throws(V4L2Error) -> AllocatorFraming {
         let format = try device.format(bufferType)
-        let probe = try device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
-        let capabilities = probe.capabilities
+        let probe: RequestedBuffers?
+        do throws(V4L2Error) {
+            probe = try device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
+        } catch {
+            // EINVAL: a queue without MMAP; its capability bits come with another kind's answer.
+            guard error.errno == .invalidArgument else { throw error }
+            probe = MemoryKind.allCases.lazy.compactMap { try? device.requestBuffers(count: 0, bufferType: bufferType, memory: $0) }.first
+            guard probe != nil else { throw error }
+        }
+        let capabilities = probe?.capabilities ?? []
         var kinds = capabilities.memoryKinds
         if kinds.isEmpty {
             // A driver older than the capability bits: try each kind.
