@@ -59,8 +59,8 @@ public final class CapturePin: Sendable {
     /// The frame interval in force, if the driver reports one.
     public let frameInterval: Fraction?
     let core: PinCore
-    private let framingCache: Mutex<AllocatorFraming>
-    private let lastSelection = Mutex<AllocatorSelectionResult?>(nil)
+    private let framingCache: Locked<AllocatorFraming>
+    private let lastSelection = Locked<AllocatorSelectionResult?>(nil)
 
     /// Opens the capture queue of `device` and applies `configuration`: input, format, frame
     /// rate and controls. A format or size the driver cannot do is an error, not a silent change.
@@ -126,7 +126,7 @@ public final class CapturePin: Sendable {
                 }
                 try device.setControlValue(info.id, control.value, type: info.type)
             }
-            framingCache = Mutex(try AllocatorFraming.query(device: device, bufferType: bufferType))
+            framingCache = Locked(try AllocatorFraming.query(device: device, bufferType: bufferType))
         } catch let error as CaptureError {
             throw error
         } catch let error as V4L2Error {

@@ -28,7 +28,7 @@ public final class DMABufAllocator: AllocatorDispatch {
         var queue: PinQueue?
         var exported: [[(fd: Int32, size: Int)]] = []
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
     public let exporter: any DMABufExporter
     private let requestedSizes: [Int]?
 
@@ -128,7 +128,7 @@ public final class V4L2BufferExporter: DMABufExporter {
         var device: VideoDevice?
         var bufferType: BufferType = .videoCapture
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
     public let path: String
     private let backend: any DeviceBackend
     private let template: ImageFormat?
@@ -210,7 +210,7 @@ public final class DRMDumbBufferExporter: DMABufExporter {
         var fd: Int32 = -1
         var handles: [UInt32] = []
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
     public let path: String
 
     /// - Parameter path: a DRM node such as `/dev/dri/card0`; nil finds the first vgem card.

@@ -12,7 +12,7 @@ public final class KernelPoolAllocator: AllocatorDispatch {
         var queue: PinQueue?
         var granted = 0
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     public init() {}
 

@@ -81,7 +81,7 @@ final class PinCore: Sendable {
     let trailingWindow: Int
     let starvationPolicy: StarvationPolicy
     let errorFramePolicy: ErrorFramePolicy
-    let state = Mutex(State())
+    let state = Locked(State())
     /// Mirrors of the state for the lock-free check before waiting: streaming, buffers queued
     /// to the driver, no QBUF to retry. Written under the lock, read without it.
     let fedAndStreaming = Atomic<Bool>(false)
@@ -236,7 +236,7 @@ final class PinCore: Sendable {
     }
 
     /// Handlers of pointers that were locked when their frame was cancelled.
-    let pendingLockedHandlers = Mutex<[CancelHandler]>([])
+    let pendingLockedHandlers = Locked<[CancelHandler]>([])
 
     func addCancelHandler(slot: Int, generation: UInt32, pointer: UInt64, locked: Bool, handler: @escaping @Sendable () -> Void) {
         let runNow = state.withLock { state -> Bool in

@@ -14,7 +14,7 @@ public final class UserPointerAllocator: AllocatorDispatch {
         var queue: PinQueue?
         var sizes: [Int] = []
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let requestedSizes: [Int]?
     private let alignment: Int
 

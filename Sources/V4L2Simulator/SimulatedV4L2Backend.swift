@@ -49,7 +49,7 @@ import Glibc
 /// real system calls, which is how callers map and close dmabuf descriptors. All state is
 /// behind one lock; the per-frame calls (QBUF, DQBUF, poll) do not allocate.
 public final class SimulatedV4L2Backend: DeviceBackend {
-    private let registry = Mutex(SimulatedRegistry())
+    private let registry = Locked(SimulatedRegistry())
 
     public init() {}
 

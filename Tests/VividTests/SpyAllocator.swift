@@ -6,7 +6,7 @@ import V4L2
 /// can show that selection never initialized a rejected allocator.
 final class SpyAllocator: AllocatorDispatch {
     let wrapped: any AllocatorDispatch
-    let calls = Mutex<[String]>([])
+    let calls = Locked<[String]>([])
 
     init(_ wrapped: any AllocatorDispatch) { self.wrapped = wrapped }
 

@@ -1,0 +1,207 @@
+import Foundation
+import V4L2
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The framedump CLI against vivid, beside v4l2-ctl and ffmpeg: what a user runs.
+final class VividCLITests: XCTestCase {
+    struct Run {
+        var status: Int32
+        var stdout: Data
+        var stderr: String
+        var text: String { String(decoding: stdout, as: UTF8.self) }
+    }
+
+    /// The framedump built next to this test bundle.
+    static var framedump: String {
+        let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        return bundle.appendingPathComponent("framedump").path
+    }
+
+    let work = "/tmp/framedump-cli-tests"
+
+    override func setUpWithError() throws {
+        _ = try Vivid.open()
+        try? FileManager.default.removeItem(atPath: work)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        XCTAssertTrue(FileManager.default.isExecutableFile(atPath: Self.framedump), "framedump not built at \(Self.framedump)")
+    }
+
+    @discardableResult
+    func run(_ executable: String, _ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws -> Run {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus, stdout: outData, stderr: String(decoding: errData, as: UTF8.self))
+    }
+
+    func shell(_ command: String) throws -> Run { try run("/bin/sh", ["-c", command]) }
+
+    let deterministic = ["-d", Vivid.main, "--input", "0", "--pixel-format", "YUYV", "--size", "640x360", "--fps", "30",
+                         "--set-ctrl", "osd_text_mode=2", "--quiet"]
+
+    /// framedump and v4l2-ctl write byte-identical raw files, for every memory kind.
+    func testRawOutputIsByteIdenticalToV4L2CtlForEveryMemoryKind() throws {
+        let card = try XCTUnwrap(FileManager.default.fileExists(atPath: "/dev/dri/card0") ? "vgem" : nil, "boot the VM with --vgem")
+        let cases: [(String, [String])] = [
+            ("mmap", ["--memory", "mmap"]),
+            ("userptr", ["--memory", "userptr"]),
+            ("dmabuf-video1", ["--memory", "dmabuf", "--dmabuf-from", Vivid.exporter]),
+            ("dmabuf-vgem", ["--memory", "dmabuf", "--dmabuf-from", card]),
+        ]
+        var reference: Data?
+        for (name, options) in cases {
+            let output = "\(work)/\(name).raw"
+            let result = try run(Self.framedump, ["capture"] + deterministic + ["-n", "30", "-o", output] + options)
+            XCTAssertEqual(result.status, 0, "\(name): \(result.stderr)")
+            if reference == nil {
+                let ctl = try run("/usr/bin/v4l2-ctl", ["-d", Vivid.main, "--stream-mmap", "--stream-count=30", "--stream-to=\(work)/v4l2-ctl.raw"])
+                XCTAssertEqual(ctl.status, 0, ctl.stderr)
+                reference = try Data(contentsOf: URL(fileURLWithPath: "\(work)/v4l2-ctl.raw"))
+                XCTAssertEqual(reference?.count, 30 * 460_800)
+            }
+            let produced = try Data(contentsOf: URL(fileURLWithPath: output))
+            XCTAssertEqual(produced.count, 30 * 460_800, name)
+            XCTAssertTrue(produced == reference, "\(name): framedump's file differs from v4l2-ctl's")
+            print("cli: --memory \(name): \(produced.count) bytes, identical to v4l2-ctl --stream-to")
+        }
+    }
+
+    /// y4m on stdout decodes in ffmpeg back to the very bytes of the raw capture.
+    func testY4MOnStdoutDecodesInFFmpeg() throws {
+        let raw = "\(work)/frames.raw"
+        XCTAssertEqual(try run(Self.framedump, ["capture"] + deterministic + ["-n", "10", "-o", raw]).status, 0)
+        let decoded = "\(work)/decoded.raw"
+        let pipeline = "\(Self.framedump) capture \(deterministic.joined(separator: " ")) -n 10 -o - --container y4m | ffmpeg -v error -y -f yuv4mpegpipe -i - -f rawvideo -pix_fmt yuyv422 \(decoded)"
+        let result = try shell(pipeline)
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let original = try Data(contentsOf: URL(fileURLWithPath: raw))
+        let roundTrip = try Data(contentsOf: URL(fileURLWithPath: decoded))
+        XCTAssertEqual(roundTrip.count, original.count)
+        XCTAssertTrue(roundTrip == original, "ffmpeg's decoding of the y4m stream differs from the raw frames")
+    }
+
+    /// PNGs of vivid's colour bars: the eight 75% bars in order.
+    func testPNGsShowTheColourBars() throws {
+        let dir = "\(work)/png"
+        let result = try run(Self.framedump, ["capture"] + deterministic + ["-n", "9", "--png-dir", dir, "--every", "4"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir).sorted()
+        XCTAssertEqual(files, ["frame-000000.png", "frame-000004.png", "frame-000008.png"])
+        let rgb = try run("/usr/bin/ffmpeg", ["-v", "error", "-i", "\(dir)/frame-000004.png", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        XCTAssertEqual(rgb.status, 0, rgb.stderr)
+        XCTAssertEqual(rgb.stdout.count, 640 * 360 * 3)
+        let expected: [(Int, Int, Int)] = [(191, 191, 191), (191, 191, 0), (0, 191, 191), (0, 191, 0),
+                                           (191, 0, 191), (191, 0, 0), (0, 0, 191), (0, 0, 0)]
+        let bytes = [UInt8](rgb.stdout)
+        for (bar, colour) in expected.enumerated() {
+            let x = bar * 80 + 40
+            let offset = (180 * 640 + x) * 3
+            let pixel = (Int(bytes[offset]), Int(bytes[offset + 1]), Int(bytes[offset + 2]))
+            XCTAssertLessThan(abs(pixel.0 - colour.0) + abs(pixel.1 - colour.1) + abs(pixel.2 - colour.2), 3 * 30,
+                              "bar \(bar): \(pixel), expected about \(colour)")
+        }
+    }
+
+    func testListInfoAndFramingReportsParseAsJSON() throws {
+        let list = try run(Self.framedump, ["list"])
+        XCTAssertEqual(list.status, 0, list.stderr)
+        XCTAssertTrue(list.text.contains(Vivid.main) && list.text.contains("vivid"), list.text)
+        let info = try run(Self.framedump, ["info", "-d", Vivid.main, "--json"])
+        XCTAssertEqual(info.status, 0, info.stderr)
+        let infoJSON = try XCTUnwrap(try JSONSerialization.jsonObject(with: info.stdout) as? [String: Any])
+        XCTAssertEqual((infoJSON["inputs"] as? [Any])?.count, 4, "\(infoJSON.keys)")
+        let framing = try run(Self.framedump, ["framing", "-d", Vivid.main, "--input", "0", "--size", "640x360", "--pixel-format", "YUYV", "--memory", "userptr", "--json"])
+        XCTAssertEqual(framing.status, 0, framing.stderr)
+        let text = framing.text
+        XCTAssertTrue(text.contains("\"frameSizeMinimum\"") && text.contains("userptr"), text)
+        _ = try JSONSerialization.jsonObject(with: framing.stdout)
+        if Vivid.multiplanarMode == 1 { XCTAssertTrue(text.contains("460800"), text) }
+    }
+
+    /// Bad input: one line naming what is wrong, a non-zero exit, no output file.
+    func testBadInputGivesOneLineErrorsAndNonZeroExit() throws {
+        var outputOnly: String?
+        for index in 0..<10 {
+            let path = "/dev/video\(index)"
+            if let device = try? VideoDevice(path: path), !device.capabilities.canCapture { outputOnly = path }
+        }
+        let output = "\(work)/never.raw"
+        let cases: [([String], String)] = [
+            (["capture", "-d", "/dev/video99", "-n", "5", "-o", output], "/dev/video99"),
+            (["capture", "-d", "/dev/null", "-n", "5", "-o", output], "/dev/null"),
+            (["capture", "-d", Vivid.main, "-n", "0", "-o", output], "count"),
+            (["capture", "-d", Vivid.main, "-n", "5", "--pixel-format", "ZZZZ", "-o", output], "ZZZZ"),
+            (["capture", "-d", Vivid.main, "-n", "5", "--size", "12x", "-o", output], "--size"),
+            (["capture", "-d", Vivid.main, "-n", "5", "--set-ctrl", "no_such_control=1", "-o", output], "no_such_control"),
+            (["capture", "-d", Vivid.main, "-n", "5", "--buffers", "99", "-o", output], "--buffers"),
+            (["capture", "-d", Vivid.main, "-n", "5", "-o", "/proc/no-such-dir/out.raw"], "/proc/no-such-dir/out.raw"),
+            (["capture", "-d", Vivid.main, "-n", "5", "--memory", "dmabuf", "-o", output], "--dmabuf-from"),
+        ] + (outputOnly.map { [(["capture", "-d", $0, "-n", "5", "-o", output], $0)] } ?? [])
+        XCTAssertNotNil(outputOnly, "the VM should have an output-only vivid node (node_types 0x101)")
+        for (arguments, mention) in cases {
+            let result = try run(Self.framedump, arguments)
+            XCTAssertNotEqual(result.status, 0, "\(arguments) succeeded")
+            let lines = result.stderr.split(separator: "\n")
+            XCTAssertEqual(lines.count, 1, "\(arguments): \(result.stderr)")
+            XCTAssertTrue(result.stderr.hasPrefix("framedump: ") && result.stderr.contains(mention), "\(arguments): \(result.stderr)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: output), "\(arguments) left \(output)")
+            print("cli: bad input \(arguments.dropFirst(3).joined(separator: " ")): exit \(result.status): \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+
+    /// A full disk: the file keeps only whole frames and the error names the path and ENOSPC.
+    func testFullDiskKeepsWholeFrames() throws {
+        let mountPoint = "\(work)/small"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        XCTAssertEqual(try run("/bin/mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", mountPoint]).status, 0)
+        defer { _ = try? run("/bin/umount", [mountPoint]) }
+        let output = "\(mountPoint)/frames.raw"
+        let result = try run(Self.framedump, ["capture"] + deterministic + ["-n", "30", "-o", output])
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertTrue(result.stderr.contains(output) && result.stderr.contains("ENOSPC"), result.stderr)
+        let size = try XCTUnwrap(try FileManager.default.attributesOfItem(atPath: output)[.size] as? Int)
+        XCTAssertEqual(size % 460_800, 0, "the file ends in a partial frame")
+        XCTAssertEqual(size, 4 * 460_800, "a 2 MiB tmpfs holds 4 whole frames")
+        print("cli: ENOSPC on a 2 MiB tmpfs: \(size / 460_800) whole frames kept; \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+    }
+
+    /// SIGINT stops streaming cleanly: exit 0, whole frames only, the summary says interrupted.
+    func testSIGINTStopsCleanlyWithWholeFramesAndASummary() throws {
+        let output = "\(work)/interrupted.raw"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.framedump)
+        process.arguments = ["capture"] + deterministic.filter { $0 != "--quiet" } + ["-n", "100000", "-o", output, "--json"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = Pipe()
+        try process.run()
+        // Wait for frames to be written before interrupting.
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if let size = try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int, size >= 5 * 460_800 { break }
+            usleep(100_000)
+        }
+        kill(process.processIdentifier, SIGINT)
+        let summary = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: summary) as? [String: Any], String(decoding: summary, as: UTF8.self))
+        XCTAssertEqual(json["interrupted"] as? Bool, true)
+        let written = try XCTUnwrap(json["framesWritten"] as? Int)
+        let size = try XCTUnwrap(try FileManager.default.attributesOfItem(atPath: output)[.size] as? Int)
+        XCTAssertGreaterThanOrEqual(written, 5)
+        XCTAssertEqual(size, written * 460_800, "the file holds exactly the frames the summary counts")
+        print("cli: SIGINT after \(written) frames: exit 0, file \(size) bytes, summary interrupted=true")
+    }
+}
