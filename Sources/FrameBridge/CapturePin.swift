@@ -295,6 +295,9 @@ public final class CapturePin: Sendable {
     /// The frame the leading edge was on moves into the trailing window (if one is configured)
     /// or loses the edge's reference; at no references it goes back to the driver.
     ///
+    /// Call it (and ``next(timeoutMilliseconds:keepLeadingEdge:)``) from one consumer thread at a
+    /// time; stream pointers may be cloned, locked and released from any thread.
+    ///
     /// - Returns: true when the edge advanced, false when the timeout passed first.
     /// - Throws: ``CaptureError`` when the pin is not streaming, on a fatal streaming error
     ///   (EIO) or a disconnect (ENODEV); both cancel held frames and stop the stream.
@@ -457,6 +460,17 @@ public final class CapturePin: Sendable {
     private func accept(_ descriptor: BufferDescriptor, clone: Holders) -> Advanced? {
         core.state.withLock { state -> Advanced? in
             let index = Int(descriptor.index)
+            // Sequence gaps are frames the driver dropped. A buffer rejected below still used
+            // its sequence number: it is counted as a violation, not also as a drop.
+            var dropped: UInt32 = 0
+            if let last = state.statistics.lastSequence, descriptor.sequence > last &+ 1, descriptor.sequence > last {
+                dropped = descriptor.sequence - last - 1
+                state.statistics.dropped += Int(dropped)
+            }
+            if state.statistics.firstSequence == nil { state.statistics.firstSequence = descriptor.sequence }
+            if state.statistics.lastSequence.map({ descriptor.sequence > $0 }) ?? true {
+                state.statistics.lastSequence = descriptor.sequence
+            }
             guard index >= 0, index < state.slots.count else {
                 state.statistics.driverViolations += 1
                 state.statistics.lastViolation = "VIDIOC_DQBUF returned index \(index), outside 0..<\(state.slots.count)"
@@ -494,16 +508,6 @@ public final class CapturePin: Sendable {
                 state.statistics.lastViolation = problem
                 _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
                 return nil
-            }
-            // Sequence gaps are frames the driver dropped.
-            var dropped: UInt32 = 0
-            if let last = state.statistics.lastSequence, descriptor.sequence > last &+ 1, descriptor.sequence > last {
-                dropped = descriptor.sequence - last - 1
-                state.statistics.dropped += Int(dropped)
-            }
-            if state.statistics.firstSequence == nil { state.statistics.firstSequence = descriptor.sequence }
-            if state.statistics.lastSequence.map({ descriptor.sequence > $0 }) ?? true {
-                state.statistics.lastSequence = descriptor.sequence
             }
             if descriptor.flags.contains(.error) {
                 state.statistics.errorFlagged += 1

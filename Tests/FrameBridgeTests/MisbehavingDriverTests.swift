@@ -42,6 +42,9 @@ final class MisbehavingDriverTests: XCTestCase {
         XCTAssertEqual(rig.backend.pendingFaults(path: capturePath), [], "\(context): the fault applied", file: file, line: line)
         let stats = rig.pin.statistics
         XCTAssertEqual(stats.driverViolations, 1, context, file: file, line: line)
+        XCTAssertEqual(stats.dropped, 0, "\(context): the rejected buffer is a violation, not also a drop", file: file, line: line)
+        XCTAssertEqual(stats.delivered + stats.driverViolations, Int(stats.lastSequence! - stats.firstSequence!) + 1,
+                       "\(context): every sequence number is delivered or counted", file: file, line: line)
         XCTAssertTrue(stats.lastViolation?.contains(text) ?? false, "\(context): \(stats.lastViolation ?? "no violation recorded")", file: file, line: line)
         XCTAssertFalse(delivered.contains(last + 1), "\(context): the frame of the impossible answer was delivered", file: file, line: line)
         XCTAssertEqual(delivered.first, last + 2, "\(context): the next sound frame follows", file: file, line: line)
