@@ -7,12 +7,7 @@ import Glibc
 
 /// The framedump CLI against vivid, beside v4l2-ctl and ffmpeg: what a user runs.
 final class VividCLITests: XCTestCase {
-    struct Run {
-        var status: Int32
-        var stdout: Data
-        var stderr: String
-        var text: String { String(decoding: stdout, as: UTF8.self) }
-    }
+    typealias Run = Subprocess.Result
 
     /// The framedump built next to this test bundle.
     static var framedump: String {
@@ -30,19 +25,8 @@ final class VividCLITests: XCTestCase {
     }
 
     @discardableResult
-    func run(_ executable: String, _ arguments: [String], file: StaticString = #filePath, line: UInt = #line) throws -> Run {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, stdout: outData, stderr: String(decoding: errData, as: UTF8.self))
+    func run(_ executable: String, _ arguments: [String]) throws -> Run {
+        try Subprocess.run(executable, arguments)
     }
 
     func shell(_ command: String) throws -> Run { try run("/bin/sh", ["-c", command]) }
@@ -179,23 +163,17 @@ final class VividCLITests: XCTestCase {
     /// SIGINT stops streaming cleanly: exit 0, whole frames only, the summary says interrupted.
     func testSIGINTStopsCleanlyWithWholeFramesAndASummary() throws {
         let output = "\(work)/interrupted.raw"
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.framedump)
-        process.arguments = ["capture"] + deterministic.filter { $0 != "--quiet" } + ["-n", "100000", "-o", output, "--json"]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = Pipe()
-        try process.run()
+        let process = try Subprocess(Self.framedump, ["capture"] + deterministic.filter { $0 != "--quiet" } + ["-n", "100000", "-o", output, "--json"])
         // Wait for frames to be written before interrupting.
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             if let size = try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int, size >= 5 * 460_800 { break }
             usleep(100_000)
         }
-        kill(process.processIdentifier, SIGINT)
-        let summary = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0)
+        process.send(SIGINT)
+        let result = process.wait()
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let summary = result.stdout
         let json = try XCTUnwrap(try JSONSerialization.jsonObject(with: summary) as? [String: Any], String(decoding: summary, as: UTF8.self))
         XCTAssertEqual(json["interrupted"] as? Bool, true)
         let written = try XCTUnwrap(json["framesWritten"] as? Int)
