@@ -46,11 +46,13 @@ let package = Package(
             name: "framebridge-bench",
             dependencies: ["CMallocCounter", "CV4L2", "V4L2", "V4L2Simulator", "FrameBridge"]
         ),
-        .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2"]),
-        .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2"]),
+        // Helpers shared by the test targets (pointer boxes, spy allocator, /proc counters).
+        .target(name: "FrameBridgeTestSupport", dependencies: ["FrameBridge", "V4L2"], path: "Tests/FrameBridgeTestSupport"),
+        .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2", "FrameBridgeTestSupport"]),
+        .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "FrameBridgeTestSupport"]),
         .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator"]),
         // Integration tests against the real vivid driver; they run inside tools/vivid-vm.
-        .testTarget(name: "VividTests", dependencies: ["FrameBridge", "V4L2", "CV4L2"]),
+        .testTarget(name: "VividTests", dependencies: ["FrameBridge", "V4L2", "CV4L2", "FrameBridgeTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -2,6 +2,7 @@ import CV4L2
 import FrameBridge
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// Capture through each allocator (MMAP pool, USERPTR, DMABUF from a second device), single-

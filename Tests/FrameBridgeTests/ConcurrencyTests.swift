@@ -4,6 +4,7 @@ import Foundation
 import Synchronization
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// Frames released from other threads and tasks while one thread streams; the

@@ -2,6 +2,7 @@ import CV4L2
 import FrameBridge
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// CaptureError and V4L2Error messages name the device path and the ioctl (and the errno).

@@ -2,6 +2,7 @@ import FrameBridge
 import Foundation
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// The pin's framing (KSALLOCATOR_FRAMING_EX analog) as read from the simulated device.

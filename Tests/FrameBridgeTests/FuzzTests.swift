@@ -2,6 +2,7 @@ import CV4L2
 import FrameBridge
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// Random interleavings of everything a consumer and a misbehaving driver can do, with a

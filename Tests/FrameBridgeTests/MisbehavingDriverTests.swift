@@ -2,6 +2,7 @@ import CV4L2
 import FrameBridge
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// A driver that misbehaves (the simulator's fault injection): impossible answers are counted

@@ -1,6 +1,7 @@
 import FrameBridge
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// Allocator selection (the graph manager's analog): rejections with reasons, rejected

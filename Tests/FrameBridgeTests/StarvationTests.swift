@@ -2,6 +2,7 @@ import CV4L2
 import FrameBridge
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// A consumer holding every buffer: `.block` waits (and times out), `.cancelOldestUnlocked`

@@ -2,6 +2,7 @@ import CV4L2
 import FrameBridge
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// Stream pointers: the leading edge, clones holding frames, release, the trailing window,

@@ -4,6 +4,7 @@ import Foundation
 import Synchronization
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -197,179 +198,6 @@ func payloadProblem(_ payload: FramePayload, payloadSizes: [Int]) -> String? {
     return nil
 }
 
-// MARK: - Stream pointer helpers (StreamPointer is ~Copyable)
-
-/// The pointer, or a test failure (XCTUnwrap cannot take non-copyable values).
-func unwrapPointer(_ pointer: consuming StreamPointer?, _ message: @autoclosure () -> String = "no frame",
-                   file: StaticString = #filePath, line: UInt = #line) throws -> StreamPointer {
-    switch consume pointer {
-    case .some(let value):
-        return value
-    case .none:
-        let text = message()
-        XCTFail(text, file: file, line: line)
-        throw CaptureError(.invalidState, text)
-    }
-}
-
-/// Whether a frame came back (the pointer is released at once).
-func gotFrame(_ pointer: consuming StreamPointer?) -> Bool {
-    switch consume pointer {
-    case .some: return true
-    case .none: return false
-    }
-}
-
-/// A box that keeps a stream pointer alive, so tests can hold several in an array.
-final class HeldFrame {
-    var pointer: StreamPointer?
-    let info: FrameInfo
-    /// How many times its cancel handler ran (when one was registered).
-    let cancelRuns = Counter()
-    private(set) var hasHandler = false
-
-    init(_ pointer: consuming StreamPointer) {
-        info = pointer.info
-        self.pointer = Optional(pointer)
-    }
-
-    var index: Int { info.index }
-    var sequence: UInt32 { info.sequence }
-    var isLocked: Bool { pointer?.isLocked ?? false }
-    var isValid: Bool { pointer?.isValid ?? false }
-
-    func registerCancelHandler() {
-        hasHandler = true
-        let counter = cancelRuns
-        pointer!.onCancel { counter.increment() }
-    }
-
-    func lock() throws(CaptureError) { try pointer!.lock() }
-    func unlock() { pointer!.unlock() }
-    func clone() -> HeldFrame { HeldFrame(pointer!.clone()) }
-    func release() { pointer = nil }
-
-    func withPayload<R>(_ body: (FramePayload) throws -> R) throws -> R {
-        try pointer!.withPayload(body)
-    }
-}
-
-/// A lock ThreadSanitizer understands, for state the tests share between threads.
-///
-/// Synchronization.Mutex is not used for that: on Linux its contended path hands the lock over
-/// in the kernel (PI futex), which ThreadSanitizer does not see, so it reports races on data
-/// the mutex does protect. NSLock is a pthread mutex, which ThreadSanitizer intercepts.
-final class NSLocked<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
-
-    init(_ value: Value) { self.value = value }
-
-    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&value)
-    }
-}
-
-/// A stream pointer that can cross into another task or thread and be used and released there.
-final class SharedFrame: @unchecked Sendable {
-    private let lock = NSLock()
-    private var pointer: StreamPointer?
-    let info: FrameInfo
-
-    init(_ pointer: consuming StreamPointer) {
-        info = pointer.info
-        self.pointer = Optional(pointer)
-    }
-
-    /// Locks the frame, runs `body` with its bytes, unlocks. Nil when already released.
-    func withLockedPayload<R>(_ body: (FramePayload) throws -> R) throws -> R? {
-        lock.lock()
-        defer { lock.unlock() }
-        guard pointer != nil else { return nil }
-        return try pointer!.withLockedPayload(body)
-    }
-
-    func release() {
-        lock.lock()
-        pointer = nil
-        lock.unlock()
-    }
-}
-
-/// A counter that closures on other threads can bump.
-final class Counter: Sendable {
-    private let count = Atomic<Int>(0)
-    func increment() { count.add(1, ordering: .relaxed) }
-    var value: Int { count.load(ordering: .relaxed) }
-}
-
-/// Messages collected from other threads, reported on the test's thread.
-final class ProblemLog: Sendable {
-    private let entries = NSLocked<[String]>([])
-    func add(_ problem: String) { entries.withLock { $0.append(problem) } }
-    var all: [String] { entries.withLock { $0 } }
-}
-
-// MARK: - Spy allocator
-
-/// Wraps an allocator and records the dispatch steps the pin calls, in order, so a test can
-/// check the AVStream order (initialize, allocate..., free..., delete) and that selection never
-/// initialized a rejected allocator.
-final class SpyAllocator: AllocatorDispatch {
-    let wrapped: any AllocatorDispatch
-    private let calls = NSLocked<[String]>([])
-    private let cpuAccess = NSLocked<(begin: Int, end: Int)>((0, 0))
-    /// Runs at the start of initialize, before the wrapped allocator's (e.g. to inject a fault
-    /// into the allocator's own VIDIOC_REQBUFS).
-    private let beforeInitialize: (@Sendable () -> Void)?
-
-    init(_ wrapped: any AllocatorDispatch, beforeInitialize: (@Sendable () -> Void)? = nil) {
-        self.wrapped = wrapped
-        self.beforeInitialize = beforeInitialize
-    }
-
-    var name: String { "spy of \(wrapped.name)" }
-    var offer: AllocatorOffer { wrapped.offer }
-    /// The four dispatch steps in the order they were called.
-    var steps: [String] { calls.withLock { $0 } }
-    var allocateCount: Int { steps.filter { $0 == "allocate" }.count }
-    var freeCount: Int { steps.filter { $0 == "free" }.count }
-    var cpuAccessCalls: (begin: Int, end: Int) { cpuAccess.withLock { $0 } }
-
-    func initialize(queue: PinQueue, framing: AllocatorFraming, frameCount: Int) throws(CaptureError) -> Int {
-        calls.withLock { $0.append("initialize") }
-        beforeInitialize?()
-        return try wrapped.initialize(queue: queue, framing: framing, frameCount: frameCount)
-    }
-
-    func allocate(index: Int) throws(CaptureError) -> FrameMemory {
-        calls.withLock { $0.append("allocate") }
-        return try wrapped.allocate(index: index)
-    }
-
-    func free(index: Int, memory: FrameMemory) {
-        calls.withLock { $0.append("free") }
-        wrapped.free(index: index, memory: memory)
-    }
-
-    func delete() {
-        calls.withLock { $0.append("delete") }
-        wrapped.delete()
-    }
-
-    func beginCPUAccess(index: Int, memory: FrameMemory) {
-        cpuAccess.withLock { $0.begin += 1 }
-        wrapped.beginCPUAccess(index: index, memory: memory)
-    }
-
-    func endCPUAccess(index: Int, memory: FrameMemory) {
-        cpuAccess.withLock { $0.end += 1 }
-        wrapped.endCPUAccess(index: index, memory: memory)
-    }
-}
-
 /// The steps a full stream of `count` frames goes through.
 func fullLifecycle(_ count: Int) -> [String] {
     ["initialize"] + Array(repeating: "allocate", count: count) + Array(repeating: "free", count: count) + ["delete"]
@@ -407,18 +235,6 @@ struct SplitMix64: RandomNumberGenerator {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
-}
-
-/// How many descriptors this process has open (entries of /proc/self/fd).
-func processDescriptorCount() -> Int {
-    guard let directory = opendir("/proc/self/fd") else { return -1 }
-    defer { closedir(directory) }
-    var count = 0
-    while let entry = readdir(directory) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        if name != "." && name != ".." { count += 1 }
-    }
-    return count - 1 // the directory stream itself
 }
 
 /// Catches the ``CaptureError`` a call throws, failing the test when it does not throw.

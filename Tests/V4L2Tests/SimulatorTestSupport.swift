@@ -1,6 +1,7 @@
 import CV4L2
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -85,14 +86,3 @@ func assertPattern(_ memory: UnsafeRawBufferPointer, sequence: UInt32, plane: In
     }
 }
 
-/// How many descriptors this process has open (entries of /proc/self/fd).
-func processDescriptorCount() -> Int {
-    guard let directory = opendir("/proc/self/fd") else { return -1 }
-    defer { closedir(directory) }
-    var count = 0
-    while let entry = readdir(directory) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        if name != "." && name != ".." { count += 1 }
-    }
-    return count - 1 // the directory stream itself
-}

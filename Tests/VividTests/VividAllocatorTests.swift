@@ -1,6 +1,7 @@
 import FrameBridge
 import Foundation
 import V4L2
+import FrameBridgeTestSupport
 import XCTest
 
 /// AVStream allocator semantics against the real vivid driver.
@@ -52,9 +53,9 @@ final class VividAllocatorTests: XCTestCase {
             XCTAssertEqual(frame.count, reference.count, "frame \(i) size via \(allocator.name)", file: file, line: line)
             XCTAssertTrue(frame == reference, "frame \(i) via \(allocator.name) differs from the MMAP frame", file: file, line: line)
         }
-        XCTAssertEqual(spy.recorded.first, "initialize", file: file, line: line)
-        XCTAssertEqual(spy.recorded.last, "delete", file: file, line: line)
-        XCTAssertEqual(spy.recorded.filter { $0 == "allocate" }.count, spy.recorded.filter { $0 == "free" }.count, file: file, line: line)
+        XCTAssertEqual(spy.steps.first, "initialize", file: file, line: line)
+        XCTAssertEqual(spy.steps.last, "delete", file: file, line: line)
+        XCTAssertEqual(spy.steps.filter { $0 == "allocate" }.count, spy.steps.filter { $0 == "free" }.count, file: file, line: line)
     }
 
     func testUserPointerAllocatorFramesMatchMMAP() throws {
@@ -94,8 +95,8 @@ final class VividAllocatorTests: XCTestCase {
         XCTAssertEqual(result.rejections.count, 2)
         XCTAssertTrue(result.rejections[0].reason.contains("userptr is not supported"), result.rejections[0].reason)
         XCTAssertTrue(result.rejections[1].reason.contains("frame size 1000 bytes is below the minimum \(pin.framing.items[0].frameSizeMinimum)"), result.rejections[1].reason)
-        XCTAssertEqual(lacking.recorded, [], "a rejected allocator must never be initialized")
-        XCTAssertEqual(small.recorded, [])
+        XCTAssertEqual(lacking.steps, [], "a rejected allocator must never be initialized")
+        XCTAssertEqual(small.steps, [])
         XCTAssertTrue(gotFrame(try pin.next(timeoutMilliseconds: 10_000)))
         XCTAssertEqual(pin.selection?.rejections.count, 2)
     }
@@ -108,7 +109,7 @@ final class VividAllocatorTests: XCTestCase {
         let result = cpuOnly.select(framing: pin.framing)
         XCTAssertTrue(result.chosen is KernelPoolAllocator)
         XCTAssertTrue(result.rejections.first?.reason.contains("device memory") ?? false, "\(result.rejections)")
-        XCTAssertEqual(dmabuf.recorded, [])
+        XCTAssertEqual(dmabuf.steps, [])
         let accepting = AllocatorSelection(candidates: [dmabuf], consumer: ConsumerRequirements(acceptsDeviceMemory: true))
         XCTAssertTrue(accepting.select(framing: pin.framing).chosen === dmabuf)
     }

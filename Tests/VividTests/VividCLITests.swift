@@ -1,5 +1,6 @@
 import Foundation
 import V4L2
+import FrameBridgeTestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,7 @@
 import CV4L2
 import FrameBridge
 import V4L2
+import FrameBridgeTestSupport
 import XCTest
 
 /// The typed device layer against the real vivid driver.

@@ -1,5 +1,6 @@
 import FrameBridge
 import V4L2
+import FrameBridgeTestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -88,72 +89,5 @@ enum Vivid {
             throw CaptureError(.invalidConfiguration, "\(device.path) has no control \(name)")
         }
         try device.setControlValue(info.id, value, type: info.type)
-    }
-}
-
-/// Open file descriptors and memory mappings of this process, read with read(2) (Foundation
-/// reads /proc files short).
-enum ProcessResources {
-    static func openDescriptors() -> Int {
-        guard let dir = opendir("/proc/self/fd") else { return -1 }
-        defer { closedir(dir) }
-        var count = 0
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name != "." && name != ".." { count += 1 }
-        }
-        return count - 1 // the directory's own descriptor
-    }
-
-    /// All lines of /proc/self/maps.
-    static func mappings() -> Int { mapLines().count }
-
-    /// Mappings of device memory: V4L2 buffers (/dev/video*), dmabufs and DRM objects.
-    static func deviceMappings() -> Int {
-        mapLines().filter { $0.contains("/dev/video") || $0.contains("dmabuf") || $0.contains("drm") }.count
-    }
-
-    static func mapLines() -> [Substring] {
-        let fd = open("/proc/self/maps", O_RDONLY)
-        guard fd >= 0 else { return [] }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = read(fd, &buffer, buffer.count)
-            if n <= 0 { break }
-            bytes += buffer[0..<n]
-        }
-        return String(decoding: bytes, as: UTF8.self).split(separator: "\n")
-    }
-}
-
-/// The pointer, or a test failure (XCTUnwrap cannot take non-copyable values).
-func unwrapPointer(_ pointer: consuming StreamPointer?, _ message: String = "no frame",
-                   file: StaticString = #filePath, line: UInt = #line) throws -> StreamPointer {
-    switch consume pointer {
-    case .some(let value):
-        return value
-    case .none:
-        XCTFail(message, file: file, line: line)
-        throw CaptureError(.invalidState, message)
-    }
-}
-
-/// Whether a frame came back (the pointer is released at once).
-func gotFrame(_ pointer: consuming StreamPointer?) -> Bool {
-    switch consume pointer {
-    case .some: return true
-    case .none: return false
-    }
-}
-
-/// A box that keeps a stream pointer alive, so tests can hold several in an array.
-final class HeldFrame {
-    var pointer: StreamPointer?
-    let index: Int
-    init(_ pointer: consuming StreamPointer) {
-        index = pointer.info.index
-        self.pointer = Optional(pointer)
     }
 }

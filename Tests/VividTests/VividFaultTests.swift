@@ -1,6 +1,7 @@
 import FrameBridge
 import Synchronization
 import V4L2
+import FrameBridgeTestSupport
 import XCTest
 
 /// vivid's fault injection, bad input and resource checks against the real driver.
@@ -81,7 +82,7 @@ final class VividFaultTests: XCTestCase {
             XCTAssertTrue("\(error)".contains(Vivid.main), "\(error)")
             print("fault case: \(control): start() failed: \(error)")
         }
-        XCTAssertEqual(spy.recorded.last, "delete", "the allocator was torn down after the failed start")
+        XCTAssertEqual(spy.steps.last, "delete", "the allocator was torn down after the failed start")
         XCTAssertFalse(pin.isStreaming)
         XCTAssertEqual(ProcessResources.deviceMappings(), 0, "no device mapping left after the failed start")
         XCTAssertLessThanOrEqual(ProcessResources.mappings(), mapsBefore)
@@ -301,7 +302,7 @@ final class VividFaultTests: XCTestCase {
         let released = Counter()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<60 {
-                let frame = HeldFrameBox(try unwrapPointer(try pin.next(timeoutMilliseconds: 10_000)))
+                let frame = SharedFrame(try unwrapPointer(try pin.next(timeoutMilliseconds: 10_000)))
                 group.addTask {
                     try await Task.sleep(for: .milliseconds(Int.random(in: 1...30)))
                     frame.release()
@@ -316,21 +317,4 @@ final class VividFaultTests: XCTestCase {
         XCTAssertEqual(pin.statistics.driverViolations, 0)
         print("fault case: frames released from 60 tasks: all 8 buffers circulating, \(pin.statistics.delivered) delivered")
     }
-}
-
-/// A stream pointer that can cross into another task and be released there.
-final class HeldFrameBox: @unchecked Sendable {
-    private let lock = Mutex<Void>(())
-    private var pointer: StreamPointer?
-    init(_ pointer: consuming StreamPointer) { self.pointer = Optional(pointer) }
-    func release() {
-        lock.withLock { _ in pointer = nil }
-    }
-}
-
-/// A counter that closures on other threads can bump.
-final class Counter: Sendable {
-    private let count = Atomic<Int>(0)
-    func increment() { count.add(1, ordering: .relaxed) }
-    var value: Int { count.load(ordering: .relaxed) }
 }
