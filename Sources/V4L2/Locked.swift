@@ -7,14 +7,18 @@ import Glibc
 /// FrameBridge uses this rather than `Synchronization.Mutex` because on Linux that mutex
 /// locks inside the prebuilt Swift runtime library, where ThreadSanitizer cannot see it, so
 /// every access under it is reported as a race. ThreadSanitizer intercepts
-/// `pthread_mutex_lock`, so a TSan run checks the real locking. Uncontended, a lock round
-/// trip costs about as much; nothing is allocated per call.
+/// `pthread_mutex_lock`, so a TSan run checks the real locking.
+///
+/// The value lives in its own allocation rather than in a stored `var`: the mutex is what makes
+/// access exclusive, and a stored property would add a dynamic exclusivity check to every call
+/// (and to every access nested inside the closure). Nothing is allocated per call.
 public final class Locked<Value>: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private var value: Value
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    @usableFromInline let storage: UnsafeMutablePointer<Value>
 
     public init(_ value: Value) {
-        self.value = value
+        storage = .allocate(capacity: 1)
+        storage.initialize(to: value)
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
         let result = pthread_mutex_init(mutex, nil)
@@ -25,13 +29,15 @@ public final class Locked<Value>: @unchecked Sendable {
         pthread_mutex_destroy(mutex)
         mutex.deinitialize(count: 1)
         mutex.deallocate()
+        storage.deinitialize(count: 1)
+        storage.deallocate()
     }
 
     /// Runs `body` with the value while holding the lock. `body` must not take this lock again.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func withLock<Result, Failure: Error>(_ body: (inout Value) throws(Failure) -> Result) throws(Failure) -> Result {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        return try body(&value)
+        return try body(&storage.pointee)
     }
 }
