@@ -3,8 +3,9 @@
 //   framebridge-bench allocations [--frames N]   heap allocations per frame, steady state
 //   framebridge-bench overhead [--frames N] [--runs R]
 //                                                 ns per frame of the bridge's
-//                                                 dequeue -> stream pointer -> lock -> release -> requeue
-//                                                 beside a bare loop of the same fake ioctls
+//                                                 dequeue -> stream pointer -> release -> requeue
+//                                                 beside a bare loop of the same fake ioctls, and
+//                                                 the same with lock / read a byte / unlock
 //
 // Each prints `figure: NAME value VALUE reference REFERENCE` lines that tools/bench collects.
 import CMallocCounter
@@ -45,8 +46,28 @@ func makeBackend(fills: Bool) -> SimulatedV4L2Backend {
     return backend
 }
 
-/// Streams `frames` frames through the pin: advance, clone the leading edge, lock, read a
-/// byte, unlock, release. Returns the sum of the bytes read (so the work is not optimized away).
+/// The chain exactly: dequeue -> stream pointer -> release -> requeue. The pointer
+/// takes the frame's only reference (`keepLeadingEdge: false`), so its release queues the
+/// buffer again, as the bare loop's QBUF does.
+@inline(never)
+func runChain(_ pin: CapturePin, frames: Int) -> Int {
+    var count = 0
+    for _ in 0..<frames {
+        do {
+            guard let pointer = try pin.next(timeoutMilliseconds: 1000, keepLeadingEdge: false) else {
+                fail("the simulated device stopped delivering")
+            }
+            count &+= Int(pointer.info.sequence & 1)
+        } catch {
+            fail("chain loop: \(error)")
+        }
+    }
+    return count
+}
+
+/// Streams `frames` frames through the pin: next, lock, read a byte, unlock, release (the
+/// leading edge keeps the frame until the next advance, the AVStream default). Returns the sum
+/// of the bytes read (so the work is not optimized away).
 @inline(never)
 func runBridge(_ pin: CapturePin, frames: Int) -> Int {
     var checksum = 0
@@ -96,8 +117,9 @@ final class BareLoop {
         guard backend.ioctl(fd, request: CV4L2_VIDIOC_STREAMON, argument: &type) == nil else { fail("STREAMON") }
     }
 
+    /// poll, DQBUF, read a byte of the frame if `reads`, QBUF.
     @inline(never)
-    func run(frames: Int) -> Int {
+    func run(frames: Int, reads: Bool = true) -> Int {
         var checksum = 0
         var done = 0
         while done < frames {
@@ -111,7 +133,7 @@ final class BareLoop {
                 if errno == .resourceTemporarilyUnavailable { continue }
                 fail("bare loop: DQBUF \(errno)")
             }
-            checksum &+= Int(mappings[Int(buffer.index)].load(as: UInt8.self))
+            if reads { checksum &+= Int(mappings[Int(buffer.index)].load(as: UInt8.self)) } else { checksum &+= Int(buffer.sequence & 1) }
             guard backend.ioctl(fd, request: CV4L2_VIDIOC_QBUF, argument: &buffer) == nil else { fail("bare loop: QBUF") }
             done += 1
         }
@@ -155,34 +177,44 @@ if mode == "allocations" || mode == "all" {
     print("figure: heap-allocations-per-frame value \(Double(allocations) / Double(frames)) reference 0 frames \(frames) total \(allocations) delivered \(stats.delivered)")
 }
 
-if mode == "overhead" || mode == "all" {
-    let frames = argument("--frames", default: 100_000)
-    let runs = argument("--runs", default: 11)
-    let bareBackend = makeBackend(fills: false)
-    let bare = BareLoop(backend: bareBackend, count: 4)
-    let bridgeBackend = makeBackend(fills: false)
-    let pin = startPin(bridgeBackend, frames: 4)
-    sink &+= bare.run(frames: 1000)
-    sink &+= runBridge(pin, frames: 1000)
+/// Best-of-`runs` ns per frame of `bridge` and `bare`, alternating them so drift hits both.
+func compare(frames: Int, runs: Int, bare: (Int) -> Int, bridge: (Int) -> Int) -> (bridgeNs: Double, bareNs: Double, ratios: [Double]) {
+    var sink = bare(1000)
+    sink &+= bridge(1000)
     var bestBare = UInt64.max
     var bestBridge = UInt64.max
     var ratios: [Double] = []
     for _ in 0..<runs {
-        // Alternate the two so that drift in machine speed hits both alike.
         var t0 = monotonicNanoseconds()
-        sink &+= bare.run(frames: frames)
+        sink &+= bare(frames)
         let bareTime = monotonicNanoseconds() - t0
         t0 = monotonicNanoseconds()
-        sink &+= runBridge(pin, frames: frames)
+        sink &+= bridge(frames)
         let bridgeTime = monotonicNanoseconds() - t0
         bestBare = min(bestBare, bareTime)
         bestBridge = min(bestBridge, bridgeTime)
         ratios.append(Double(bridgeTime) / Double(bareTime))
     }
-    pin.stop()
     ratios.sort()
-    let bareNs = Double(bestBare) / Double(frames)
-    let bridgeNs = Double(bestBridge) / Double(frames)
-    print("figure: ns-per-frame value \(bridgeNs) reference \(bareNs) ratio-best \(bridgeNs / bareNs) ratio-median \(ratios[ratios.count / 2]) ratio-min \(ratios.first!) ratio-max \(ratios.last!) runs \(runs) frames \(frames)")
+    if sink == 42 { print("") }
+    return (Double(bestBridge) / Double(frames), Double(bestBare) / Double(frames), ratios)
+}
+
+func report(_ name: String, _ result: (bridgeNs: Double, bareNs: Double, ratios: [Double]), runs: Int, frames: Int) {
+    print("figure: \(name) value \(result.bridgeNs) reference \(result.bareNs) ratio-best \(result.bridgeNs / result.bareNs) ratio-median \(result.ratios[result.ratios.count / 2]) ratio-min \(result.ratios.first!) ratio-max \(result.ratios.last!) runs \(runs) frames \(frames)")
+}
+
+if mode == "overhead" || mode == "all" {
+    let frames = argument("--frames", default: 100_000)
+    let runs = argument("--runs", default: 11)
+    let bare = BareLoop(backend: makeBackend(fills: false), count: 4)
+    let chainPin = startPin(makeBackend(fills: false), frames: 4)
+    report("ns-per-frame", compare(frames: frames, runs: runs, bare: { bare.run(frames: $0, reads: false) },
+                                   bridge: { runChain(chainPin, frames: $0) }), runs: runs, frames: frames)
+    chainPin.stop()
+    let lockedPin = startPin(makeBackend(fills: false), frames: 4)
+    report("ns-per-frame-locked", compare(frames: frames, runs: runs, bare: { bare.run(frames: $0, reads: true) },
+                                          bridge: { runBridge(lockedPin, frames: $0) }), runs: runs, frames: frames)
+    lockedPin.stop()
 }
 if sink == 42 { print("") }
