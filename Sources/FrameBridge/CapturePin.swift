@@ -302,7 +302,12 @@ public final class CapturePin: Sendable {
     /// - Throws: ``CaptureError`` when the pin is not streaming, on a fatal streaming error
     ///   (EIO) or a disconnect (ENODEV); both cancel held frames and stop the stream.
     public func advance(timeoutMilliseconds: Int32 = 2000) throws(CaptureError) -> Bool {
-        try advance(timeoutMilliseconds: timeoutMilliseconds, clone: .edgeOnly) != nil
+        let outcome = try advance(timeoutMilliseconds: timeoutMilliseconds, clone: .edgeOnly)
+        switch consume outcome {
+        case .timedOut: return false
+        case .advanced: return true
+        case .frame: return true
+        }
     }
 
     /// Who references a newly dequeued frame.
@@ -315,13 +320,16 @@ public final class CapturePin: Sendable {
         case pointerOnly
     }
 
-    /// What ``advance(timeoutMilliseconds:clone:)`` hands back: whether the edge moved, and
-    /// the new frame's reference when one was asked for.
-    private struct Advanced {
-        var pointer: (slot: Int, generation: UInt32, id: UInt64, info: FrameInfo)?
+    /// What ``advance(timeoutMilliseconds:clone:)`` hands back.
+    private enum Outcome: ~Copyable {
+        case timedOut
+        /// The edge moved; no pointer was asked for.
+        case advanced
+        /// The edge moved (or, with `.pointerOnly`, a frame was taken) and here is its pointer.
+        case frame(StreamPointer)
     }
 
-    private func advance(timeoutMilliseconds: Int32, clone: Holders) throws(CaptureError) -> Advanced? {
+    private func advance(timeoutMilliseconds: Int32, clone: Holders) throws(CaptureError) -> Outcome {
         var remaining = Int64(timeoutMilliseconds)
         var waitedForStarvation = false
         var descriptor = BufferDescriptor(index: 0, bufferType: bufferType, memory: core.streamMemoryKind)
@@ -344,7 +352,7 @@ public final class CapturePin: Sendable {
             }
             if events.isEmpty {
                 remaining -= Int64(slice)
-                if remaining <= 0 { return nil }
+                if remaining <= 0 { return .timedOut }
                 continue
             }
             descriptor.memory = core.streamMemoryKind
@@ -352,7 +360,7 @@ public final class CapturePin: Sendable {
             do {
                 dequeued = try device.dequeue(into: &descriptor)
             } catch {
-                if error.errno == .brokenPipe { return nil }
+                if error.errno == .brokenPipe { return .timedOut }
                 throw fail(error)
             }
             guard dequeued else {
@@ -362,7 +370,11 @@ public final class CapturePin: Sendable {
                 }
                 continue
             }
-            if let advanced = accept(descriptor, clone: clone) { return advanced }
+            let accepted = accept(descriptor, clone: clone)
+            switch consume accepted {
+            case .some(let outcome): return outcome
+            case .none: continue
+            }
         }
     }
 
@@ -457,8 +469,8 @@ public final class CapturePin: Sendable {
 
     /// Checks a dequeued buffer and, when it is sound, makes it the leading edge (and, with
     /// `clone`, takes a reference to it for the caller in the same critical section).
-    private func accept(_ descriptor: BufferDescriptor, clone: Holders) -> Advanced? {
-        core.state.withLock { state -> Advanced? in
+    private func accept(_ descriptor: BufferDescriptor, clone: Holders) -> Outcome? {
+        core.state.withLock { state -> Outcome? in
             let index = Int(descriptor.index)
             // Sequence gaps are frames the driver dropped. A buffer rejected below still used
             // its sequence number: it is counted as a violation, not also as a drop.
@@ -483,8 +495,8 @@ public final class CapturePin: Sendable {
                 reclaimMisreportedBuffers(&state)
                 return nil
             }
-            guard let storage = state.storage else { return nil }
-            let expectedPlanes = storage.memories[index].planeCount
+            guard let memories = state.memoryBase else { return nil }
+            let expectedPlanes = memories[index].planeCount
             var problem: String?
             if descriptor.planeCount != expectedPlanes {
                 problem = "buffer \(index) has \(descriptor.planeCount) planes, expected \(expectedPlanes)"
@@ -492,7 +504,7 @@ public final class CapturePin: Sendable {
                 for plane in 0..<descriptor.planeCount {
                     let p = descriptor.planes[plane]
                     let length = max(Int(p.length), 0)
-                    let memoryLength = storage.memories[index].planes[plane].length
+                    let memoryLength = memories[index].planes[plane].length
                     if Int(p.bytesUsed) > length || Int(p.bytesUsed) > memoryLength {
                         problem = "buffer \(index) plane \(plane): bytesused \(p.bytesUsed) > length \(min(length, memoryLength))"
                     } else if p.bytesUsed == 0 {
@@ -523,7 +535,8 @@ public final class CapturePin: Sendable {
             state.slots[index].references = 1
             state.slots[index].locks = 0
             state.slots[index].dequeueOrder = state.dequeueCounter
-            state.slots[index].frame = FrameInfo(descriptor, droppedBefore: dropped)
+            let info = FrameInfo(descriptor, droppedBefore: dropped)
+            if clone != .pointerOnly { state.slots[index].frame = info }
             let previous = state.leadingEdge
             state.leadingEdge = clone == .pointerOnly ? nil : (index, state.slots[index].generation)
             if let previous {
@@ -543,12 +556,13 @@ public final class CapturePin: Sendable {
             }
             state.statistics.delivered += 1
             core.publish(state)
-            guard clone != .edgeOnly else { return Advanced(pointer: nil) }
+            guard clone != .edgeOnly else { return .advanced }
             // With .pointerOnly the pointer takes over the reference the edge would have had.
             if clone == .edgeAndPointer { state.slots[index].references += 1 }
             state.livePointers += 1
             defer { state.nextPointerID += 1 }
-            return Advanced(pointer: (index, state.slots[index].generation, state.nextPointerID, state.slots[index].frame))
+            return .frame(StreamPointer(core: core, slot: index, generation: state.slots[index].generation,
+                                        id: state.nextPointerID, info: info))
         }
     }
 
@@ -613,9 +627,12 @@ public final class CapturePin: Sendable {
     ///   (what a dump loop wants). Then ``cloneLeadingEdge()`` returns nil and the trailing
     ///   window does not fill.
     public func next(timeoutMilliseconds: Int32 = 2000, keepLeadingEdge: Bool = true) throws(CaptureError) -> StreamPointer? {
-        guard let advanced = try advance(timeoutMilliseconds: timeoutMilliseconds, clone: keepLeadingEdge ? .edgeAndPointer : .pointerOnly),
-              let (slot, generation, id, info) = advanced.pointer else { return nil }
-        return StreamPointer(core: core, slot: slot, generation: generation, id: id, info: info)
+        let outcome = try advance(timeoutMilliseconds: timeoutMilliseconds, clone: keepLeadingEdge ? .edgeAndPointer : .pointerOnly)
+        switch consume outcome {
+        case .frame(let pointer): return pointer
+        case .timedOut: return nil
+        case .advanced: return nil
+        }
     }
 
     /// Adds `count` frames while streaming (VIDIOC_CREATE_BUFS through the kernel pool allocator),

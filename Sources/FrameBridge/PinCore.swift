@@ -54,11 +54,20 @@ final class PinCore: Sendable {
         case failed(CaptureError)
     }
 
-    struct State: Sendable {
+    /// Only ever touched under `state`'s lock; the raw base pointers point into `storage`.
+    struct State: @unchecked Sendable {
         var phase: Phase = .idle
         var slots: [Slot] = []
         /// The frames' memory and their QBUF descriptors, at stable addresses for the stream.
-        var storage: StreamStorage?
+        var storage: StreamStorage? {
+            didSet {
+                memoryBase = storage?.memories
+                descriptorBase = storage?.descriptors
+            }
+        }
+        /// `storage`'s arrays, for the per-frame paths (reading them needs no retain).
+        var memoryBase: UnsafeMutablePointer<FrameMemory>?
+        var descriptorBase: UnsafeMutablePointer<BufferDescriptor>?
         /// Slots in the queued state.
         var queuedCount = 0
         var allocator: (any AllocatorDispatch)?
@@ -119,9 +128,9 @@ final class PinCore: Sendable {
     /// QBUF of slot `index`'s memory, from the descriptor prepared when it was allocated.
     /// Called with the state locked.
     static func queue(_ state: inout State, index: Int, device: VideoDevice, bufferType: BufferType) -> V4L2Error? {
-        guard let storage = state.storage else { return nil }
+        guard let descriptors = state.descriptorBase else { return nil }
         do {
-            try device.queue(storage.descriptors[index])
+            try device.queue(descriptors[index])
             setSlot(&state, index, .queued)
             return nil
         } catch {
