@@ -234,7 +234,6 @@ public final class CapturePin: Sendable {
             state.queuedCount = 0
             state.storage = storage
             state.allocator = allocator
-            state.memoryKind = kind
             state.synchronizesCPUAccess = kind == .dmabuf
             core.memoryKindValue.store(kind.rawValue, ordering: .relaxed)
             state.statistics = CaptureStatistics()
@@ -460,7 +459,7 @@ public final class CapturePin: Sendable {
     /// it again, so that no buffer is lost. Called with the state locked.
     private func reclaimMisreportedBuffers(_ state: inout PinCore.State) {
         for index in state.slots.indices where state.slots[index].state == .queued {
-            guard let answer = try? device.queryBuffer(index: UInt32(index), bufferType: bufferType, memory: state.memoryKind),
+            guard let answer = try? device.queryBuffer(index: UInt32(index), bufferType: bufferType, memory: core.streamMemoryKind),
                   answer.flags.isDisjoint(with: [.queued, .done]) else { continue }
             _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
         }
@@ -559,10 +558,8 @@ public final class CapturePin: Sendable {
             guard clone != .edgeOnly else { return .advanced }
             // With .pointerOnly the pointer takes over the reference the edge would have had.
             if clone == .edgeAndPointer { state.slots[index].references += 1 }
-            state.livePointers += 1
-            defer { state.nextPointerID += 1 }
-            return .frame(StreamPointer(core: core, slot: index, generation: state.slots[index].generation,
-                                        id: state.nextPointerID, info: info))
+            let id = PinCore.issuePointer(&state)
+            return .frame(StreamPointer(core: core, slot: index, generation: state.slots[index].generation, id: id, info: info))
         }
     }
 
@@ -609,9 +606,7 @@ public final class CapturePin: Sendable {
             guard let edge = state.leadingEdge, edge.slot < state.slots.count,
                   state.slots[edge.slot].generation == edge.generation, state.slots[edge.slot].state == .held else { return nil }
             state.slots[edge.slot].references += 1
-            state.livePointers += 1
-            defer { state.nextPointerID += 1 }
-            return (edge.slot, edge.generation, state.nextPointerID, state.slots[edge.slot].frame)
+            return (edge.slot, edge.generation, PinCore.issuePointer(&state), state.slots[edge.slot].frame)
         }
         guard let (slot, generation, id, info) = taken else { return nil }
         return StreamPointer(core: core, slot: slot, generation: generation, id: id, info: info)

@@ -71,7 +71,6 @@ final class PinCore: Sendable {
         /// Slots in the queued state.
         var queuedCount = 0
         var allocator: (any AllocatorDispatch)?
-        var memoryKind: MemoryKind = .mmap
         var leadingEdge: (slot: Int, generation: UInt32)?
         var trailing: [(slot: Int, generation: UInt32)] = []
         var trailingStart = 0
@@ -159,18 +158,21 @@ final class PinCore: Sendable {
 
     // MARK: - Pointer operations
 
-    func nextPointerID() -> UInt64 {
-        state.withLock { state in
-            state.livePointers += 1
-            defer { state.nextPointerID += 1 }
-            return state.nextPointerID
-        }
+    /// Counts a new live pointer and returns its id. Called with the state locked.
+    static func issuePointer(_ state: inout State) -> UInt64 {
+        state.livePointers += 1
+        defer { state.nextPointerID += 1 }
+        return state.nextPointerID
     }
 
-    func retain(slot: Int, generation: UInt32) {
+    /// A clone: one more reference to the frame (when it is still held) and a new pointer id,
+    /// under one lock. A clone of a cancelled frame is a live pointer to a cancelled frame.
+    func clone(slot: Int, generation: UInt32) -> UInt64 {
         state.withLock { state in
-            guard slot < state.slots.count, state.slots[slot].generation == generation, state.slots[slot].state == .held else { return }
-            state.slots[slot].references += 1
+            if slot < state.slots.count, state.slots[slot].generation == generation, state.slots[slot].state == .held {
+                state.slots[slot].references += 1
+            }
+            return PinCore.issuePointer(&state)
         }
     }
 

@@ -37,8 +37,8 @@ public struct StreamPointer: ~Copyable, @unchecked Sendable {
     /// Another reference to the same frame (KsStreamPointerClone). Cloning a cancelled
     /// frame gives a pointer that is cancelled too.
     public func clone() -> StreamPointer {
-        core.retain(slot: slot, generation: generation)
-        return StreamPointer(core: core, slot: slot, generation: generation, id: core.nextPointerID(), info: info)
+        let id = core.clone(slot: slot, generation: generation)
+        return StreamPointer(core: core, slot: slot, generation: generation, id: id, info: info)
     }
 
     /// Whether the frame is still valid (not cancelled).
