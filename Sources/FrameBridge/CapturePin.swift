@@ -226,10 +226,11 @@ public final class CapturePin: Sendable {
         }
         let trailingCapacity = core.trailingWindow
         let failure = core.state.withLock { state -> V4L2Error? in
-            state.slots = (0..<granted).map { _ in
+            state.slots.removeAll()
+            for _ in 0..<granted {
                 var slot = PinCore.Slot()
                 slot.handlers.reserveCapacity(2)
-                return slot
+                state.slots.append(slot)
             }
             state.queuedCount = 0
             state.storage = storage
@@ -258,7 +259,7 @@ public final class CapturePin: Sendable {
         if let failure {
             _ = try? device.streamOff(bufferType)
             core.state.withLock { state in
-                state.slots = []
+                state.slots.removeAll()
                 state.queuedCount = 0
                 state.storage = nil
                 state.allocator = nil
@@ -534,8 +535,8 @@ public final class CapturePin: Sendable {
             state.slots[index].references = 1
             state.slots[index].locks = 0
             state.slots[index].dequeueOrder = state.dequeueCounter
-            let info = FrameInfo(descriptor, droppedBefore: dropped)
-            if clone != .pointerOnly { state.slots[index].frame = info }
+            let record = state.records.take(descriptor, droppedBefore: dropped)
+            state.slots[index].record = record
             let previous = state.leadingEdge
             state.leadingEdge = clone == .pointerOnly ? nil : (index, state.slots[index].generation)
             if let previous {
@@ -558,8 +559,9 @@ public final class CapturePin: Sendable {
             guard clone != .edgeOnly else { return .advanced }
             // With .pointerOnly the pointer takes over the reference the edge would have had.
             if clone == .edgeAndPointer { state.slots[index].references += 1 }
+            state.records.retain(record)
             let id = PinCore.issuePointer(&state)
-            return .frame(StreamPointer(core: core, slot: index, generation: state.slots[index].generation, id: id, info: info))
+            return .frame(StreamPointer(core: core, slot: index, generation: state.slots[index].generation, id: id, record: record))
         }
     }
 
@@ -602,14 +604,16 @@ public final class CapturePin: Sendable {
 
     /// A new reference to the frame at the leading edge, or nil before the first frame.
     public func cloneLeadingEdge() -> StreamPointer? {
-        let taken = core.state.withLock { state -> (Int, UInt32, UInt64, FrameInfo)? in
+        let taken = core.state.withLock { state -> (Int, UInt32, UInt64, UnsafeMutablePointer<FrameRecord>)? in
             guard let edge = state.leadingEdge, edge.slot < state.slots.count,
-                  state.slots[edge.slot].generation == edge.generation, state.slots[edge.slot].state == .held else { return nil }
+                  state.slots[edge.slot].generation == edge.generation, state.slots[edge.slot].state == .held,
+                  let record = state.slots[edge.slot].record else { return nil }
             state.slots[edge.slot].references += 1
-            return (edge.slot, edge.generation, PinCore.issuePointer(&state), state.slots[edge.slot].frame)
+            state.records.retain(record)
+            return (edge.slot, edge.generation, PinCore.issuePointer(&state), record)
         }
-        guard let (slot, generation, id, info) = taken else { return nil }
-        return StreamPointer(core: core, slot: slot, generation: generation, id: id, info: info)
+        guard let (slot, generation, id, record) = taken else { return nil }
+        return StreamPointer(core: core, slot: slot, generation: generation, id: id, record: record)
     }
 
     /// Advances the leading edge and returns a reference to the new frame; nil on timeout.

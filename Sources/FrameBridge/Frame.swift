@@ -65,11 +65,31 @@ public struct FrameInfo: Sendable {
             planes[i] = FramePlaneInfo(bytesUsed: plane.bytesUsed, dataOffset: plane.dataOffset, length: plane.length)
         }
     }
+
+    /// Overwrites this value with `descriptor`'s metadata in place.
+    mutating func assign(_ descriptor: borrowing BufferDescriptor, droppedBefore: UInt32) {
+        for i in min(descriptor.planeCount, planeCount)..<planeCount {
+            planes[i] = FramePlaneInfo(bytesUsed: 0, dataOffset: 0, length: 0)
+        }
+        index = Int(descriptor.index)
+        sequence = descriptor.sequence
+        timestampNanoseconds = descriptor.timestampNanoseconds
+        field = descriptor.field
+        flags = descriptor.flags
+        self.droppedBefore = droppedBefore
+        planeCount = descriptor.planeCount
+        for i in 0..<descriptor.planeCount {
+            planes[i] = FramePlaneInfo(bytesUsed: descriptor.planes[i].bytesUsed, dataOffset: descriptor.planes[i].dataOffset,
+                                       length: descriptor.planes[i].length)
+        }
+    }
 }
 
 /// The bytes of a locked frame. Valid only inside the closure it is handed to.
 public struct FramePayload {
-    public let info: FrameInfo
+    /// The frame's metadata (read in place from the frame's record).
+    public var info: FrameInfo { unsafeAddress { record } }
+    let record: UnsafePointer<FrameInfo>
     let memory: UnsafePointer<FrameMemory>
 
     /// The number of planes.

@@ -35,7 +35,7 @@ final class PinCore: Sendable {
         var handler: @Sendable () -> Void
     }
 
-    struct Slot: Sendable {
+    struct Slot: @unchecked Sendable {
         var state: SlotState = .free
         var references = 0
         var locks = 0
@@ -43,8 +43,8 @@ final class PinCore: Sendable {
         /// Dequeued at this point in the stream's order (for "oldest" decisions).
         var dequeueOrder: UInt64 = 0
         var handlers: [CancelHandler] = []
-        /// The metadata of the frame it holds.
-        var frame = FrameInfo.empty
+        /// The metadata of the frame it holds (one holder of the record), while held.
+        var record: UnsafeMutablePointer<FrameRecord>?
     }
 
     enum Phase: Sendable {
@@ -57,7 +57,9 @@ final class PinCore: Sendable {
     /// Only ever touched under `state`'s lock; the raw base pointers point into `storage`.
     struct State: @unchecked Sendable {
         var phase: Phase = .idle
-        var slots: [Slot] = []
+        var slots = SlotTable(capacity: AllocatorFraming.queueMaximumFrames)
+        /// The frames' metadata (pointers read their record without the lock).
+        var records = FrameRecordPool()
         /// The frames' memory and their QBUF descriptors, at stable addresses for the stream.
         var storage: StreamStorage? {
             didSet {
@@ -122,6 +124,13 @@ final class PinCore: Sendable {
         self.errorFramePolicy = errorFramePolicy
     }
 
+    deinit {
+        state.withLock { state in
+            state.slots.deallocate()
+            state.records.deallocate()
+        }
+    }
+
     // MARK: - Queueing
 
     /// QBUF of slot `index`'s memory, from the descriptor prepared when it was allocated.
@@ -148,11 +157,20 @@ final class PinCore: Sendable {
         state.slots[index].references -= 1
         guard state.slots[index].references <= 0 else { return }
         state.slots[index].references = 0
-        state.slots[index].handlers.removeAll(keepingCapacity: true)
+        if !state.slots[index].handlers.isEmpty { state.slots[index].handlers.removeAll(keepingCapacity: true) }
+        releaseRecord(&state, slot: index)
         if case .streaming = state.phase {
             _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
         } else {
             PinCore.setSlot(&state, index, .free)
+        }
+    }
+
+    /// The slot lets go of its frame's record. Called with the state locked.
+    func releaseRecord(_ state: inout State, slot index: Int) {
+        if let record = state.slots[index].record {
+            state.records.release(record)
+            state.slots[index].record = nil
         }
     }
 
@@ -167,17 +185,19 @@ final class PinCore: Sendable {
 
     /// A clone: one more reference to the frame (when it is still held) and a new pointer id,
     /// under one lock. A clone of a cancelled frame is a live pointer to a cancelled frame.
-    func clone(slot: Int, generation: UInt32) -> UInt64 {
+    func clone(slot: Int, generation: UInt32, record: UnsafeMutablePointer<FrameRecord>) -> UInt64 {
         state.withLock { state in
             if slot < state.slots.count, state.slots[slot].generation == generation, state.slots[slot].state == .held {
                 state.slots[slot].references += 1
             }
+            state.records.retain(record)
             return PinCore.issuePointer(&state)
         }
     }
 
-    func release(slot: Int, generation: UInt32, pointer: UInt64) {
+    func release(slot: Int, generation: UInt32, pointer: UInt64, record: UnsafeMutablePointer<FrameRecord>) {
         let teardown = state.withLock { state -> Teardown? in
+            state.records.release(record)
             dropReference(&state, slot: slot, generation: generation)
             state.livePointers -= 1
             publish(state)
@@ -292,6 +312,7 @@ final class PinCore: Sendable {
             }
         }
         state.slots[index].handlers.removeAll(keepingCapacity: true)
+        releaseRecord(&state, slot: index)
         state.slots[index].generation &+= 1
         state.slots[index].references = 0
         state.slots[index].locks = 0
@@ -332,7 +353,7 @@ final class PinCore: Sendable {
         case .stopped, .failed: break
         }
         guard state.livePointers == 0, let allocator = state.allocator, let storage = state.storage else { return nil }
-        state.slots = []
+        state.slots.removeAll()
         state.queuedCount = 0
         state.storage = nil
         state.allocator = nil
@@ -381,5 +402,49 @@ final class StreamStorage: @unchecked Sendable {
         }
         descriptors[index] = descriptor
         count = max(count, index + 1)
+    }
+}
+
+/// The pin's slots (one per buffer of the queue), at a stable address: the per-frame paths
+/// change a slot in place, with no copy-on-write check or retain of an array buffer.
+/// A value inside the pin's locked state; ``deallocate()`` frees it when the core goes.
+struct SlotTable: RandomAccessCollection {
+    private let base: UnsafeMutablePointer<PinCore.Slot>
+    let capacity: Int
+    private(set) var count = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        base = .allocate(capacity: capacity)
+    }
+
+    var startIndex: Int { 0 }
+    var endIndex: Int { count }
+
+    subscript(index: Int) -> PinCore.Slot {
+        unsafeAddress {
+            precondition(index >= 0 && index < count, "slot \(index) out of range 0..<\(count)")
+            return UnsafePointer(base + index)
+        }
+        nonmutating unsafeMutableAddress {
+            precondition(index >= 0 && index < count, "slot \(index) out of range 0..<\(count)")
+            return base + index
+        }
+    }
+
+    mutating func append(_ slot: PinCore.Slot) {
+        precondition(count < capacity, "more than \(capacity) slots")
+        (base + count).initialize(to: slot)
+        count += 1
+    }
+
+    mutating func removeAll() {
+        base.deinitialize(count: count)
+        count = 0
+    }
+
+    mutating func deallocate() {
+        removeAll()
+        base.deallocate()
     }
 }

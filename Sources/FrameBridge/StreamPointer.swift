@@ -16,29 +16,34 @@ public struct StreamPointer: ~Copyable, @unchecked Sendable {
     let slot: Int
     let generation: UInt32
     let id: UInt64
-    /// The frame's metadata, as dequeued.
-    public let info: FrameInfo
+    /// The frame's metadata record, which this pointer holds (it outlives a cancellation).
+    @usableFromInline let record: UnsafeMutablePointer<FrameRecord>
     private var memory: UnsafePointer<FrameMemory>?
     private var hasCancelHandler = false
 
-    init(core: PinCore, slot: Int, generation: UInt32, id: UInt64, info: FrameInfo) {
+    /// The frame's metadata, as dequeued (read in place: a pointer is a few words, whatever
+    /// the number of planes).
+    @inlinable public var info: FrameInfo { FrameRecord.info(record).pointee }
+
+    /// Takes over one holder of `record`, counted by the caller.
+    init(core: PinCore, slot: Int, generation: UInt32, id: UInt64, record: UnsafeMutablePointer<FrameRecord>) {
         self.core = core
         self.slot = slot
         self.generation = generation
         self.id = id
-        self.info = info
+        self.record = record
     }
 
     deinit {
         if memory != nil { core.unlock(slot: slot, generation: generation, pointer: id, hasHandler: hasCancelHandler) }
-        core.release(slot: slot, generation: generation, pointer: id)
+        core.release(slot: slot, generation: generation, pointer: id, record: record)
     }
 
     /// Another reference to the same frame (KsStreamPointerClone). Cloning a cancelled
     /// frame gives a pointer that is cancelled too.
     public func clone() -> StreamPointer {
-        let id = core.clone(slot: slot, generation: generation)
-        return StreamPointer(core: core, slot: slot, generation: generation, id: id, info: info)
+        let id = core.clone(slot: slot, generation: generation, record: record)
+        return StreamPointer(core: core, slot: slot, generation: generation, id: id, record: record)
     }
 
     /// Whether the frame is still valid (not cancelled).
@@ -67,7 +72,7 @@ public struct StreamPointer: ~Copyable, @unchecked Sendable {
         guard let memory else {
             throw CaptureError(.notLocked, "frame \(info.sequence): its data is reachable only while the stream pointer is locked; call lock() first")
         }
-        return try body(FramePayload(info: info, memory: memory))
+        return try body(FramePayload(record: UnsafePointer(FrameRecord.info(record)), memory: memory))
     }
 
     /// Locks, runs `body` with the frame's bytes, and unlocks.

@@ -6,6 +6,8 @@
 //                                                 dequeue -> stream pointer -> release -> requeue
 //                                                 beside a bare loop of the same fake ioctls, and
 //                                                 the same with lock / read a byte / unlock
+//   framebridge-bench chain [--frames N]          the chain alone, for a profiler
+//   framebridge-bench bare [--frames N]           the bare loop alone, for a profiler
 //
 // Each prints `figure: NAME value VALUE reference REFERENCE` lines that tools/bench collects.
 import CMallocCounter
@@ -175,6 +177,16 @@ if mode == "allocations" || mode == "all" {
     let stats = pin.statistics
     pin.stop()
     print("figure: heap-allocations-per-frame value \(Double(allocations) / Double(frames)) reference 0 frames \(frames) total \(allocations) delivered \(stats.delivered)")
+
+    // The dump loop's pattern too: next(keepLeadingEdge: false), read the metadata, release.
+    let chainPin = startPin(makeBackend(fills: true), frames: 4)
+    sink &+= runChain(chainPin, frames: 200)
+    let chainStart = cmalloc_counter_allocations()
+    sink &+= runChain(chainPin, frames: frames)
+    let chainAllocations = cmalloc_counter_allocations() - chainStart
+    let chainStats = chainPin.statistics
+    chainPin.stop()
+    print("figure: heap-allocations-per-frame-chain value \(Double(chainAllocations) / Double(frames)) reference 0 frames \(frames) total \(chainAllocations) delivered \(chainStats.delivered)")
 }
 
 /// Best-of-`runs` ns per frame of `bridge` and `bare`, alternating them so drift hits both.
@@ -196,7 +208,24 @@ func compare(frames: Int, runs: Int, bare: (Int) -> Int, bridge: (Int) -> Int) -
         ratios.append(Double(bridgeTime) / Double(bareTime))
     }
     ratios.sort()
-    if sink == 42 { print("") }
+    if mode == "bare" {
+    // For profilers: the reference loop alone.
+    let frames = argument("--frames", default: 1_000_000)
+    let bare = BareLoop(backend: makeBackend(fills: false), count: 4)
+    let t0 = monotonicNanoseconds()
+    sink &+= bare.run(frames: frames, reads: false)
+    print("bare: \(Double(monotonicNanoseconds() - t0) / Double(frames)) ns per frame")
+}
+if mode == "chain" {
+    // For profilers (perf record): the chain alone, no reference loop.
+    let frames = argument("--frames", default: 1_000_000)
+    let pin = startPin(makeBackend(fills: false), frames: 4)
+    let t0 = monotonicNanoseconds()
+    sink &+= runChain(pin, frames: frames)
+    print("chain: \(Double(monotonicNanoseconds() - t0) / Double(frames)) ns per frame")
+    pin.stop()
+}
+if sink == 42 { print("") }
     return (Double(bestBridge) / Double(frames), Double(bestBare) / Double(frames), ratios)
 }
 
@@ -216,5 +245,22 @@ if mode == "overhead" || mode == "all" {
     report("ns-per-frame-locked", compare(frames: frames, runs: runs, bare: { bare.run(frames: $0, reads: true) },
                                           bridge: { runBridge(lockedPin, frames: $0) }), runs: runs, frames: frames)
     lockedPin.stop()
+}
+if mode == "bare" {
+    // For profilers: the reference loop alone.
+    let frames = argument("--frames", default: 1_000_000)
+    let bare = BareLoop(backend: makeBackend(fills: false), count: 4)
+    let t0 = monotonicNanoseconds()
+    sink &+= bare.run(frames: frames, reads: false)
+    print("bare: \(Double(monotonicNanoseconds() - t0) / Double(frames)) ns per frame")
+}
+if mode == "chain" {
+    // For profilers (perf record): the chain alone, no reference loop.
+    let frames = argument("--frames", default: 1_000_000)
+    let pin = startPin(makeBackend(fills: false), frames: 4)
+    let t0 = monotonicNanoseconds()
+    sink &+= runChain(pin, frames: frames)
+    print("chain: \(Double(monotonicNanoseconds() - t0) / Double(frames)) ns per frame")
+    pin.stop()
 }
 if sink == 42 { print("") }

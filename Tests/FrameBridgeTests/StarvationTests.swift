@@ -97,6 +97,13 @@ final class StarvationTests: XCTestCase {
             XCTAssertEqual(next.info.sequence, 4)
             XCTAssertEqual(oldest.cancelRuns.value, 1, "\(layout): the cancelled frame's handler ran")
             XCTAssertFalse(oldest.isValid)
+            // The cancelled pointer still describes its own frame, not the one now in its buffer.
+            XCTAssertEqual(oldest.pointer?.info.sequence, 0, "\(layout): a cancelled pointer's metadata changed")
+            XCTAssertEqual(oldest.pointer?.info.index, next.info.index)
+            let cancelledClone = oldest.clone()
+            XCTAssertEqual(cancelledClone.pointer?.info.sequence, 0)
+            XCTAssertFalse(cancelledClone.isValid)
+            cancelledClone.release()
             XCTAssertThrowsError(try oldest.lock()) { error in
                 XCTAssertEqual((error as? CaptureError)?.kind, .frameCancelled)
                 XCTAssertTrue("\(error)".contains("cancel-oldest"), "\(error)")
