@@ -370,7 +370,7 @@ public final class CapturePin: Sendable {
                 }
                 continue
             }
-            let accepted = accept(descriptor, clone: clone)
+            let accepted = accept(&descriptor, clone: clone)
             switch consume accepted {
             case .some(let outcome): return outcome
             case .none: continue
@@ -469,7 +469,10 @@ public final class CapturePin: Sendable {
 
     /// Checks a dequeued buffer and, when it is sound, makes it the leading edge (and, with
     /// `clone`, takes a reference to it for the caller in the same critical section).
-    private func accept(_ descriptor: BufferDescriptor, clone: Holders) -> Outcome? {
+    ///
+    /// `descriptor` is inout only so that it is passed by address: by value, Swift copied the
+    /// ~300-byte descriptor into the locked closure on every frame. It is not changed.
+    private func accept(_ descriptor: inout BufferDescriptor, clone: Holders) -> Outcome? {
         core.state.withLock { state -> Outcome? in
             let index = Int(descriptor.index)
             // Sequence gaps are frames the driver dropped. A buffer rejected below still used
@@ -535,7 +538,8 @@ public final class CapturePin: Sendable {
             state.slots[index].references = 1
             state.slots[index].locks = 0
             state.slots[index].dequeueOrder = state.dequeueCounter
-            let record = state.records.take(descriptor, droppedBefore: dropped)
+            // Holders: the slot, plus the caller's pointer when one is made below.
+            let record = state.records.take(descriptor, droppedBefore: dropped, holders: clone == .edgeOnly ? 1 : 2)
             state.slots[index].record = record
             let previous = state.leadingEdge
             state.leadingEdge = clone == .pointerOnly ? nil : (index, state.slots[index].generation)
@@ -559,7 +563,6 @@ public final class CapturePin: Sendable {
             guard clone != .edgeOnly else { return .advanced }
             // With .pointerOnly the pointer takes over the reference the edge would have had.
             if clone == .edgeAndPointer { state.slots[index].references += 1 }
-            state.records.retain(record)
             let id = PinCore.issuePointer(&state)
             return .frame(StreamPointer(core: core, slot: index, generation: state.slots[index].generation, id: id, record: record))
         }

@@ -7,14 +7,14 @@ import V4L2
     /// pointer. Changed only under the pin's lock.
     var holders: Int
 
-    // Field addresses from fixed offsets: a key path to the field in the per-frame code
-    // allocated an object on every use once inlined into another module.
-    @usableFromInline static let infoOffset = MemoryLayout<FrameRecord>.offset(of: \.info)!
+    // Field addresses without key paths: a key path to the field in the per-frame code
+    // allocated an object on every use once inlined into another module. `info` is the first
+    // field, so a record's address is its info's (checked when a pool is made).
     private static let holdersOffset = MemoryLayout<FrameRecord>.offset(of: \.holders)!
 
     /// The address of `record`'s metadata, which its holders read without the pin's lock.
     @inlinable static func info(_ record: UnsafeMutablePointer<FrameRecord>) -> UnsafeMutablePointer<FrameInfo> {
-        (UnsafeMutableRawPointer(record) + infoOffset).assumingMemoryBound(to: FrameInfo.self)
+        UnsafeMutableRawPointer(record).assumingMemoryBound(to: FrameInfo.self)
     }
 
     /// The address of `record`'s holder count.
@@ -44,6 +44,7 @@ struct FrameRecordPool {
     static let chunkSize = 16
 
     init() {
+        precondition(MemoryLayout<FrameRecord>.offset(of: \.info) == 0, "FrameRecord.info must be its first field")
         free = .allocate(capacity: 1)
     }
 
@@ -55,13 +56,14 @@ struct FrameRecordPool {
         free.deallocate()
     }
 
-    /// A record holding `info`, with one holder (the slot).
-    mutating func take(_ descriptor: borrowing BufferDescriptor, droppedBefore: UInt32) -> UnsafeMutablePointer<FrameRecord> {
+    /// A record holding `descriptor`'s metadata, with `holders` holders (the slot, and the
+    /// pointers about to be made).
+    mutating func take(_ descriptor: borrowing BufferDescriptor, droppedBefore: UInt32, holders: Int) -> UnsafeMutablePointer<FrameRecord> {
         if freeCount == 0 { grow() }
         freeCount -= 1
         let record = free[freeCount]
         FrameRecord.info(record).pointee.assign(descriptor, droppedBefore: droppedBefore)
-        FrameRecord.holders(record).pointee = 1
+        FrameRecord.holders(record).pointee = holders
         return record
     }
 

@@ -138,7 +138,7 @@ final class PinCore: Sendable {
     static func queue(_ state: inout State, index: Int, device: VideoDevice, bufferType: BufferType) -> V4L2Error? {
         guard let descriptors = state.descriptorBase else { return nil }
         do {
-            try device.queue(descriptors[index])
+            try device.queue(descriptorAt: descriptors + index)
             setSlot(&state, index, .queued)
             return nil
         } catch {

@@ -64,7 +64,7 @@ public enum MemoryKind: UInt32, Sendable, Hashable, CaseIterable, Codable, Custo
 /// A four-character code naming a pixel format, for example `YUYV`.
 public struct FourCC: RawRepresentable, Hashable, Sendable, Codable, CustomStringConvertible {
     public var rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
 
     /// From a string of up to four ASCII characters (shorter ones are padded with spaces).
     public init?(_ string: String) {
@@ -128,7 +128,9 @@ public struct Fraction: Hashable, Sendable, Codable, CustomStringConvertible {
 /// Device capability bits (`V4L2_CAP_*`).
 public struct CapabilityFlags: OptionSet, Hashable, Sendable, Codable {
     public var rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
+    // Constants as inlinable computed properties: a `static let` is reached through a lazy
+    // global's accessor (swift_once) on every use from another module, per frame here.
     public static let videoCapture = CapabilityFlags(rawValue: 0x0000_0001)
     public static let videoOutput = CapabilityFlags(rawValue: 0x0000_0002)
     public static let videoOverlay = CapabilityFlags(rawValue: 0x0000_0004)
@@ -204,7 +206,7 @@ public struct DeviceCapabilities: Hashable, Sendable, Codable {
 /// Capability bits that VIDIOC_REQBUFS and VIDIOC_CREATE_BUFS report (`V4L2_BUF_CAP_*`).
 public struct BufferCapabilities: OptionSet, Hashable, Sendable, Codable {
     public var rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
     public static let supportsMMAP = BufferCapabilities(rawValue: 1 << 0)
     public static let supportsUserPointer = BufferCapabilities(rawValue: 1 << 1)
     public static let supportsDMABuf = BufferCapabilities(rawValue: 1 << 2)
@@ -223,26 +225,28 @@ public struct BufferCapabilities: OptionSet, Hashable, Sendable, Codable {
     }
 }
 
-/// Buffer flags (`V4L2_BUF_FLAG_*`).
+/// Buffer flags (`V4L2_BUF_FLAG_*`). The constants are inlinable computed properties: a
+/// `static let` would be reached through a lazy global's accessor on every use from another
+/// module, which the per-frame paths pay.
 public struct BufferFlags: OptionSet, Hashable, Sendable, Codable {
     public var rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
-    public static let mapped = BufferFlags(rawValue: 0x0000_0001)
-    public static let queued = BufferFlags(rawValue: 0x0000_0002)
-    public static let done = BufferFlags(rawValue: 0x0000_0004)
-    public static let keyframe = BufferFlags(rawValue: 0x0000_0008)
-    public static let pframe = BufferFlags(rawValue: 0x0000_0010)
-    public static let bframe = BufferFlags(rawValue: 0x0000_0020)
-    public static let error = BufferFlags(rawValue: 0x0000_0040)
-    public static let inRequest = BufferFlags(rawValue: 0x0000_0080)
-    public static let timecode = BufferFlags(rawValue: 0x0000_0100)
-    public static let prepared = BufferFlags(rawValue: 0x0000_0400)
-    public static let noCacheInvalidate = BufferFlags(rawValue: 0x0000_0800)
-    public static let noCacheClean = BufferFlags(rawValue: 0x0000_1000)
-    public static let timestampMonotonic = BufferFlags(rawValue: 0x0000_2000)
-    public static let timestampCopy = BufferFlags(rawValue: 0x0000_4000)
-    public static let last = BufferFlags(rawValue: 0x0010_0000)
-    public static let timestampMask = BufferFlags(rawValue: 0x0000_e000)
+    @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
+    @inlinable public static var mapped: BufferFlags { BufferFlags(rawValue: 0x0000_0001) }
+    @inlinable public static var queued: BufferFlags { BufferFlags(rawValue: 0x0000_0002) }
+    @inlinable public static var done: BufferFlags { BufferFlags(rawValue: 0x0000_0004) }
+    @inlinable public static var keyframe: BufferFlags { BufferFlags(rawValue: 0x0000_0008) }
+    @inlinable public static var pframe: BufferFlags { BufferFlags(rawValue: 0x0000_0010) }
+    @inlinable public static var bframe: BufferFlags { BufferFlags(rawValue: 0x0000_0020) }
+    @inlinable public static var error: BufferFlags { BufferFlags(rawValue: 0x0000_0040) }
+    @inlinable public static var inRequest: BufferFlags { BufferFlags(rawValue: 0x0000_0080) }
+    @inlinable public static var timecode: BufferFlags { BufferFlags(rawValue: 0x0000_0100) }
+    @inlinable public static var prepared: BufferFlags { BufferFlags(rawValue: 0x0000_0400) }
+    @inlinable public static var noCacheInvalidate: BufferFlags { BufferFlags(rawValue: 0x0000_0800) }
+    @inlinable public static var noCacheClean: BufferFlags { BufferFlags(rawValue: 0x0000_1000) }
+    @inlinable public static var timestampMonotonic: BufferFlags { BufferFlags(rawValue: 0x0000_2000) }
+    @inlinable public static var timestampCopy: BufferFlags { BufferFlags(rawValue: 0x0000_4000) }
+    @inlinable public static var last: BufferFlags { BufferFlags(rawValue: 0x0010_0000) }
+    @inlinable public static var timestampMask: BufferFlags { BufferFlags(rawValue: 0x0000_e000) }
 }
 
 /// A video input (VIDIOC_ENUMINPUT).
@@ -384,6 +388,7 @@ public struct BufferPlane: Hashable, Sendable {
     /// DMABUF: the dmabuf file descriptor.
     public var fd: Int32 = -1
 
+    @inlinable
     public init(length: UInt32 = 0, bytesUsed: UInt32 = 0, dataOffset: UInt32 = 0, mapOffset: UInt32 = 0,
                 userPointer: UInt = 0, fd: Int32 = -1) {
         self.length = length
@@ -410,6 +415,7 @@ public struct BufferDescriptor: Sendable {
     public var planeCount: Int
     public var planes: InlineArray<8, BufferPlane>
 
+    @inlinable
     public init(index: UInt32, bufferType: BufferType, memory: MemoryKind, planeCount: Int = 1) {
         self.index = index
         self.bufferType = bufferType
@@ -422,12 +428,14 @@ public struct BufferDescriptor: Sendable {
 /// Poll event bits.
 public struct PollEvents: OptionSet, Hashable, Sendable {
     public var rawValue: Int16
-    public init(rawValue: Int16) { self.rawValue = rawValue }
-    public static let input = PollEvents(rawValue: 0x001)
-    public static let priority = PollEvents(rawValue: 0x002)
-    public static let output = PollEvents(rawValue: 0x004)
-    public static let error = PollEvents(rawValue: 0x008)
-    public static let hangUp = PollEvents(rawValue: 0x010)
-    public static let invalid = PollEvents(rawValue: 0x020)
-    public static let readNormal = PollEvents(rawValue: 0x040)
+    @inlinable public init(rawValue: Int16) { self.rawValue = rawValue }
+    // Constants as inlinable computed properties: a `static let` is reached through a lazy
+    // global's accessor (swift_once) on every use from another module, per frame here.
+    @inlinable public static var input: PollEvents { PollEvents(rawValue: 0x001) }
+    @inlinable public static var priority: PollEvents { PollEvents(rawValue: 0x002) }
+    @inlinable public static var output: PollEvents { PollEvents(rawValue: 0x004) }
+    @inlinable public static var error: PollEvents { PollEvents(rawValue: 0x008) }
+    @inlinable public static var hangUp: PollEvents { PollEvents(rawValue: 0x010) }
+    @inlinable public static var invalid: PollEvents { PollEvents(rawValue: 0x020) }
+    @inlinable public static var readNormal: PollEvents { PollEvents(rawValue: 0x040) }
 }

@@ -447,37 +447,26 @@ public final class VideoDevice: Sendable {
     /// VIDIOC_QBUF: hands `buffer` to the driver. For USERPTR and DMABUF the planes'
     /// `userPointer`/`fd` and `length` say where the memory is. The descriptor is read in place.
     public func queue(_ buffer: BufferDescriptor) throws(V4L2Error) {
+        try withUnsafePointer(to: buffer) { (pointer) throws(V4L2Error) in try queue(descriptorAt: pointer) }
+    }
+
+    /// VIDIOC_QBUF of the descriptor at `descriptor`, for callers that keep their descriptors
+    /// in stable memory: passing `pointer.pointee` by value makes Swift copy the ~300-byte
+    /// descriptor first (the callee could otherwise see it change), on every frame.
+    public func queue(descriptorAt descriptor: UnsafePointer<BufferDescriptor>) throws(V4L2Error) {
         var raw = v4l2_buffer()
-        raw.index = buffer.index
-        raw.type = buffer.bufferType.rawValue
-        raw.memory = buffer.memory.rawValue
-        raw.field = buffer.field
+        raw.index = descriptor.pointee.index
+        raw.type = descriptor.pointee.bufferType.rawValue
+        raw.memory = descriptor.pointee.memory.rawValue
+        raw.field = descriptor.pointee.field
         let errno: Errno?
-        if buffer.bufferType.isMultiplanar {
-            var planes = VideoDevice.emptyPlanes
-            let count = min(max(buffer.planeCount, 1), maximumPlaneCount)
-            errno = withUnsafeMutableBytes(of: &planes) { bytes -> Errno? in
-                let planes = bytes.bindMemory(to: v4l2_plane.self)
-                for i in 0..<count {
-                    let plane = buffer.planes[i]
-                    planes[i].length = plane.length
-                    planes[i].bytesused = plane.bytesUsed
-                    planes[i].data_offset = plane.dataOffset
-                    switch buffer.memory {
-                    case .mmap: planes[i].m.mem_offset = plane.mapOffset
-                    case .userPointer: planes[i].m.userptr = plane.userPointer
-                    case .dmabuf: planes[i].m.fd = plane.fd
-                    }
-                }
-                raw.length = UInt32(count)
-                raw.m.planes = planes.baseAddress
-                return rawIoctl(CV4L2_VIDIOC_QBUF, &raw)
-            }
+        if descriptor.pointee.bufferType.isMultiplanar {
+            errno = multiplanarQueue(&raw, descriptor)
         } else {
-            let plane = buffer.planes[0]
+            let plane = descriptor.pointee.planes[0]
             raw.length = plane.length
             raw.bytesused = plane.bytesUsed
-            switch buffer.memory {
+            switch descriptor.pointee.memory {
             case .mmap: raw.m.offset = plane.mapOffset
             case .userPointer: raw.m.userptr = plane.userPointer
             case .dmabuf: raw.m.fd = plane.fd
@@ -485,6 +474,30 @@ public final class VideoDevice: Sendable {
             errno = rawIoctl(CV4L2_VIDIOC_QBUF, &raw)
         }
         if let errno { throw error("VIDIOC_QBUF", errno) }
+    }
+
+    /// The multi-planar half of ``queue(_:)``, out of line (see `multiplanarIoctl`).
+    @inline(never)
+    private func multiplanarQueue(_ raw: inout v4l2_buffer, _ descriptor: UnsafePointer<BufferDescriptor>) -> Errno? {
+        var planes = VideoDevice.emptyPlanes
+        let count = min(max(descriptor.pointee.planeCount, 1), maximumPlaneCount)
+        return withUnsafeMutableBytes(of: &planes) { bytes -> Errno? in
+            let planes = bytes.bindMemory(to: v4l2_plane.self)
+            for i in 0..<count {
+                let plane = descriptor.pointee.planes[i]
+                planes[i].length = plane.length
+                planes[i].bytesused = plane.bytesUsed
+                planes[i].data_offset = plane.dataOffset
+                switch descriptor.pointee.memory {
+                case .mmap: planes[i].m.mem_offset = plane.mapOffset
+                case .userPointer: planes[i].m.userptr = plane.userPointer
+                case .dmabuf: planes[i].m.fd = plane.fd
+                }
+            }
+            raw.length = UInt32(count)
+            raw.m.planes = planes.baseAddress
+            return rawIoctl(CV4L2_VIDIOC_QBUF, &raw)
+        }
     }
 
     /// VIDIOC_DQBUF: takes a filled buffer from the driver, or nil when none is ready (EAGAIN).
@@ -503,6 +516,37 @@ public final class VideoDevice: Sendable {
     private static let emptyPlanes = (v4l2_plane(), v4l2_plane(), v4l2_plane(), v4l2_plane(),
                                       v4l2_plane(), v4l2_plane(), v4l2_plane(), v4l2_plane())
 
+    /// The multi-planar half of ``withRawBuffer(_:_:_:tolerateWouldBlock:)``: the ioctl with a
+    /// `v4l2_plane` array on the stack, and the planes copied back. Out of line, so the
+    /// single-planar path keeps a small stack frame.
+    @inline(never)
+    private func multiplanarIoctl(_ request: UInt, _ raw: inout v4l2_buffer, _ descriptor: inout BufferDescriptor) -> Errno? {
+        var planes = VideoDevice.emptyPlanes
+        return withUnsafeMutableBytes(of: &planes) { bytes -> Errno? in
+            let planes = bytes.bindMemory(to: v4l2_plane.self)
+            raw.length = UInt32(maximumPlaneCount)
+            raw.m.planes = planes.baseAddress
+            let result = rawIoctl(request, &raw)
+            if result == nil {
+                let returned = min(Int(raw.length), maximumPlaneCount)
+                descriptor.planeCount = returned
+                for i in 0..<returned {
+                    var plane = BufferPlane()
+                    plane.length = planes[i].length
+                    plane.bytesUsed = planes[i].bytesused
+                    plane.dataOffset = planes[i].data_offset
+                    switch descriptor.memory {
+                    case .mmap: plane.mapOffset = planes[i].m.mem_offset
+                    case .userPointer: plane.userPointer = planes[i].m.userptr
+                    case .dmabuf: plane.fd = planes[i].m.fd
+                    }
+                    descriptor.planes[i] = plane
+                }
+            }
+            return result
+        }
+    }
+
     /// Fills a `v4l2_buffer` (and, multi-planar, a `v4l2_plane` array on the stack) from
     /// `descriptor`, makes the ioctl, and copies the driver's answer back. Returns false for
     /// EAGAIN when `tolerateWouldBlock`.
@@ -516,30 +560,7 @@ public final class VideoDevice: Sendable {
         raw.field = descriptor.field
         let errno: Errno?
         if descriptor.bufferType.isMultiplanar {
-            var planes = VideoDevice.emptyPlanes
-            errno = withUnsafeMutableBytes(of: &planes) { bytes -> Errno? in
-                let planes = bytes.bindMemory(to: v4l2_plane.self)
-                raw.length = UInt32(maximumPlaneCount)
-                raw.m.planes = planes.baseAddress
-                let result = rawIoctl(request, &raw)
-                if result == nil {
-                    let returned = min(Int(raw.length), maximumPlaneCount)
-                    descriptor.planeCount = returned
-                    for i in 0..<returned {
-                        var plane = BufferPlane()
-                        plane.length = planes[i].length
-                        plane.bytesUsed = planes[i].bytesused
-                        plane.dataOffset = planes[i].data_offset
-                        switch descriptor.memory {
-                        case .mmap: plane.mapOffset = planes[i].m.mem_offset
-                        case .userPointer: plane.userPointer = planes[i].m.userptr
-                        case .dmabuf: plane.fd = planes[i].m.fd
-                        }
-                        descriptor.planes[i] = plane
-                    }
-                }
-                return result
-            }
+            errno = multiplanarIoctl(request, &raw, &descriptor)
         } else {
             errno = rawIoctl(request, &raw)
             if errno == nil {
