@@ -539,7 +539,7 @@ public final class CapturePin: Sendable {
             state.slots[index].locks = 0
             state.slots[index].dequeueOrder = state.dequeueCounter
             // Holders: the slot, plus the caller's pointer when one is made below.
-            let record = state.records.take(descriptor, droppedBefore: dropped, holders: clone == .edgeOnly ? 1 : 2)
+            let record = state.records.take(&descriptor, droppedBefore: dropped, holders: clone == .edgeOnly ? 1 : 2)
             state.slots[index].record = record
             let previous = state.leadingEdge
             state.leadingEdge = clone == .pointerOnly ? nil : (index, state.slots[index].generation)

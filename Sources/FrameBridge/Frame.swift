@@ -66,8 +66,9 @@ public struct FrameInfo: Sendable {
         }
     }
 
-    /// Overwrites this value with `descriptor`'s metadata in place.
-    mutating func assign(_ descriptor: borrowing BufferDescriptor, droppedBefore: UInt32) {
+    /// Overwrites this value with `descriptor`'s metadata in place. (`descriptor` is inout only
+    /// to be passed by address, with no copy; it is not changed.)
+    mutating func assign(_ descriptor: inout BufferDescriptor, droppedBefore: UInt32) {
         for i in min(descriptor.planeCount, planeCount)..<planeCount {
             planes[i] = FramePlaneInfo(bytesUsed: 0, dataOffset: 0, length: 0)
         }

@@ -10,7 +10,11 @@ import V4L2
     // Field addresses without key paths: a key path to the field in the per-frame code
     // allocated an object on every use once inlined into another module. `info` is the first
     // field, so a record's address is its info's (checked when a pool is made).
-    private static let holdersOffset = MemoryLayout<FrameRecord>.offset(of: \.holders)!
+    // `holders` follows it at the next Int-aligned offset (also checked), a constant the
+    // compiler folds, where a stored `static let` would be a lazy global read per call.
+    static var holdersOffset: Int {
+        (MemoryLayout<FrameInfo>.size + MemoryLayout<Int>.alignment - 1) & ~(MemoryLayout<Int>.alignment - 1)
+    }
 
     /// The address of `record`'s metadata, which its holders read without the pin's lock.
     @inlinable static func info(_ record: UnsafeMutablePointer<FrameRecord>) -> UnsafeMutablePointer<FrameInfo> {
@@ -45,6 +49,7 @@ struct FrameRecordPool {
 
     init() {
         precondition(MemoryLayout<FrameRecord>.offset(of: \.info) == 0, "FrameRecord.info must be its first field")
+        precondition(MemoryLayout<FrameRecord>.offset(of: \.holders) == FrameRecord.holdersOffset, "FrameRecord.holders is not where expected")
         free = .allocate(capacity: 1)
     }
 
@@ -58,11 +63,12 @@ struct FrameRecordPool {
 
     /// A record holding `descriptor`'s metadata, with `holders` holders (the slot, and the
     /// pointers about to be made).
-    mutating func take(_ descriptor: borrowing BufferDescriptor, droppedBefore: UInt32, holders: Int) -> UnsafeMutablePointer<FrameRecord> {
+    /// (`descriptor` is inout only to be passed by address; it is not changed.)
+    mutating func take(_ descriptor: inout BufferDescriptor, droppedBefore: UInt32, holders: Int) -> UnsafeMutablePointer<FrameRecord> {
         if freeCount == 0 { grow() }
         freeCount -= 1
         let record = free[freeCount]
-        FrameRecord.info(record).pointee.assign(descriptor, droppedBefore: droppedBefore)
+        FrameRecord.info(record).pointee.assign(&descriptor, droppedBefore: droppedBefore)
         FrameRecord.holders(record).pointee = holders
         return record
     }
