@@ -52,18 +52,16 @@ public struct FrameInfo: Sendable {
     static let empty = FrameInfo(BufferDescriptor(index: 0, bufferType: .videoCapture, memory: .mmap, planeCount: 0), droppedBefore: 0)
 
     init(_ descriptor: BufferDescriptor, droppedBefore: UInt32) {
-        index = Int(descriptor.index)
-        sequence = descriptor.sequence
-        timestampNanoseconds = descriptor.timestampNanoseconds
-        field = descriptor.field
-        flags = descriptor.flags
-        self.droppedBefore = droppedBefore
-        planeCount = descriptor.planeCount
+        index = 0
+        sequence = 0
+        timestampNanoseconds = 0
+        field = 0
+        flags = []
+        self.droppedBefore = 0
+        planeCount = 0
         planes = InlineArray(repeating: FramePlaneInfo(bytesUsed: 0, dataOffset: 0, length: 0))
-        for i in 0..<descriptor.planeCount {
-            let plane = descriptor.planes[i]
-            planes[i] = FramePlaneInfo(bytesUsed: plane.bytesUsed, dataOffset: plane.dataOffset, length: plane.length)
-        }
+        var descriptor = descriptor
+        assign(&descriptor, droppedBefore: droppedBefore)
     }
 
     /// Overwrites this value with `descriptor`'s metadata in place. (`descriptor` is inout only

@@ -168,25 +168,18 @@ if mode == "allocations" || mode == "all" {
     guard counted >= 100 else { fail("the malloc counter saw \(counted) of at least 100 allocations; it is not interposed") }
     print("counter check: 100 small arrays counted as \(counted) allocations")
 
-    let backend = makeBackend(fills: true)
-    let pin = startPin(backend, frames: 4)
-    sink &+= runBridge(pin, frames: 200) // warm up: first-use allocations
-    let start = cmalloc_counter_allocations()
-    sink &+= runBridge(pin, frames: frames)
-    let allocations = cmalloc_counter_allocations() - start
-    let stats = pin.statistics
-    pin.stop()
-    print("figure: heap-allocations-per-frame value \(Double(allocations) / Double(frames)) reference 0 frames \(frames) total \(allocations) delivered \(stats.delivered)")
-
-    // The dump loop's pattern too: next(keepLeadingEdge: false), read the metadata, release.
-    let chainPin = startPin(makeBackend(fills: true), frames: 4)
-    sink &+= runChain(chainPin, frames: 200)
-    let chainStart = cmalloc_counter_allocations()
-    sink &+= runChain(chainPin, frames: frames)
-    let chainAllocations = cmalloc_counter_allocations() - chainStart
-    let chainStats = chainPin.statistics
-    chainPin.stop()
-    print("figure: heap-allocations-per-frame-chain value \(Double(chainAllocations) / Double(frames)) reference 0 frames \(frames) total \(chainAllocations) delivered \(chainStats.delivered)")
+    // The locked-read pattern (next, lock, read, unlock, release), then the dump loop's
+    // (next(keepLeadingEdge: false), read the metadata, release).
+    for (name, loop) in [("heap-allocations-per-frame", runBridge), ("heap-allocations-per-frame-chain", runChain)] {
+        let pin = startPin(makeBackend(fills: true), frames: 4)
+        sink &+= loop(pin, 200) // warm up: first-use allocations
+        let start = cmalloc_counter_allocations()
+        sink &+= loop(pin, frames)
+        let allocations = cmalloc_counter_allocations() - start
+        let stats = pin.statistics
+        pin.stop()
+        print("figure: \(name) value \(Double(allocations) / Double(frames)) reference 0 frames \(frames) total \(allocations) delivered \(stats.delivered)")
+    }
 }
 
 /// Best-of-`runs` ns per frame of `bridge` and `bare`, alternating them so drift hits both.
@@ -208,24 +201,7 @@ func compare(frames: Int, runs: Int, bare: (Int) -> Int, bridge: (Int) -> Int) -
         ratios.append(Double(bridgeTime) / Double(bareTime))
     }
     ratios.sort()
-    if mode == "bare" {
-    // For profilers: the reference loop alone.
-    let frames = argument("--frames", default: 1_000_000)
-    let bare = BareLoop(backend: makeBackend(fills: false), count: 4)
-    let t0 = monotonicNanoseconds()
-    sink &+= bare.run(frames: frames, reads: false)
-    print("bare: \(Double(monotonicNanoseconds() - t0) / Double(frames)) ns per frame")
-}
-if mode == "chain" {
-    // For profilers (perf record): the chain alone, no reference loop.
-    let frames = argument("--frames", default: 1_000_000)
-    let pin = startPin(makeBackend(fills: false), frames: 4)
-    let t0 = monotonicNanoseconds()
-    sink &+= runChain(pin, frames: frames)
-    print("chain: \(Double(monotonicNanoseconds() - t0) / Double(frames)) ns per frame")
-    pin.stop()
-}
-if sink == 42 { print("") }
+    if sink == 42 { print("") }
     return (Double(bestBridge) / Double(frames), Double(bestBare) / Double(frames), ratios)
 }
 
@@ -246,21 +222,15 @@ if mode == "overhead" || mode == "all" {
                                           bridge: { runBridge(lockedPin, frames: $0) }), runs: runs, frames: frames)
     lockedPin.stop()
 }
-if mode == "bare" {
-    // For profilers: the reference loop alone.
+if mode == "bare" || mode == "chain" {
+    // For profilers (perf record): one loop alone, no alternation.
     let frames = argument("--frames", default: 1_000_000)
-    let bare = BareLoop(backend: makeBackend(fills: false), count: 4)
+    let backend = makeBackend(fills: false)
+    let pin = mode == "chain" ? startPin(backend, frames: 4) : nil
+    let bare = mode == "bare" ? BareLoop(backend: backend, count: 4) : nil
     let t0 = monotonicNanoseconds()
-    sink &+= bare.run(frames: frames, reads: false)
-    print("bare: \(Double(monotonicNanoseconds() - t0) / Double(frames)) ns per frame")
-}
-if mode == "chain" {
-    // For profilers (perf record): the chain alone, no reference loop.
-    let frames = argument("--frames", default: 1_000_000)
-    let pin = startPin(makeBackend(fills: false), frames: 4)
-    let t0 = monotonicNanoseconds()
-    sink &+= runChain(pin, frames: frames)
-    print("chain: \(Double(monotonicNanoseconds() - t0) / Double(frames)) ns per frame")
-    pin.stop()
+    if let pin { sink &+= runChain(pin, frames: frames) } else if let bare { sink &+= bare.run(frames: frames, reads: false) }
+    print("\(mode): \(Double(monotonicNanoseconds() - t0) / Double(frames)) ns per frame")
+    pin?.stop()
 }
 if sink == 42 { print("") }
