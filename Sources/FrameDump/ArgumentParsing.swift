@@ -150,6 +150,14 @@ public enum ArgumentParsing {
         return container
     }
 
+    /// `--direct-io auto|on|off`.
+    public static func directIOMode(_ text: String) throws(FrameDumpError) -> DirectIOMode {
+        guard let mode = DirectIOMode(rawValue: text.lowercased()) else {
+            throw .usage("--direct-io: unknown mode \"\(text)\"; expected auto, on or off")
+        }
+        return mode
+    }
+
     /// `--error-frames deliver|skip`.
     public static func errorFramePolicy(_ text: String) throws(FrameDumpError) -> ErrorFramePolicy {
         guard let policy = ErrorFramePolicy(rawValue: text.lowercased()) else {

@@ -1,5 +1,8 @@
 import FrameBridge
 import V4L2
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The arguments of `framedump capture` as typed on the command line, before parsing.
 public struct CaptureArguments: Sendable {
@@ -20,11 +23,13 @@ public struct CaptureArguments: Sendable {
     public var errorFrames: String?
     public var timeoutSeconds: Double?
     public var libv4l2: Bool
+    public var directIO: String?
 
     public init(device: String, count: Int, memory: String? = nil, dmabufFrom: String? = nil, buffers: Int? = nil,
                 input: Int? = nil, pixelFormat: String? = nil, size: String? = nil, fps: String? = nil,
                 setControls: [String] = [], output: String? = nil, container: String? = nil, pngDirectory: String? = nil,
-                every: Int? = nil, errorFrames: String? = nil, timeoutSeconds: Double? = nil, libv4l2: Bool = false) {
+                every: Int? = nil, errorFrames: String? = nil, timeoutSeconds: Double? = nil, libv4l2: Bool = false,
+                directIO: String? = nil) {
         self.device = device
         self.count = count
         self.memory = memory
@@ -37,11 +42,13 @@ public struct CaptureArguments: Sendable {
         self.setControls = setControls
         self.output = output
         self.container = container
+        self.directIO = directIO
         self.pngDirectory = pngDirectory
         self.every = every
         self.errorFrames = errorFrames
         self.timeoutSeconds = timeoutSeconds
         self.libv4l2 = libv4l2
+        self.directIO = directIO
     }
 }
 
@@ -127,6 +134,8 @@ public struct CaptureOptions: Sendable {
     /// `-o`: a path, `-` for standard output, nil to write no stream.
     public var outputPath: String?
     public var container: OutputContainer
+    /// `--direct-io`: whether a raw stream to a file is written with O_DIRECT.
+    public var directIO: DirectIOMode
     public var pngDirectory: String?
     public var pngEvery: Int
     public var errorFramePolicy: ErrorFramePolicy
@@ -138,7 +147,7 @@ public struct CaptureOptions: Sendable {
     public init(devicePath: String, backend: any DeviceBackend = KernelBackend.shared, count: Int,
                 memory: MemoryKind = .mmap, dmabufSource: DMABufSource? = nil, buffers: Int? = nil,
                 format: FormatOptions = FormatOptions(), outputPath: String? = nil, container: OutputContainer = .raw,
-                pngDirectory: String? = nil, pngEvery: Int = 1, errorFramePolicy: ErrorFramePolicy = .deliver,
+                directIO: DirectIOMode = .auto, pngDirectory: String? = nil, pngEvery: Int = 1, errorFramePolicy: ErrorFramePolicy = .deliver,
                 frameTimeoutSeconds: Double = 5, pollSliceMilliseconds: Int32 = 100) {
         self.devicePath = devicePath
         self.backend = backend
@@ -149,6 +158,7 @@ public struct CaptureOptions: Sendable {
         self.format = format
         self.outputPath = outputPath
         self.container = container
+        self.directIO = directIO
         self.pngDirectory = pngDirectory
         self.pngEvery = pngEvery
         self.errorFramePolicy = errorFramePolicy
@@ -163,15 +173,19 @@ public struct CaptureOptions: Sendable {
         let format = try FormatOptions.parse(input: arguments.input, pixelFormat: arguments.pixelFormat, size: arguments.size,
                                              fps: arguments.fps, setControls: arguments.setControls)
         let container = try arguments.container.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.container(text) } ?? .raw
+        let directIO = try arguments.directIO.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.directIOMode(text) } ?? .auto
         let policy = try arguments.errorFrames.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.errorFramePolicy(text) } ?? .deliver
         self.init(devicePath: arguments.device,
                   backend: backend ?? (arguments.libv4l2 ? LibV4L2Backend.shared : KernelBackend.shared),
                   count: arguments.count, memory: memory, dmabufSource: source, buffers: arguments.buffers,
-                  format: format, outputPath: arguments.output, container: container,
+                  format: format, outputPath: arguments.output, container: container, directIO: directIO,
                   pngDirectory: arguments.pngDirectory, pngEvery: arguments.every ?? 1, errorFramePolicy: policy,
                   frameTimeoutSeconds: arguments.timeoutSeconds ?? 5)
         if arguments.container != nil && arguments.output == nil {
             throw .usage("--container \(container.rawValue) needs -o FILE (or -o - for standard output)")
+        }
+        if arguments.directIO != nil && arguments.output == nil {
+            throw .usage("--direct-io \(directIO) needs -o FILE")
         }
         if arguments.every != nil && arguments.pngDirectory == nil {
             throw .usage("--every needs --png-dir DIR")
@@ -200,6 +214,18 @@ public struct CaptureOptions: Sendable {
             throw .usage("--dmabuf-from \(path): the exporter must be another device than -d \(devicePath)")
         }
         if let outputPath { try FrameOutput.checkWritable(path: outputPath) }
+        if directIO == .on {
+            guard let outputPath, outputPath != "-" else {
+                throw .usage("--direct-io on needs -o FILE, a regular file (standard output is written through the page cache)")
+            }
+            guard container == .raw else {
+                throw .usage("--direct-io on needs --container raw (y4m frames start with a FRAME header, never aligned for O_DIRECT)")
+            }
+            var status = stat()
+            if stat(outputPath, &status) == 0 && (status.st_mode & S_IFMT) != S_IFREG {
+                throw .usage("--direct-io on: -o \(outputPath) is not a regular file")
+            }
+        }
         if let pngDirectory { try PNGSink.checkDirectory(pngDirectory) }
     }
 }

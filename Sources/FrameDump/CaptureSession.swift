@@ -109,9 +109,15 @@ public final class CaptureSession {
             if let path = options.outputPath {
                 var capacity = 64
                 for item in pin.framing.items { capacity += max(item.frameSizeMaximum, item.frameSizeMinimum) }
-                let stream = path == "-"
-                    ? FrameOutput.wrapping(descriptor: standardOutputDescriptor, frameCapacity: capacity)
-                    : try FrameOutput.create(path: path, frameCapacity: capacity)
+                // Direct I/O for raw frames only: a y4m frame starts with its FRAME header.
+                let directIO = options.container == .raw ? options.directIO : .off
+                let stream: FrameOutput
+                if path == "-" {
+                    stream = FrameOutput.wrapping(descriptor: standardOutputDescriptor, frameCapacity: capacity)
+                    try stream.enableDirectIO(directIO)
+                } else {
+                    stream = try FrameOutput.create(path: path, frameCapacity: capacity, directIO: directIO)
+                }
                 output = stream
                 switch options.container {
                 case .raw:
@@ -149,7 +155,9 @@ public final class CaptureSession {
                                   errorFrames: statistics.errorFlagged, framesSkipped: statistics.skippedErrorFrames,
                                   driverViolations: statistics.driverViolations, averageFps: fps.isFinite ? fps : 0,
                                   cpuMicrosecondsPerFrame: progress.framesWritten > 0 ? cpu / Double(progress.framesWritten) : 0,
-                                  bytesWritten: output?.committedBytes ?? 0, pngFilesWritten: png?.filesWritten ?? 0,
+                                  bytesWritten: output?.committedBytes ?? 0, framesDirect: output?.framesDirect ?? 0,
+                                  framesBuffered: output?.framesBuffered ?? 0, directIO: directIODescription(output),
+                                  pngFilesWritten: png?.filesWritten ?? 0,
                                   interrupted: progress.interrupted, durationSeconds: elapsed.isFinite ? elapsed : 0)
         }
 
@@ -232,6 +240,13 @@ public final class CaptureSession {
             throw error
         }
         return finished
+    }
+
+    /// The summary's word on direct I/O: nil without a stream.
+    private func directIODescription(_ output: FrameOutput?) -> String? {
+        guard let output else { return nil }
+        if options.container == .y4m { return "not used: y4m frames start with a FRAME header, never aligned for O_DIRECT" }
+        return output.directIO.description
     }
 
     private func rejectionMessage(device: VideoDevice, candidate: any AllocatorDispatch, rejections: [AllocatorRejection]) -> String {

@@ -34,6 +34,13 @@ public struct CaptureSummary: Hashable, Sendable, Codable {
     public var cpuMicrosecondsPerFrame: Double
     /// Stream bytes written (header and whole frames).
     public var bytesWritten: Int
+    /// Frames of the stream written with O_DIRECT, straight from the capture buffer.
+    public var framesDirect: Int = 0
+    /// Frames of the stream written through the page cache.
+    public var framesBuffered: Int = 0
+    /// Whether the stream used direct I/O, and why not when it did not (``DirectIOStatus``),
+    /// when a stream was written.
+    public var directIO: String?
     public var pngFilesWritten: Int
     /// Whether SIGINT/SIGTERM (or a stop request) ended the capture early.
     public var interrupted: Bool
@@ -55,6 +62,9 @@ public struct CaptureSummary: Hashable, Sendable, Codable {
         text += "  average fps      : \(FrameDumpFormatting.decimal(averageFps))\n"
         text += "  cpu per frame    : \(FrameDumpFormatting.decimal(cpuMicrosecondsPerFrame, digits: 1)) us\n"
         text += "  bytes written    : \(bytesWritten)\n"
+        if let directIO {
+            text += "  direct i/o       : \(framesDirect) frames direct, \(framesBuffered) through the page cache; \(directIO)\n"
+        }
         if pngFilesWritten > 0 { text += "  png files        : \(pngFilesWritten)\n" }
         text += "  interrupted      : \(interrupted ? "yes" : "no")\n"
         return text

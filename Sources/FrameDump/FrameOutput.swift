@@ -4,14 +4,62 @@ import V4L2
 import Glibc
 #endif
 
+/// `--direct-io auto|on|off`: whether raw frames are written with O_DIRECT, straight from the
+/// capture buffer (the kernel hands the buffer's pages to the disk: no copy into the page cache).
+public enum DirectIOMode: String, Hashable, Sendable, Codable, CaseIterable, CustomStringConvertible {
+    /// O_DIRECT when the output is a regular file on a file system that accepts it (the default).
+    case auto
+    /// Like `auto`, but a file (or file system) that refuses O_DIRECT is an error.
+    case on
+    /// Always through the page cache.
+    case off
+
+    public var description: String { rawValue }
+}
+
+/// Whether a ``FrameOutput`` writes with O_DIRECT, and why not when it does not.
+public enum DirectIOStatus: Hashable, Sendable, CustomStringConvertible {
+    /// Frames whose segments meet the alignment go direct. `reported` says whether the alignment
+    /// came from statx(STATX_DIOALIGN) or is the conservative default (4096).
+    case active(memoryAlignment: Int, offsetAlignment: Int, reported: Bool)
+    /// Every frame goes through the page cache, for the reason given.
+    case inactive(String)
+
+    public var isActive: Bool {
+        if case .active = self { return true }
+        return false
+    }
+
+    public var description: String {
+        switch self {
+        case let .active(memory, offset, reported):
+            return "O_DIRECT for aligned frames: memory alignment \(memory), offset alignment \(offset)"
+                + (reported ? " (statx STATX_DIOALIGN)" : " (assumed: statx reports none)")
+        case let .inactive(reason):
+            return "not used: \(reason)"
+        }
+    }
+}
+
 /// The stream output of a capture: a file or standard output, written one frame at a time
 /// with one writev(2) call per frame (one iovec per plane, preallocated; the call is repeated
 /// only for short writes).
 ///
+/// Direct I/O (``DirectIOMode``): on a regular file whose file system accepts O_DIRECT
+/// (fcntl(F_SETFL, O_DIRECT) succeeds), a frame whose segments all start at an address aligned
+/// to the file's direct-I/O memory alignment, whose segment lengths and file offset are multiples
+/// of its offset alignment (statx STATX_DIOALIGN; 4096 when not reported) is written with
+/// O_DIRECT, from the capture buffer itself. Any other frame (unaligned data_offset, a length that
+/// is not a whole number of blocks, or a file offset left unaligned by such a frame) is written
+/// through the page cache: the flag is toggled with fcntl(F_SETFL) only when it changes, and
+/// still one writev per frame. A direct writev failing with EINVAL (the file system refused the write) or EFAULT (memory the
+/// kernel cannot pin, such as a PFN-mapped device buffer) is repeated through the page cache, and
+/// the rest of the stream stays there. Standard output never goes direct.
+///
 /// It counts the bytes of whole frames; when a write fails (ENOSPC, EIO, EFBIG, ...), a
 /// regular file is truncated back to the last whole frame and the error names the path and
-/// the errno. When writev fails with EFAULT (seen with some dmabuf mappings on 9p), the rest of
-/// the stream is copied through one preallocated buffer instead.
+/// the errno. When a buffered writev fails with EFAULT (seen with some dmabuf mappings on 9p),
+/// the rest of the stream is copied through one preallocated buffer instead.
 public final class FrameOutput {
     /// The path given (`-` for standard output).
     public let path: String
@@ -31,6 +79,22 @@ public final class FrameOutput {
     public private(set) var usesCopyFallback = false
     /// A test hook: the next writev behaves as if it had failed with EFAULT.
     public var simulatesBadAddressOnce = false
+
+    /// Whether frames may go direct (O_DIRECT), and why not.
+    public private(set) var directIO: DirectIOStatus = .inactive("off")
+    /// Whole frames written entirely with O_DIRECT.
+    public private(set) var framesDirect = 0
+    /// Whole frames written (at least partly) through the page cache.
+    public var framesBuffered: Int { framesCommitted - framesDirect }
+    /// A test hook: the next fcntl(F_SETFL, O_DIRECT) fails as on a file system without direct I/O.
+    public var simulatesDirectIORefusal = false
+    /// A test hook: the next direct writev behaves as if the file system had refused it (EINVAL).
+    public var simulatesDirectWriteRefusalOnce = false
+    /// The descriptor's status flags without O_DIRECT (fcntl F_GETFL).
+    private var statusFlags: Int32 = 0
+    /// Whether O_DIRECT is set on the descriptor now.
+    private var directFlagSet = false
+    private static let directFlag = cv4l2_o_direct()
 
     /// The most segments (iovecs) one frame may have.
     public static let maximumSegments = 16
@@ -93,13 +157,34 @@ public final class FrameOutput {
         }
     }
 
-    /// Creates (or truncates) the file at `path`.
-    public static func create(path: String, frameCapacity: Int) throws(FrameDumpError) -> FrameOutput {
-        let fd = cv4l2_open_mode(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    /// Creates (or truncates) the file at `path` and sets up direct I/O as `directIO` asks
+    /// (``enableDirectIO(_:)``).
+    ///
+    /// - Throws: a runtime error naming the path and the errno when the file cannot be opened or
+    ///   truncated; with `directIO: .on`, the usage error of ``enableDirectIO(_:)``, and the file is
+    ///   left as it was (removed if this call created it).
+    public static func create(path: String, frameCapacity: Int, directIO: DirectIOMode = .auto) throws(FrameDumpError) -> FrameOutput {
+        var existing = stat()
+        let existed = stat(path, &existing) == 0
+        // Not O_TRUNC: a file that --direct-io on rejects is left untouched.
+        let fd = cv4l2_open_mode(path, O_WRONLY | O_CREAT, 0o644)
         guard fd >= 0 else {
             throw .runtime("-o \(path): cannot create the file: \(Errno.current)")
         }
-        return FrameOutput(descriptor: fd, path: path, ownsDescriptor: true, frameCapacity: frameCapacity)
+        let output = FrameOutput(descriptor: fd, path: path, ownsDescriptor: true, frameCapacity: frameCapacity)
+        do throws(FrameDumpError) {
+            try output.enableDirectIO(directIO)
+        } catch {
+            try? output.close()
+            if !existed { unlink(path) }
+            throw error
+        }
+        if output.isRegularFile && ftruncate(fd, 0) != 0 {
+            let errno = Errno.current
+            try? output.close()
+            throw .runtime("-o \(path): cannot truncate the file: ftruncate failed: \(errno)")
+        }
+        return output
     }
 
     /// Writes to an open descriptor (standard output for `-o -`); it is not closed.
@@ -134,31 +219,45 @@ public final class FrameOutput {
     public func commitFrame() throws(FrameDumpError) {
         var total = 0
         for i in 0..<segmentCount { total += segments[i].iov_len }
-        try writeSegments(total: total)
+        let direct = try writeSegments()
         committedBytes += total
         framesCommitted += 1
+        if direct { framesDirect += 1 }
     }
 
     /// Writes `bytes` (a stream header) and counts them as committed, not as a frame.
     public func writeHeader(_ bytes: UnsafeRawBufferPointer) throws(FrameDumpError) {
         segmentCount = 0
         append(bytes)
-        try writeSegments(total: bytes.count)
+        _ = try writeSegments()
         committedBytes += bytes.count
     }
 
-    private func writeSegments(total: Int) throws(FrameDumpError) {
+    /// Writes the segments, with O_DIRECT when they and the file offset are aligned for it.
+    /// Returns whether every byte went direct.
+    private func writeSegments() throws(FrameDumpError) -> Bool {
         var first = 0
         while first < segmentCount && segments[first].iov_len == 0 { first += 1 }
+        var position = startOffset + Int64(committedBytes)
+        var wentDirect = false
+        var wentBuffered = false
         while first < segmentCount {
             if usesCopyFallback {
                 try copyAndWrite(from: first)
-                return
+                return false
+            }
+            let direct = alignedForDirectIO(from: first, position: position)
+            if direct != directFlagSet {
+                // A failure to set the flag turns direct I/O off; the frame is then written buffered.
+                if try !setDirectFlag(direct) { continue }
             }
             var written = -1
             var errno = Errno.badAddress
             if simulatesBadAddressOnce {
                 simulatesBadAddressOnce = false
+            } else if direct && simulatesDirectWriteRefusalOnce {
+                simulatesDirectWriteRefusalOnce = false
+                errno = .invalidArgument
             } else {
                 written = writev(descriptor, segments + first, Int32(segmentCount - first))
                 errno = Errno.current
@@ -170,6 +269,14 @@ public final class FrameOutput {
                 case .resourceTemporarilyUnavailable:
                     waitWritable()
                     continue
+                case .badAddress where direct:
+                    // Memory the kernel cannot pin for I/O (a PFN-mapped device buffer): copy it
+                    // through the page cache from now on.
+                    try stopDirectIO("a writev with O_DIRECT failed with \(errno) after \(framesCommitted) frames; the rest went through the page cache")
+                    continue
+                case .invalidArgument where direct:
+                    try stopDirectIO("the file system refused a writev with O_DIRECT (\(errno)) after \(framesCommitted) frames; the rest went through the page cache")
+                    continue
                 case .badAddress:
                     usesCopyFallback = true
                     continue
@@ -177,6 +284,8 @@ public final class FrameOutput {
                     throw failure(errno)
                 }
             }
+            if direct { wentDirect = true } else { wentBuffered = true }
+            position += Int64(written)
             var remaining = written
             while remaining > 0 && first < segmentCount {
                 let length = segments[first].iov_len
@@ -191,10 +300,92 @@ public final class FrameOutput {
             }
             while first < segmentCount && segments[first].iov_len == 0 { first += 1 }
         }
+        return wentDirect && !wentBuffered
+    }
+
+    // MARK: - Direct I/O
+
+    /// Sets up direct I/O for the frames to come; call it before the first write. With `.auto`
+    /// or `.on`, on a regular file this program opened: fcntl(F_GETFL), fcntl(F_SETFL, O_DIRECT),
+    /// then statx(STATX_DIOALIGN) for the alignment (4096 when not reported). ``directIO`` says
+    /// the outcome.
+    ///
+    /// - Throws: with `.on`, a usage error naming the path and the reason when the output cannot
+    ///   go direct: standard output, not a regular file, or a file system that refuses O_DIRECT
+    ///   (the errno of fcntl) or reports no direct-I/O alignment.
+    public func enableDirectIO(_ mode: DirectIOMode) throws(FrameDumpError) {
+        if directFlagSet { try setDirectFlag(false) }
+        directIO = probeDirectIO(mode)
+        if mode == .on, case .inactive(let reason) = directIO {
+            throw .usage("-o \(path): --direct-io on: \(reason)")
+        }
+    }
+
+    private func probeDirectIO(_ mode: DirectIOMode) -> DirectIOStatus {
+        if mode == .off { return .inactive("off (--direct-io off)") }
+        guard ownsDescriptor else { return .inactive("\(displayName) is written through the page cache") }
+        guard isRegularFile else { return .inactive("\(path) is not a regular file") }
+        let flags = fcntl(descriptor, F_GETFL)
+        guard flags >= 0 else { return .inactive("fcntl(F_GETFL) failed: \(Errno.current)") }
+        statusFlags = flags & ~FrameOutput.directFlag
+        if simulatesDirectIORefusal {
+            simulatesDirectIORefusal = false
+            return .inactive("the file system refuses O_DIRECT: fcntl(F_SETFL, O_DIRECT) failed: \(Errno.invalidArgument)")
+        }
+        guard fcntl(descriptor, F_SETFL, statusFlags | FrameOutput.directFlag) == 0 else {
+            return .inactive("the file system refuses O_DIRECT: fcntl(F_SETFL, O_DIRECT) failed: \(Errno.current)")
+        }
+        directFlagSet = true
+        var memory: UInt32 = 0
+        var offset: UInt32 = 0
+        guard cv4l2_statx_dio_alignment(descriptor, &memory, &offset) == 0 else {
+            return .active(memoryAlignment: 4096, offsetAlignment: 4096, reported: false)
+        }
+        guard memory > 0, offset > 0 else {
+            if fcntl(descriptor, F_SETFL, statusFlags) == 0 { directFlagSet = false }
+            return .inactive("the file system does no direct I/O on this file (statx STATX_DIOALIGN reports alignment 0)")
+        }
+        return .active(memoryAlignment: Int(memory), offsetAlignment: Int(offset), reported: true)
+    }
+
+    /// Whether segments[first...] and the file offset `position` are aligned for O_DIRECT.
+    @inline(__always)
+    private func alignedForDirectIO(from first: Int, position: Int64) -> Bool {
+        guard case let .active(memory, offset, _) = directIO, position % Int64(offset) == 0 else { return false }
+        for i in first..<segmentCount {
+            let segment = segments[i]
+            guard let base = segment.iov_base, UInt(bitPattern: base) % UInt(memory) == 0, segment.iov_len % offset == 0 else {
+                return false
+            }
+        }
+        return true
+    }
+
+    /// fcntl(F_SETFL) with or without O_DIRECT. Returns false, with direct I/O turned off for the
+    /// rest of the stream, when setting it fails.
+    ///
+    /// - Throws: when clearing it fails (the buffered writes to come would all fail).
+    @discardableResult
+    private func setDirectFlag(_ on: Bool) throws(FrameDumpError) -> Bool {
+        if fcntl(descriptor, F_SETFL, on ? statusFlags | FrameOutput.directFlag : statusFlags) == 0 {
+            directFlagSet = on
+            return true
+        }
+        let errno = Errno.current
+        guard on else { throw failure(errno, detail: "fcntl(F_SETFL) failed to clear O_DIRECT") }
+        directIO = .inactive("fcntl(F_SETFL, O_DIRECT) failed after \(framesCommitted) frames: \(errno); the rest went through the page cache")
+        return false
+    }
+
+    /// Turns direct I/O off for the rest of the stream.
+    private func stopDirectIO(_ reason: String) throws(FrameDumpError) {
+        if directFlagSet { try setDirectFlag(false) }
+        if directIO.isActive { directIO = .inactive(reason) }
     }
 
     /// The EFAULT fall-back: copies the rest of the frame into the preallocated buffer and writes it.
     private func copyAndWrite(from first: Int) throws(FrameDumpError) {
+        try stopDirectIO("writev failed with EFAULT after \(framesCommitted) frames; the rest was copied through one buffer")
         var size = 0
         for i in first..<segmentCount { size += segments[i].iov_len }
         guard size <= copyBuffer.count, let destination = copyBuffer.baseAddress else {

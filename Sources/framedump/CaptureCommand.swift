@@ -8,7 +8,10 @@ struct CaptureCommand: ParsableCommand {
         discussion: """
         -o FILE writes each frame's payload bytes (--container raw, the default; byte-identical to \
         v4l2-ctl --stream-to) or a YUV4MPEG2 stream (--container y4m); -o - writes to standard output. \
-        The file is created only once the device streams. A summary follows on standard error \
+        The file is created only once the device streams. A raw stream to a regular file goes \
+        with O_DIRECT (no copy into the page cache) when the file system accepts it and a frame's \
+        buffers are aligned for it; other frames go through the page cache; the summary counts both \
+        (--direct-io). A summary follows on standard error \
         (--json: JSON on standard output, or on standard error with -o -); --quiet leaves out the \
         progress line and the text summary. SIGINT/SIGTERM stop the capture cleanly after the current \
         frame: the output keeps every whole frame, the summary says interrupted, the exit code is 0. \
@@ -30,6 +33,11 @@ struct CaptureCommand: ParsableCommand {
 
     @Option(name: .customLong("container"), help: ArgumentHelp("The stream format: raw (default) or y4m.", valueName: "raw|y4m"))
     var container: String?
+
+    @Option(name: .customLong("direct-io"),
+            help: ArgumentHelp("Raw frames to a file with O_DIRECT, straight from the capture buffer: auto (default: when the file system accepts it and a frame is aligned), on (fail if the file system refuses) or off.",
+                               valueName: "auto|on|off"))
+    var directIO: String?
 
     @Option(name: .customLong("png-dir"), help: ArgumentHelp("Write PNG pictures of frames (frame-000000.png, ...) into DIR.", valueName: "DIR"))
     var pngDirectory: String?
@@ -54,7 +62,8 @@ struct CaptureCommand: ParsableCommand {
                                          buffers: memory.buffers, input: format.input, pixelFormat: format.pixelFormat,
                                          size: format.size, fps: format.fps, setControls: format.setControls, output: output,
                                          container: container, pngDirectory: pngDirectory, every: every,
-                                         errorFrames: errorFrames, timeoutSeconds: timeout, libv4l2: device.libv4l2)
+                                         errorFrames: errorFrames, timeoutSeconds: timeout, libv4l2: device.libv4l2,
+                                         directIO: directIO)
         let options = try CaptureOptions(arguments: arguments)
         StopSignals.install()
         let session = CaptureSession(options: options)
