@@ -1,4 +1,5 @@
 import Foundation
+import FrameBridge
 import V4L2
 import FrameBridgeTestSupport
 import XCTest
@@ -159,6 +160,109 @@ final class VividCLITests: XCTestCase {
         XCTAssertEqual(size % 460_800, 0, "the file ends in a partial frame")
         XCTAssertEqual(size, 4 * 460_800, "a 2 MiB tmpfs holds 4 whole frames")
         print("cli: ENOSPC on a 2 MiB tmpfs: \(size / 460_800) whole frames kept; \(result.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
+    }
+
+    /// The ext4 scratch disk of the VM (`tools/vivid-vm --scratch-disk MIB`, which `tools/test`
+    /// passes): its mount point from VIVID_VM_SCRATCH, checked to be ext4 in /proc/self/mounts.
+    /// Asked to run against vivid, a VM without it fails the test (not a skip).
+    static func scratchDirectory(file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        let path = try XCTUnwrap(ProcessInfo.processInfo.environment["VIVID_VM_SCRATCH"],
+                                 "no scratch disk: boot the VM with tools/vivid-vm --scratch-disk MIB (tools/test does)", file: file, line: line)
+        let mounts = try String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)
+        var type: String?
+        for line in mounts.split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            if fields.count >= 3 && String(fields[1]) == path { type = String(fields[2]) }
+        }
+        XCTAssertEqual(type, "ext4", "VIVID_VM_SCRATCH=\(path) should be an ext4 mount", file: file, line: line)
+        guard type == "ext4" else { throw CaptureError(.invalidState, "no ext4 scratch disk") }
+        return path
+    }
+
+    /// The JSON summary of a capture.
+    func summary(_ result: Run) throws -> [String: Any] {
+        try XCTUnwrap(try JSONSerialization.jsonObject(with: result.stdout) as? [String: Any], "\(result.text) \(result.stderr)")
+    }
+
+    /// Raw output to ext4 on a virtio disk goes with O_DIRECT, straight from vivid's buffers, and
+    /// stays byte-identical to v4l2-ctl's file on the same disk, for every memory kind. Single-planar,
+    /// mmap, userptr and dmabuf from another vivid (vmalloc) go direct; vgem's PFN-mapped dumb buffers
+    /// fail the direct writev with EFAULT and go through the page cache; multi-planar vivid puts a
+    /// 128-byte data_offset header before the payload, so those frames go through the page cache.
+    func testRawOutputToExt4GoesDirectAndIsByteIdenticalToV4L2Ctl() throws {
+        let scratch = try Self.scratchDirectory()
+        let directory = "\(scratch)/cli-direct-io"
+        try? FileManager.default.removeItem(atPath: directory)
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let card = try XCTUnwrap(FileManager.default.fileExists(atPath: "/dev/dri/card0") ? "vgem" : nil, "boot the VM with --vgem")
+        let cases: [(name: String, options: [String], direct: Bool)] = [
+            ("mmap", ["--memory", "mmap"], Vivid.multiplanarMode == 1),
+            ("userptr", ["--memory", "userptr"], Vivid.multiplanarMode == 1),
+            ("dmabuf-video1", ["--memory", "dmabuf", "--dmabuf-from", Vivid.exporter], Vivid.multiplanarMode == 1),
+            ("dmabuf-vgem", ["--memory", "dmabuf", "--dmabuf-from", card], false),
+        ]
+        let frameSize = 460_800
+        var reference: Data?
+        for (name, options, direct) in cases {
+            let output = "\(directory)/\(name).raw"
+            let result = try run(Self.framedump, ["capture"] + deterministic + ["-n", "30", "-o", output, "--json"] + options)
+            XCTAssertEqual(result.status, 0, "\(name): \(result.stderr)")
+            let json = try summary(result)
+            let framesDirect = try XCTUnwrap(json["framesDirect"] as? Int)
+            let framesBuffered = try XCTUnwrap(json["framesBuffered"] as? Int)
+            let note = try XCTUnwrap(json["directIO"] as? String)
+            XCTAssertEqual(framesDirect + framesBuffered, 30, name)
+            if direct {
+                XCTAssertEqual(framesDirect, 30, "\(name): every single-planar frame goes direct to ext4; \(note)")
+                XCTAssertTrue(note.hasPrefix("O_DIRECT for aligned frames: memory alignment 512, offset alignment 512 (statx STATX_DIOALIGN)"), note)
+            } else {
+                XCTAssertEqual(framesDirect, 0, "\(name): \(note)")
+            }
+            if name == "dmabuf-vgem" && Vivid.multiplanarMode == 1 {
+                XCTAssertTrue(note.contains("EFAULT"), "vgem's mapping cannot be pinned for O_DIRECT: \(note)")
+            }
+            if reference == nil {
+                let ctl = try run("/usr/bin/v4l2-ctl", ["-d", Vivid.main, "--stream-mmap", "--stream-count=30", "--stream-to=\(directory)/v4l2-ctl.raw"])
+                XCTAssertEqual(ctl.status, 0, ctl.stderr)
+                reference = try Data(contentsOf: URL(fileURLWithPath: "\(directory)/v4l2-ctl.raw"))
+                XCTAssertEqual(reference?.count, 30 * frameSize)
+            }
+            let produced = try Data(contentsOf: URL(fileURLWithPath: output))
+            XCTAssertEqual(produced.count, 30 * frameSize, name)
+            XCTAssertTrue(produced == reference, "\(name): framedump's file on ext4 differs from v4l2-ctl's")
+            print("cli: ext4 --memory \(name): \(framesDirect) frames direct, \(framesBuffered) buffered, identical to v4l2-ctl; \(note)")
+        }
+
+        // --direct-io on to ext4 works; --direct-io off goes through the page cache.
+        let on = try run(Self.framedump, ["capture"] + deterministic + ["-n", "5", "-o", "\(directory)/on.raw", "--json", "--direct-io", "on"])
+        XCTAssertEqual(on.status, 0, on.stderr)
+        XCTAssertEqual(try summary(on)["framesDirect"] as? Int, Vivid.multiplanarMode == 1 ? 5 : 0)
+        let off = try run(Self.framedump, ["capture"] + deterministic + ["-n", "5", "-o", "\(directory)/off.raw", "--json", "--direct-io", "off"])
+        XCTAssertEqual(off.status, 0, off.stderr)
+        XCTAssertEqual(try summary(off)["framesDirect"] as? Int, 0)
+        XCTAssertEqual(try summary(off)["directIO"] as? String, "not used: off (--direct-io off)")
+    }
+
+    /// tmpfs refuses O_DIRECT on Linux 6.1 (fcntl F_SETFL EINVAL): auto writes every frame
+    /// through the page cache, byte-identical; --direct-io on fails with one line naming the path
+    /// and EINVAL, exit 2, and leaves no file.
+    func testDirectIOOnTmpfsFallsBackOrFailsWithOn() throws {
+        let output = "\(work)/tmpfs.raw"
+        let result = try run(Self.framedump, ["capture"] + deterministic + ["-n", "10", "-o", output, "--json"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let json = try summary(result)
+        XCTAssertEqual(json["framesDirect"] as? Int, 0)
+        XCTAssertEqual(json["framesBuffered"] as? Int, 10)
+        XCTAssertEqual(json["directIO"] as? String, "not used: the file system refuses O_DIRECT: fcntl(F_SETFL, O_DIRECT) failed: EINVAL (Invalid argument)")
+        XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: output)[.size] as? Int, 10 * 460_800)
+
+        let strict = "\(work)/strict.raw"
+        let refused = try run(Self.framedump, ["capture"] + deterministic + ["-n", "10", "-o", strict, "--direct-io", "on"])
+        XCTAssertEqual(refused.status, 2, refused.stderr)
+        XCTAssertEqual(refused.stderr, "framedump: -o \(strict): --direct-io on: the file system refuses O_DIRECT: fcntl(F_SETFL, O_DIRECT) failed: EINVAL (Invalid argument)\n")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: strict), "--direct-io on left \(strict)")
+        print("cli: tmpfs: auto wrote 10 frames through the page cache; --direct-io on: \(refused.stderr.trimmingCharacters(in: .whitespacesAndNewlines))")
     }
 
     /// SIGINT stops streaming cleanly: exit 0, whole frames only, the summary says interrupted.
