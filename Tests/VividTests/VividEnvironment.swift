@@ -7,12 +7,16 @@ import Glibc
 #endif
 
 /// The vivid set-up the integration tests expect, as `tools/test` boots it:
-/// `tools/vivid-vm --vgem --vivid "n_devs=4 node_types=0x1,0x1,0x1,0x1 multiplanar=M,M,M,M allocators=0,0,1,0"`.
+/// `tools/vivid-vm --vgem --scratch-disk 512 --vivid "n_devs=5 node_types=0x1,0x1,0x1,0x1,0x101
+/// multiplanar=M,M,M,M,M allocators=0,0,1,0,0"`.
 ///
 /// - /dev/video0: the device under test (vmalloc).
 /// - /dev/video1: a second instance, the dmabuf exporter.
 /// - /dev/video2: dma-contig allocator, which has no USERPTR support.
 /// - /dev/video3: disposable, for the disconnect test.
+/// - the fifth instance (node_types 0x101): a capture and an output node, for the CLI's
+///   output-only device case.
+/// - an ext4 scratch disk at `$VIVID_VM_SCRATCH` (/run/scratch), for the direct-I/O test.
 ///
 /// `FRAMEBRIDGE_VIVID=1` says the suite was asked to run against vivid: then a missing or
 /// wrong device fails the test. Without it (a plain `swift test` on a host without vivid)
