@@ -35,6 +35,7 @@ final class PinCore: Sendable {
         var handler: @Sendable () -> Void
     }
 
+    /// Unchecked: `record` is a raw pointer; a slot is only read or written under the pin's lock.
     struct Slot: @unchecked Sendable {
         var state: SlotState = .free
         var references = 0
