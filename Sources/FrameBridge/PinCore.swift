@@ -105,6 +105,7 @@ final class PinCore: Sendable {
     }
 
     /// Moves slot `index` to `newState`, keeping the queued count. Called with the state locked.
+    @inline(__always)
     static func setSlot(_ state: inout State, _ index: Int, _ newState: SlotState) {
         let old = state.slots[index].state
         if old == .queued { state.queuedCount -= 1 }
@@ -245,9 +246,13 @@ final class PinCore: Sendable {
 
     func unlock(slot: Int, generation: UInt32, pointer: UInt64, hasHandler: Bool) {
         var runHandler: (@Sendable () -> Void)?
-        let (memory, allocator) = state.withLock { state -> (FrameMemory?, (any AllocatorDispatch)?) in
-            guard slot < state.slots.count else { return (nil, nil) }
-            let synchronizing = state.synchronizesCPUAccess && state.storage != nil
+        // The frame's memory by address (stable while streaming), not a ~260-byte copy.
+        let synchronize = state.withLock { state -> (UnsafePointer<FrameMemory>, any AllocatorDispatch)? in
+            guard slot < state.slots.count else { return nil }
+            var synchronize: (UnsafePointer<FrameMemory>, any AllocatorDispatch)?
+            if state.synchronizesCPUAccess, let memories = state.memoryBase, let allocator = state.allocator {
+                synchronize = (UnsafePointer(memories + slot), allocator)
+            }
             if state.slots[slot].generation == generation, state.slots[slot].state == .held {
                 state.slots[slot].locks -= 1
                 if hasHandler {
@@ -255,15 +260,15 @@ final class PinCore: Sendable {
                         state.slots[slot].handlers[i].locked = false
                     }
                 }
-                return synchronizing ? (state.storage!.memories[slot], state.allocator) : (nil, nil)
+                return synchronize
             }
             // Cancelled while locked: this pointer's handler runs now.
             if hasHandler, let index = pendingLockedHandlers.withLock({ $0.firstIndex { $0.pointer == pointer } }) {
                 runHandler = pendingLockedHandlers.withLock { $0.remove(at: index).handler }
             }
-            return synchronizing ? (state.storage!.memories[slot], state.allocator) : (nil, nil)
+            return synchronize
         }
-        if let memory { allocator?.endCPUAccess(index: slot, memory: memory) }
+        if let (memory, allocator) = synchronize { allocator.endCPUAccess(index: slot, memory: memory.pointee) }
         runHandler?()
     }
 

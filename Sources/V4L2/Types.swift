@@ -7,7 +7,7 @@ public enum BufferType: UInt32, Sendable, Hashable, Codable, CustomStringConvert
     case videoCaptureMultiplanar = 9 // V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
     case videoOutputMultiplanar = 10 // V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE
 
-    public var isMultiplanar: Bool { self == .videoCaptureMultiplanar || self == .videoOutputMultiplanar }
+    @inlinable public var isMultiplanar: Bool { self == .videoCaptureMultiplanar || self == .videoOutputMultiplanar }
 
     public var description: String {
         switch self {
