@@ -313,20 +313,33 @@ extension SimulatedDevice {
         return nil
     }
 
-    func getControl(_ control: UnsafeMutablePointer<v4l2_control>) -> Errno? {
-        guard let index = controls.firstIndex(where: { $0.id == control.pointee.id }) else { return .invalidArgument }
+    /// The control VIDIOC_G_CTRL / VIDIOC_S_CTRL may reach: it exists (else EINVAL), fits the
+    /// 32-bit ioctl (not a 64-bit integer or a class, else EINVAL), and lacks `forbiddenFlag`
+    /// (write-only for G_CTRL, read-only for S_CTRL; else EACCES).
+    private func legacyControlIndex(_ id: UInt32, forbiddenFlag: UInt32) -> Result<Int, Errno> {
+        guard let index = controls.firstIndex(where: { $0.id == id }) else { return .failure(.invalidArgument) }
         let type = controls[index].type
-        guard type != .integer64, type != .controlClass else { return .invalidArgument }
-        guard controls[index].flags & SimulatedControl.flagWriteOnly == 0 else { return .accessDenied }
+        guard type != .integer64, type != .controlClass else { return .failure(.invalidArgument) }
+        guard controls[index].flags & forbiddenFlag == 0 else { return .failure(.accessDenied) }
+        return .success(index)
+    }
+
+    func getControl(_ control: UnsafeMutablePointer<v4l2_control>) -> Errno? {
+        let index: Int
+        switch legacyControlIndex(control.pointee.id, forbiddenFlag: SimulatedControl.flagWriteOnly) {
+        case .success(let found): index = found
+        case .failure(let errno): return errno
+        }
         control.pointee.value = Int32(truncatingIfNeeded: currentValue(index))
         return nil
     }
 
     func setControl(_ control: UnsafeMutablePointer<v4l2_control>) -> Errno? {
-        guard let index = controls.firstIndex(where: { $0.id == control.pointee.id }) else { return .invalidArgument }
-        let type = controls[index].type
-        guard type != .integer64, type != .controlClass else { return .invalidArgument }
-        guard controls[index].flags & SimulatedControl.flagReadOnly == 0 else { return .accessDenied }
+        let index: Int
+        switch legacyControlIndex(control.pointee.id, forbiddenFlag: SimulatedControl.flagReadOnly) {
+        case .success(let found): index = found
+        case .failure(let errno): return errno
+        }
         switch controls[index].validate(Int64(control.pointee.value)) {
         case .success(let value):
             apply(value, to: index)

@@ -53,6 +53,12 @@ public final class SimulatedV4L2Backend: DeviceBackend {
 
     public init() {}
 
+    /// A backend with one simulated device at `path`.
+    public convenience init(path: String, configuration: SimulatedDeviceConfiguration = SimulatedDeviceConfiguration()) {
+        self.init()
+        addDevice(path: path, configuration: configuration)
+    }
+
     deinit {
         registry.withLock { registry in
             for device in registry.devices {

@@ -42,10 +42,8 @@ func monotonicNanoseconds() -> UInt64 {
 let devicePath = "/dev/video0"
 
 func makeBackend(fills: Bool) -> SimulatedV4L2Backend {
-    let backend = SimulatedV4L2Backend()
-    backend.addDevice(path: devicePath, configuration: SimulatedDeviceConfiguration(
+    SimulatedV4L2Backend(path: devicePath, configuration: SimulatedDeviceConfiguration(
         initialWidth: 640, initialHeight: 360, production: .onDemand, fillsPayload: fills))
-    return backend
 }
 
 /// The chain exactly: dequeue -> stream pointer -> release -> requeue. The pointer

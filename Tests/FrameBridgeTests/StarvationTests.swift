@@ -8,16 +8,23 @@ import XCTest
 /// A consumer holding every buffer: `.block` waits (and times out), `.cancelOldestUnlocked`
 /// gives the oldest unlocked frame back to the driver; a locked frame is never cancelled.
 final class StarvationTests: XCTestCase {
+    /// Starts `rig`'s pin with `count` buffers and holds every one (each with a cancel handler),
+    /// so the driver has none left to fill.
+    private func holdEveryBuffer(_ rig: SimRig, count: Int) throws -> [HeldFrame] {
+        try rig.pin.start(AllocatorSelection(frameCount: count))
+        var held: [HeldFrame] = []
+        for _ in 0..<count {
+            let frame = HeldFrame(try unwrapPointer(try rig.pin.next()))
+            frame.registerCancelHandler()
+            held.append(frame)
+        }
+        return held
+    }
+
     func testBlockTimesOutAndCountsTheWait() throws {
         for layout in Layout.allCases {
             let rig = try SimRig(layout, starvationPolicy: .block)
-            try rig.pin.start(AllocatorSelection(frameCount: 4))
-            var held: [HeldFrame] = []
-            for _ in 0..<4 {
-                let frame = HeldFrame(try unwrapPointer(try rig.pin.next()))
-                frame.registerCancelHandler()
-                held.append(frame)
-            }
+            var held = try holdEveryBuffer(rig, count: 4)
             XCTAssertEqual(rig.pin.bufferCounts.queued, 0)
             XCTAssertEqual(rig.queue.dequeuedCount, 4, "the consumer holds every buffer")
             let start = ContinuousClock.now
@@ -81,13 +88,7 @@ final class StarvationTests: XCTestCase {
     func testCancelOldestUnlockedCancelsTheOldestAndKeepsStreaming() throws {
         for layout in Layout.allCases {
             let rig = try SimRig(layout, starvationPolicy: .cancelOldestUnlocked)
-            try rig.pin.start(AllocatorSelection(frameCount: 4))
-            var held: [HeldFrame] = []
-            for _ in 0..<4 {
-                let frame = HeldFrame(try unwrapPointer(try rig.pin.next()))
-                frame.registerCancelHandler()
-                held.append(frame)
-            }
+            var held = try holdEveryBuffer(rig, count: 4)
             XCTAssertEqual(rig.pin.bufferCounts.queued, 0)
             let oldest = held[0]
             let start = ContinuousClock.now
@@ -131,13 +132,7 @@ final class StarvationTests: XCTestCase {
     func testALockedFrameIsNeverCancelled() throws {
         for layout in Layout.allCases {
             let rig = try SimRig(layout, starvationPolicy: .cancelOldestUnlocked)
-            try rig.pin.start(AllocatorSelection(frameCount: 4))
-            var held: [HeldFrame] = []
-            for _ in 0..<4 {
-                let frame = HeldFrame(try unwrapPointer(try rig.pin.next()))
-                frame.registerCancelHandler()
-                held.append(frame)
-            }
+            var held = try holdEveryBuffer(rig, count: 4)
             try held[0].lock()
             try held[2].lock()
             let payloadSizes = rig.payloadSizes

@@ -13,9 +13,7 @@ let simulatedPath = "/dev/video0"
 /// A backend with one simulated device at `path`.
 func makeBackend(_ configuration: SimulatedDeviceConfiguration = SimulatedDeviceConfiguration(),
                  path: String = simulatedPath) -> SimulatedV4L2Backend {
-    let backend = SimulatedV4L2Backend()
-    backend.addDevice(path: path, configuration: configuration)
-    return backend
+    SimulatedV4L2Backend(path: path, configuration: configuration)
 }
 
 /// A fresh temporary directory, removed at the end of the test.

@@ -12,9 +12,7 @@ let videoPath = "/dev/video0"
 /// A backend with one simulated device at `path`.
 func makeBackend(_ configuration: SimulatedDeviceConfiguration = SimulatedDeviceConfiguration(),
                  path: String = videoPath) -> SimulatedV4L2Backend {
-    let backend = SimulatedV4L2Backend()
-    backend.addDevice(path: path, configuration: configuration)
-    return backend
+    SimulatedV4L2Backend(path: path, configuration: configuration)
 }
 
 /// Catches the ``V4L2Error`` a call throws, failing the test when it does not throw.
