@@ -534,15 +534,17 @@ public final class CapturePin: Sendable {
             }
             state.dequeueCounter += 1
             PinCore.setSlot(&state, index, .held)
-            state.slots[index].generation &+= 1
-            state.slots[index].references = 1
-            state.slots[index].locks = 0
-            state.slots[index].dequeueOrder = state.dequeueCounter
+            let slot = state.slots.address(index)
+            slot.pointee.generation &+= 1
+            slot.pointee.references = 1
+            slot.pointee.locks = 0
+            slot.pointee.dequeueOrder = state.dequeueCounter
             // Holders: the slot, plus the caller's pointer when one is made below.
             let record = state.records.take(&descriptor, droppedBefore: dropped, holders: clone == .edgeOnly ? 1 : 2)
-            state.slots[index].record = record
+            slot.pointee.record = record
+            let generation = slot.pointee.generation
             let previous = state.leadingEdge
-            state.leadingEdge = clone == .pointerOnly ? nil : (index, state.slots[index].generation)
+            state.leadingEdge = clone == .pointerOnly ? nil : (index, generation)
             if let previous {
                 if core.trailingWindow > 0 {
                     if state.trailingCount == core.trailingWindow {
@@ -562,9 +564,9 @@ public final class CapturePin: Sendable {
             core.publish(state)
             guard clone != .edgeOnly else { return .advanced }
             // With .pointerOnly the pointer takes over the reference the edge would have had.
-            if clone == .edgeAndPointer { state.slots[index].references += 1 }
+            if clone == .edgeAndPointer { slot.pointee.references += 1 }
             let id = PinCore.issuePointer(&state)
-            return .frame(StreamPointer(core: core, slot: index, generation: state.slots[index].generation, id: id, record: record))
+            return .frame(StreamPointer(core: core, slot: index, generation: generation, id: id, record: record))
         }
     }
 

@@ -154,13 +154,17 @@ final class PinCore: Sendable {
     /// Drops one reference to slot `index`; at zero the frame goes back to the driver.
     /// Called with the state locked.
     func dropReference(_ state: inout State, slot index: Int, generation: UInt32) {
-        guard index >= 0, index < state.slots.count, state.slots[index].generation == generation,
-              state.slots[index].state == .held else { return }
-        state.slots[index].references -= 1
-        guard state.slots[index].references <= 0 else { return }
-        state.slots[index].references = 0
-        if !state.slots[index].handlers.isEmpty { state.slots[index].handlers.removeAll(keepingCapacity: true) }
-        releaseRecord(&state, slot: index)
+        guard index >= 0, index < state.slots.count else { return }
+        let slot = state.slots.address(index)
+        guard slot.pointee.generation == generation, slot.pointee.state == .held else { return }
+        slot.pointee.references -= 1
+        guard slot.pointee.references <= 0 else { return }
+        slot.pointee.references = 0
+        if !slot.pointee.handlers.isEmpty { slot.pointee.handlers.removeAll(keepingCapacity: true) }
+        if let record = slot.pointee.record {
+            state.records.release(record)
+            slot.pointee.record = nil
+        }
         if case .streaming = state.phase {
             _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
         } else {
@@ -436,6 +440,13 @@ struct SlotTable: RandomAccessCollection {
             precondition(index >= 0 && index < count, "slot \(index) out of range 0..<\(count)")
             return base + index
         }
+    }
+
+    /// The address of slot `index`, for a per-frame path that touches several of its fields
+    /// (one bounds check instead of one per field). Valid until the table changes size.
+    func address(_ index: Int) -> UnsafeMutablePointer<PinCore.Slot> {
+        precondition(index >= 0 && index < count, "slot \(index) out of range 0..<\(count)")
+        return base + index
     }
 
     mutating func append(_ slot: PinCore.Slot) {

@@ -7,7 +7,8 @@ public enum BufferType: UInt32, Sendable, Hashable, Codable, CustomStringConvert
     case videoCaptureMultiplanar = 9 // V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE
     case videoOutputMultiplanar = 10 // V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE
 
-    @inlinable public var isMultiplanar: Bool { self == .videoCaptureMultiplanar || self == .videoOutputMultiplanar }
+    @inlinable @inline(__always)
+    public var isMultiplanar: Bool { self == .videoCaptureMultiplanar || self == .videoOutputMultiplanar }
 
     public var description: String {
         switch self {
@@ -406,7 +407,7 @@ public struct BufferDescriptor: Sendable {
     public var index: UInt32
     public var bufferType: BufferType
     public var memory: MemoryKind
-    public var flags: BufferFlags = []
+    public var flags = BufferFlags(rawValue: 0)
     /// `enum v4l2_field`.
     public var field: UInt32 = 0
     public var sequence: UInt32 = 0

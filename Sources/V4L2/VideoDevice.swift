@@ -584,7 +584,8 @@ public final class VideoDevice: Sendable {
         descriptor.flags = BufferFlags(rawValue: raw.flags)
         descriptor.field = raw.field
         descriptor.sequence = raw.sequence
-        descriptor.timestampNanoseconds = Int64(raw.timestamp.tv_sec) * 1_000_000_000 + Int64(raw.timestamp.tv_usec) * 1_000
+        // Wrapping arithmetic: a driver's absurd timestamp must not trap the process on overflow.
+        descriptor.timestampNanoseconds = Int64(raw.timestamp.tv_sec) &* 1_000_000_000 &+ Int64(raw.timestamp.tv_usec) &* 1_000
         return true
     }
 
