@@ -161,10 +161,7 @@ final class PinCore: Sendable {
         guard slot.pointee.references <= 0 else { return }
         slot.pointee.references = 0
         if !slot.pointee.handlers.isEmpty { slot.pointee.handlers.removeAll(keepingCapacity: true) }
-        if let record = slot.pointee.record {
-            state.records.release(record)
-            slot.pointee.record = nil
-        }
+        releaseRecord(&state, slot: index)
         if case .streaming = state.phase {
             _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
         } else {

@@ -52,31 +52,21 @@ struct MemoryArguments: ParsableArguments {
 
 /// Prints to standard error.
 func printError(_ text: String) {
-    var standardError = StandardError()
-    print(text, terminator: "", to: &standardError)
-}
-
-struct StandardError: TextOutputStream {
-    mutating func write(_ string: String) {
-        var bytes = Array(string.utf8)
-        var done = 0
-        while done < bytes.count {
-            let written = bytes.withUnsafeMutableBytes { fdWrite(2, $0.baseAddress! + done, $0.count - done) }
-            if written <= 0 { return }
-            done += written
-        }
-        bytes.removeAll()
-    }
+    writeAll(2, text)
 }
 
 /// Prints to standard output, unbuffered (so it is not mixed up with a stream on standard output).
 func printOutput(_ text: String) {
-    var bytes = Array(text.utf8)
+    writeAll(1, text)
+}
+
+/// Writes all of `text` to `descriptor` (write(2), repeated for short writes; stops on an error).
+private func writeAll(_ descriptor: Int32, _ text: String) {
+    let bytes = Array(text.utf8)
     var done = 0
     while done < bytes.count {
-        let written = bytes.withUnsafeMutableBytes { fdWrite(1, $0.baseAddress! + done, $0.count - done) }
+        let written = bytes.withUnsafeBytes { fdWrite(descriptor, $0.baseAddress! + done, $0.count - done) }
         if written <= 0 { return }
         done += written
     }
-    bytes.removeAll()
 }
