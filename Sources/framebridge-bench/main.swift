@@ -8,6 +8,11 @@
 //                                                 the same with lock / read a byte / unlock
 //   framebridge-bench chain [--frames N]          the chain alone, for a profiler
 //   framebridge-bench bare [--frames N]           the bare loop alone, for a profiler
+//   framebridge-bench write-floor -o FILE [--bytes B] [--frames N]
+//                                                 CPU time of write(2) alone: one write of a
+//                                                 B-byte frame from memory, N times, to FILE; no
+//                                                 capture. The least any tool that writes its
+//                                                 frames to that file system can spend.
 //
 // Each prints `figure: NAME value VALUE reference REFERENCE` lines that tools/bench collects.
 import CMallocCounter
@@ -230,5 +235,40 @@ if mode == "bare" || mode == "chain" {
     if let pin { sink &+= runChain(pin, frames: frames) } else if let bare { sink &+= bare.run(frames: frames, reads: false) }
     print("\(mode): \(Double(monotonicNanoseconds() - t0) / Double(frames)) ns per frame")
     pin?.stop()
+}
+if mode == "write-floor" {
+    let bytes = argument("--bytes", default: 1280 * 720 * 2)
+    let frames = argument("--frames", default: 300)
+    let arguments = CommandLine.arguments
+    guard let flag = arguments.firstIndex(of: "-o"), flag + 1 < arguments.count else {
+        fail("write-floor: give the output file with -o FILE")
+    }
+    let path = arguments[flag + 1]
+    guard bytes > 0, frames > 0 else { fail("write-floor: --bytes and --frames must be positive") }
+    // A frame in memory, faulted in before the clock starts (as a capture buffer is).
+    let frame = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 4096)
+    frame.initializeMemory(as: UInt8.self, repeating: 0x80, count: bytes)
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { fail("write-floor: open \(path): errno \(errno)") }
+    func cpuSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+            + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+    }
+    let start = cpuSeconds()
+    for _ in 0..<frames {
+        var written = 0
+        while written < bytes {
+            let result = write(fd, frame + written, bytes - written)
+            if result < 0 && errno == EINTR { continue }
+            guard result > 0 else { fail("write-floor: write \(path): errno \(errno)") }
+            written += result
+        }
+    }
+    let cpu = cpuSeconds() - start
+    close(fd)
+    frame.deallocate()
+    print("figure: write-floor cpu-seconds \(cpu) frames \(frames) bytes \(bytes)")
 }
 if sink == 42 { print("") }
