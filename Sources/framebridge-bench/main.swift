@@ -11,8 +11,8 @@
 //   framebridge-bench write-floor -o FILE [--bytes B] [--frames N]
 //                                                 CPU time of write(2) alone: one write of a
 //                                                 B-byte frame from memory, N times, to FILE; no
-//                                                 capture. The least any tool that writes its
-//                                                 frames to that file system can spend.
+//                                                 capture. The least a tool that hands its
+//                                                 frames to that file system with write(2) spends.
 //
 // Each prints `figure: NAME value VALUE reference REFERENCE` lines that tools/bench collects.
 import CMallocCounter
