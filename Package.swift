@@ -23,6 +23,8 @@ let package = Package(
                 .linkedLibrary("png"),
             ]
         ),
+        // libjpeg-turbo's TurboJPEG API (Debian's libturbojpeg0-dev).
+        .target(name: "CTurboJPEG", linkerSettings: [.linkedLibrary("turbojpeg")]),
         // Typed V4L2 device layer: one thin wrapper per ioctl, typed errors.
         .target(name: "V4L2", dependencies: ["CV4L2"]),
         // An in-memory V4L2 device that follows the kernel's queue rules, for tests and benchmarks.
