@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "V4L2", targets: ["V4L2"]),
         .library(name: "FrameBridge", targets: ["FrameBridge"]),
         .executable(name: "framedump", targets: ["framedump"]),
+        .executable(name: "uvc-camera", targets: ["uvc-camera"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -40,6 +41,13 @@ let package = Package(
                 "FrameDump", "FrameBridge", "V4L2",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        // An emulated USB Video Class webcam that serves USB/IP to the kernel's vhci_hcd, so the
+        // real uvcvideo driver runs against it in the VM.
+        .target(name: "UVCCamera", dependencies: ["CTurboJPEG"]),
+        .executableTarget(
+            name: "uvc-camera",
+            dependencies: ["UVCCamera", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Counts heap allocations (replaces malloc in the process); linked only into the benchmark.
         .target(name: "CMallocCounter"),
