@@ -62,6 +62,9 @@ let package = Package(
         .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "FrameBridgeTestSupport"]),
         .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator"]),
         // Integration tests against the real vivid driver; they run inside tools/vivid-vm.
+        // Integration tests against the real uvcvideo driver and the emulated camera; they run
+        // inside tools/vivid-vm --uvc.
+        .testTarget(name: "UVCTests", dependencies: ["FrameBridge", "V4L2", "UVCCamera", "FrameBridgeTestSupport"]),
         .testTarget(name: "VividTests", dependencies: ["FrameBridge", "V4L2", "CV4L2", "FrameBridgeTestSupport"]),
     ],
     swiftLanguageModes: [.v6]

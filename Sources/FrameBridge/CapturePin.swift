@@ -573,8 +573,10 @@ public final class CapturePin: Sendable {
     /// Stops the stream after a fatal error and records it; returns the error to throw.
     private func fail(_ error: V4L2Error) -> CaptureError {
         let captureError: CaptureError
-        if error.errno == .noSuchDevice {
-            captureError = CaptureError(.disconnected, "\(device.path): the device was disconnected (\(error.operation): ENODEV); frames written so far are kept", underlying: error)
+        if error.errno == .noSuchDevice || device.isDisconnected {
+            // An unplug shows as ENODEV, or (depending on timing) as EINVAL or POLLERR from a
+            // node whose QUERYCAP then says ENODEV.
+            captureError = CaptureError(.disconnected, "\(device.path): the device was disconnected (\(error.operation): \(error.errno?.name ?? "POLLERR"))", underlying: error)
         } else if error.errno == .ioError || error.operation == "poll" {
             captureError = CaptureError(.fatalStreamingError, "\(device.path): streaming stopped after a fatal driver error (\(error.operation): \(error.errno?.name ?? "POLLERR"))", underlying: error)
         } else {

@@ -24,6 +24,9 @@ public struct CaptureArguments: Sendable {
     public var timeoutSeconds: Double?
     public var libv4l2: Bool
     public var directIO: String?
+    /// `--reconnect`: after an unplug, wait for the same device (bus info and card) to return.
+    public var reconnect: Bool = false
+    public var reconnectTimeoutSeconds: Double?
 
     public init(device: String, count: Int, memory: String? = nil, dmabufFrom: String? = nil, buffers: Int? = nil,
                 input: Int? = nil, pixelFormat: String? = nil, size: String? = nil, fps: String? = nil,
@@ -143,6 +146,10 @@ public struct CaptureOptions: Sendable {
     public var frameTimeoutSeconds: Double
     /// How long one wait for a frame may last before the stop flag is checked again.
     public var pollSliceMilliseconds: Int32
+    /// After a disconnect, wait for the same device (same bus info and card) and go on.
+    public var reconnect: Bool = false
+    /// How long to wait for it.
+    public var reconnectTimeoutSeconds: Double = 30
 
     public init(devicePath: String, backend: any DeviceBackend = KernelBackend.shared, count: Int,
                 memory: MemoryKind = .mmap, dmabufSource: DMABufSource? = nil, buffers: Int? = nil,
@@ -181,6 +188,12 @@ public struct CaptureOptions: Sendable {
                   format: format, outputPath: arguments.output, container: container, directIO: directIO,
                   pngDirectory: arguments.pngDirectory, pngEvery: arguments.every ?? 1, errorFramePolicy: policy,
                   frameTimeoutSeconds: arguments.timeoutSeconds ?? 5)
+        reconnect = arguments.reconnect
+        if let timeout = arguments.reconnectTimeoutSeconds {
+            guard arguments.reconnect else { throw .usage("--reconnect-timeout needs --reconnect") }
+            guard timeout > 0, timeout.isFinite else { throw .usage("--reconnect-timeout: must be a positive number of seconds, got \(timeout)") }
+            reconnectTimeoutSeconds = timeout
+        }
         if arguments.container != nil && arguments.output == nil {
             throw .usage("--container \(container.rawValue) needs -o FILE (or -o - for standard output)")
         }

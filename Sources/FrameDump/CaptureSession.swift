@@ -1,5 +1,8 @@
 import FrameBridge
 import V4L2
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A capture: opens the device, applies the format options, selects the requested
 /// allocator (only that one: a rejection is an error naming the reason), starts the pin,
@@ -49,14 +52,14 @@ public final class CaptureSession {
     ///   says how many.
     public func run() throws(FrameDumpError) -> CaptureSummary {
         try options.validate()
-        let device: VideoDevice
+        var device: VideoDevice
         do {
             device = try VideoDevice(path: options.devicePath, backend: options.backend)
         } catch {
             throw FrameDumpError(error)
         }
         try options.format.checkControls(on: device)
-        let pin: CapturePin
+        var pin: CapturePin
         do {
             pin = try CapturePin(device: device, configuration: options.format.pinConfiguration(errorFramePolicy: options.errorFramePolicy))
         } catch {
@@ -138,8 +141,17 @@ public final class CaptureSession {
             throw error
         }
 
+        // Statistics of the pins before a reconnect, and the gaps.
+        var earlier = CaptureStatistics()
+        var reconnects = 0
+        var disconnectedNanoseconds: Int64 = 0
+
         func summary() -> CaptureSummary {
-            let statistics = pin.statistics
+            var statistics = pin.statistics
+            statistics.dropped += earlier.dropped
+            statistics.errorFlagged += earlier.errorFlagged
+            statistics.skippedErrorFrames += earlier.skippedErrorFrames
+            statistics.driverViolations += earlier.driverViolations
             let elapsed = Double(Clock.monotonicNanoseconds() - progress.startTime) / 1e9
             let cpu = Double(Clock.cpuMicroseconds() - progress.startCPU)
             var fps = 0.0
@@ -158,7 +170,68 @@ public final class CaptureSession {
                                   bytesWritten: output?.committedBytes ?? 0, framesDirect: output?.framesDirect ?? 0,
                                   framesBuffered: output?.framesBuffered ?? 0, directIO: directIODescription(output),
                                   pngFilesWritten: png?.filesWritten ?? 0,
-                                  interrupted: progress.interrupted, durationSeconds: elapsed.isFinite ? elapsed : 0)
+                                  interrupted: progress.interrupted, durationSeconds: elapsed.isFinite ? elapsed : 0,
+                                  reconnects: reconnects, disconnectedSeconds: Double(disconnectedNanoseconds) / 1e9)
+        }
+
+        /// After an unplug: waits for the same device to come back, checks that it streams the
+        /// same format and starts a pin on it. Returns false when a stop was requested meanwhile.
+        func reconnect() throws(FrameDumpError) -> Bool {
+            let identity = device.capabilities
+            let lost = Clock.monotonicNanoseconds()
+            earlier.dropped += pin.statistics.dropped
+            earlier.errorFlagged += pin.statistics.errorFlagged
+            earlier.skippedErrorFrames += pin.statistics.skippedErrorFrames
+            earlier.driverViolations += pin.statistics.driverViolations
+            pin.stop()
+            let deadline = lost + Int64(options.reconnectTimeoutSeconds * 1e9)
+            var found: VideoDevice?
+            while found == nil {
+                if stopFlag.isRequested { return false }
+                for path in DeviceListing.videoDevicePaths() {
+                    guard let candidate = try? VideoDevice(path: path, backend: options.backend) else { continue }
+                    let caps = candidate.capabilities
+                    if caps.busInfo == identity.busInfo && caps.card == identity.card && caps.canCapture {
+                        found = candidate
+                        break
+                    }
+                }
+                if found == nil {
+                    guard Clock.monotonicNanoseconds() < deadline else {
+                        throw .runtime("\(device.path): the device was disconnected and did not come back within \(FrameDumpFormatting.decimal(options.reconnectTimeoutSeconds)) s (looked for bus \(identity.busInfo), card \(identity.card); --reconnect-timeout changes the limit)")
+                    }
+                    usleep(200_000)
+                }
+            }
+            let returned = found!
+            do {
+                try options.format.checkControls(on: returned)
+                let newPin = try CapturePin(device: returned, configuration: options.format.pinConfiguration(errorFramePolicy: options.errorFramePolicy))
+                let newFormat = newPin.format
+                guard newFormat.pixelFormat == format.pixelFormat, newFormat.width == format.width, newFormat.height == format.height,
+                      newFormat.planes.map(\.sizeImage) == format.planes.map(\.sizeImage),
+                      newFormat.planes.map(\.bytesPerLine) == format.planes.map(\.bytesPerLine) else {
+                    throw FrameDumpError.runtime("\(returned.path): the device came back with another format (\(newFormat.pixelFormat) \(newFormat.width)x\(newFormat.height), was \(format.pixelFormat) \(format.width)x\(format.height)); the output holds the frames before the disconnect")
+                }
+                let candidate = try AllocatorPlan.candidate(memory: options.memory, source: options.dmabufSource, format: newFormat,
+                                                            backend: options.backend)
+                let selection = AllocatorPlan.selection(candidate: candidate, memory: options.memory, frameCount: options.buffers)
+                let result = try newPin.start(selection)
+                if result.fellBackToDefault {
+                    newPin.stop()
+                    throw FrameDumpError.runtime(rejectionMessage(device: returned, candidate: candidate, rejections: result.rejections))
+                }
+                device = returned
+                pin = newPin
+                self.pin = newPin
+            } catch let error as FrameDumpError {
+                throw error
+            } catch {
+                throw FrameDumpError.wrap(error)
+            }
+            reconnects += 1
+            disconnectedNanoseconds += Clock.monotonicNanoseconds() - lost
+            return true
         }
 
         func failure(_ error: FrameDumpError) -> FrameDumpError {
@@ -186,6 +259,22 @@ public final class CaptureSession {
             do {
                 next = try pin.next(timeoutMilliseconds: slice, keepLeadingEdge: false)
             } catch {
+                if error.kind == .disconnected {
+                    if options.reconnect {
+                        self.progress?.clear()
+                        do throws(FrameDumpError) {
+                            guard try reconnect() else {
+                                progress.interrupted = true
+                                break
+                            }
+                        } catch {
+                            throw failure(error)
+                        }
+                        lastFrameTime = Clock.monotonicNanoseconds()
+                        continue
+                    }
+                    throw failure(FrameDumpError(.runtime, "\(error.description); the output keeps the \(progress.framesWritten) whole frames written before (of \(count); --reconnect waits for the device to come back)"))
+                }
                 throw failure(FrameDumpError(.runtime, "\(error.description) (after \(progress.framesWritten) of \(count) frames)"))
             }
             let now = Clock.monotonicNanoseconds()

@@ -46,6 +46,10 @@ public struct CaptureSummary: Hashable, Sendable, Codable {
     public var interrupted: Bool
     /// Wall time from the start of streaming to the end, in seconds.
     public var durationSeconds: Double
+    /// Times the device was unplugged and came back (`--reconnect`).
+    public var reconnects: Int = 0
+    /// Seconds without the device, over all reconnects: the gap in the stream.
+    public var disconnectedSeconds: Double = 0
 
     /// The text summary, one item per line.
     public func render() -> String {
@@ -66,6 +70,9 @@ public struct CaptureSummary: Hashable, Sendable, Codable {
             text += "  direct i/o       : \(framesDirect) frames direct, \(framesBuffered) through the page cache; \(directIO)\n"
         }
         if pngFilesWritten > 0 { text += "  png files        : \(pngFilesWritten)\n" }
+        if reconnects > 0 {
+            text += "  reconnects       : \(reconnects) (\(FrameDumpFormatting.decimal(disconnectedSeconds)) s without the device)\n"
+        }
         text += "  interrupted      : \(interrupted ? "yes" : "no")\n"
         return text
     }

@@ -13,6 +13,8 @@ public struct DeviceListEntry: Hashable, Sendable, Codable {
     public var canCapture: Bool
     /// The node's capability names, as v4l2-ctl prints them.
     public var capabilities: [String]
+    /// The metadata format of a metadata capture node (uvcvideo's second node: `UVCH`).
+    public var metadataFormat: String?
     /// Why the node could not be opened or queried, if it could not.
     public var error: String?
 }
@@ -55,12 +57,16 @@ public enum DeviceListing {
             do throws(V4L2Error) {
                 let device = try VideoDevice(path: path, backend: backend)
                 let caps = device.capabilities
+                var metadata: String?
+                if caps.deviceCapabilities.contains(.metaCapture) {
+                    metadata = (try? device.metadataFormat()).map { $0.dataFormat.description }
+                }
                 return DeviceListEntry(path: path, number: number(of: path), driver: caps.driver, card: caps.card,
                                        busInfo: caps.busInfo, canCapture: caps.canCapture,
-                                       capabilities: caps.deviceCapabilities.names, error: nil)
+                                       capabilities: caps.deviceCapabilities.names, metadataFormat: metadata, error: nil)
             } catch {
                 return DeviceListEntry(path: path, number: number(of: path), driver: nil, card: nil, busInfo: nil,
-                                       canCapture: false, capabilities: [], error: error.description)
+                                       canCapture: false, capabilities: [], metadataFormat: nil, error: error.description)
             }
         }
     }
@@ -74,7 +80,12 @@ public enum DeviceListing {
                 text += "\(entry.path): cannot open: \(error)\n"
                 continue
             }
-            let capture = entry.canCapture ? "capture" : "no capture"
+            var capture = entry.canCapture ? "capture" : "no capture"
+            if !entry.canCapture, entry.capabilities.contains("Metadata Capture") {
+                // uvcvideo's second node carries each frame's UVC payload headers, not video.
+                let what = entry.metadataFormat == "UVCH" ? ", UVC payload headers" : ""
+                capture = "metadata capture (format '\(entry.metadataFormat ?? "?")'\(what); not video)"
+            }
             text += "\(entry.path): \(entry.card ?? "?") (driver \(entry.driver ?? "?"), bus \(entry.busInfo ?? "?")): \(capture)"
             text += " [\(entry.capabilities.joined(separator: ", "))]\n"
         }

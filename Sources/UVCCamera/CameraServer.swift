@@ -144,7 +144,7 @@ public final class CameraServer {
                                                  startFrame: 0, numberOfPackets: 0, errorCount: 0), payload)
             }
             switch event {
-            case .streamOn: startStream()
+            case .streamOn: try startStream()
             case .streamOff: stopStream()
             case .none: break
             }
@@ -167,7 +167,13 @@ public final class CameraServer {
         try send(USBIP.returnUnlinkHeader(seqnum: unlink.seqnum, status: status))
     }
 
-    private func startStream() {
+    private func startStream() throws {
+        if device.streamFormat == .mjpeg {
+            // Encode the stream's pictures before the first frame is due, so that the frame rate
+            // does not suffer from the encoder (slow under TCG).
+            let size = device.streamSize
+            for n in 0..<UInt32(FramePattern.jpegPeriod) { _ = try jpeg(size, n) }
+        }
         streaming = true
         streamsStarted += 1
         streamFrameNumber = 0
@@ -196,16 +202,7 @@ public final class CameraServer {
                                   brightness: device.brightness, contrast: device.contrast)
             }
         case .mjpeg:
-            let key = JPEGKey(width: size.width, height: size.height, number: streamFrameNumber % UInt32(FramePattern.jpegPeriod),
-                              brightness: device.brightness, contrast: device.contrast)
-            if let cached = jpegCache[key] {
-                frame = cached
-            } else {
-                if jpegCache.count > 256 { jpegCache.removeAll() }
-                frame = try FramePattern.jpeg(width: size.width, height: size.height, frameNumber: streamFrameNumber,
-                                              brightness: device.brightness, contrast: device.contrast, encoder: encoder)
-                jpegCache[key] = frame
-            }
+            frame = try jpeg(size, streamFrameNumber)
             if let n = config.corruptEvery, n > 0, ordinal % n == 0 {
                 frame = Array(frame.prefix(frame.count / 2))   // cut short: no EOI
             }
@@ -213,6 +210,18 @@ public final class CameraServer {
         frameHasError = config.errorEvery.map { $0 > 0 && ordinal % $0 == 0 } ?? false
         frameOffset = 0
         inFrame = true
+    }
+
+    /// The MJPEG frame `number` at `size` with the current controls, encoded once.
+    private func jpeg(_ size: CameraConfiguration.FrameSize, _ number: UInt32) throws -> [UInt8] {
+        let key = JPEGKey(width: size.width, height: size.height, number: number % UInt32(FramePattern.jpegPeriod),
+                          brightness: device.brightness, contrast: device.contrast)
+        if let cached = jpegCache[key] { return cached }
+        if jpegCache.count > 256 { jpegCache.removeAll() }
+        let encoded = try FramePattern.jpeg(width: size.width, height: size.height, frameNumber: number,
+                                            brightness: device.brightness, contrast: device.contrast, encoder: encoder)
+        jpegCache[key] = encoded
+        return encoded
     }
 
     /// Fills the oldest held isochronous transfer and returns it.

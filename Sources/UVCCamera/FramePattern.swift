@@ -106,8 +106,17 @@ public final class JPEGEncoder {
         let chroma = width / 2 * height
         if y.count != width * height { y = [UInt8](repeating: 0, count: width * height) }
         if u.count != chroma { u = [UInt8](repeating: 0, count: chroma); v = u }
-        for i in 0..<(width * height / 2) {
-            y[2 * i] = yuyv[4 * i]; u[i] = yuyv[4 * i + 1]; y[2 * i + 1] = yuyv[4 * i + 2]; v[i] = yuyv[4 * i + 3]
+        yuyv.withUnsafeBufferPointer { src in
+            y.withUnsafeMutableBufferPointer { yp in
+                u.withUnsafeMutableBufferPointer { up in
+                    v.withUnsafeMutableBufferPointer { vp in
+                        let s = src.baseAddress!, py = yp.baseAddress!, pu = up.baseAddress!, pv = vp.baseAddress!
+                        for i in 0..<(width * height / 2) {
+                            py[2 * i] = s[4 * i]; pu[i] = s[4 * i + 1]; py[2 * i + 1] = s[4 * i + 2]; pv[i] = s[4 * i + 3]
+                        }
+                    }
+                }
+            }
         }
         var output: UnsafeMutablePointer<UInt8>? = nil
         var size: UInt = 0

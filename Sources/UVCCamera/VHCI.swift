@@ -13,6 +13,21 @@ public enum VHCI {
 
     public struct Failure: Error, CustomStringConvertible {
         public var description: String
+        public var errno: Int32 = 0
+    }
+
+    /// Attaches on `port`, waiting up to `seconds` while the port is still busy (vhci_hcd frees a
+    /// port a moment after the previous camera there was unplugged).
+    public static func attach(port: Int, waitingUpTo seconds: Int) throws -> Int32 {
+        var waited = 0
+        while true {
+            do {
+                return try attach(port: port)
+            } catch let failure as Failure where failure.errno == EBUSY && waited < seconds * 10 {
+                usleep(100_000)
+                waited += 1
+            }
+        }
     }
 
     /// Attaches on `port` and returns the camera's end of the connection.
@@ -40,7 +55,8 @@ public enum VHCI {
         guard written >= 0 else {
             close(pair[0])
             let hint = writeErrno == EBUSY ? " (port \(port) is in use: pick another --port)" : ""
-            throw Failure(description: "attach to vhci_hcd port \(port) (\"\(line)\"): \(String(cString: strerror(writeErrno)))\(hint)")
+            throw Failure(description: "attach to vhci_hcd port \(port) (\"\(line)\"): \(String(cString: strerror(writeErrno)))\(hint)",
+                          errno: writeErrno)
         }
         var ignore = sigaction()
         ignore.__sigaction_handler.sa_handler = SIG_IGN

@@ -91,6 +91,13 @@ public final class VideoDevice: Sendable {
         }
     }
 
+    /// Whether the driver still answers this descriptor: false once VIDIOC_QUERYCAP fails with
+    /// ENODEV, as it does after a USB camera was unplugged (DQBUF may have said EINVAL or POLLERR).
+    public var isDisconnected: Bool {
+        var cap = v4l2_capability()
+        return rawIoctl(CV4L2_VIDIOC_QUERYCAP, &cap) == .noSuchDevice
+    }
+
     /// A ``V4L2Error`` for this device.
     public func error(_ operation: StaticString, _ errno: Errno?, detail: String? = nil, hint: String? = nil) -> V4L2Error {
         V4L2Error(device: path, operation: "\(operation)", errno: errno, detail: detail, hint: hint)
@@ -232,6 +239,15 @@ public final class VideoDevice: Sendable {
         raw.type = bufferType.rawValue
         try perform("VIDIOC_G_FMT", CV4L2_VIDIOC_G_FMT, &raw)
         return VideoDevice.imageFormat(from: raw, bufferType)
+    }
+
+    /// VIDIOC_G_FMT on the metadata capture queue: the metadata format (uvcvideo: `UVCH`, the
+    /// UVC payload headers) and the size of one metadata buffer.
+    public func metadataFormat() throws(V4L2Error) -> (dataFormat: FourCC, bufferSize: UInt32) {
+        var raw = v4l2_format()
+        raw.type = 13 // V4L2_BUF_TYPE_META_CAPTURE
+        try perform("VIDIOC_G_FMT", CV4L2_VIDIOC_G_FMT, &raw)
+        return (FourCC(rawValue: raw.fmt.meta.dataformat), raw.fmt.meta.buffersize)
     }
 
     /// VIDIOC_S_FMT: asks for `format` and returns what the driver chose (it may adjust it).

@@ -51,6 +51,12 @@ struct CaptureCommand: ParsableCommand {
     @Option(name: .customLong("timeout"), help: ArgumentHelp("Fail when no frame arrives for this many seconds (default 5).", valueName: "SECONDS"))
     var timeout: Double?
 
+    @Flag(name: .customLong("reconnect"), help: "After an unplug, wait for the same device (matched by bus info and card, not node number) and go on into the same output; the summary counts the gap.")
+    var reconnect = false
+
+    @Option(name: .customLong("reconnect-timeout"), help: ArgumentHelp("With --reconnect: how long to wait for the device (default 30).", valueName: "SECONDS"))
+    var reconnectTimeout: Double?
+
     @Flag(name: .customLong("json"), help: "Print the summary as JSON.")
     var json = false
 
@@ -58,12 +64,14 @@ struct CaptureCommand: ParsableCommand {
     var quiet = false
 
     func run() throws {
-        let arguments = CaptureArguments(device: device.device, count: count, memory: memory.memory, dmabufFrom: memory.dmabufFrom,
+        var arguments = CaptureArguments(device: device.device, count: count, memory: memory.memory, dmabufFrom: memory.dmabufFrom,
                                          buffers: memory.buffers, input: format.input, pixelFormat: format.pixelFormat,
                                          size: format.size, fps: format.fps, setControls: format.setControls, output: output,
                                          container: container, pngDirectory: pngDirectory, every: every,
                                          errorFrames: errorFrames, timeoutSeconds: timeout, libv4l2: device.libv4l2,
                                          directIO: directIO)
+        arguments.reconnect = reconnect
+        arguments.reconnectTimeoutSeconds = reconnectTimeout
         let options = try CaptureOptions(arguments: arguments)
         StopSignals.install()
         let session = CaptureSession(options: options)

@@ -99,7 +99,7 @@ struct UVCCameraCommand: ParsableCommand {
         let socket: Int32
         let server: CameraServer
         do {
-            socket = try VHCI.attach(port: port)
+            socket = try VHCI.attach(port: port, waitingUpTo: 10)
             server = try CameraServer(socket: socket, configuration: config,
                                       log: { if verbose { writeAll(2, "uvc-camera: \($0)\n") } })
         } catch {

@@ -6,21 +6,21 @@ import Glibc
 /// Runs a program with posix_spawn and pipes, without Foundation's `Process`: inside the VM,
 /// CoreFoundation cannot create the socket pair its run loop needs ("Could not create wakeup
 /// socket pair for CFSocket") and `Process.waitUntilExit` hangs.
-struct Subprocess {
-    let pid: pid_t
+public struct Subprocess {
+    public let pid: pid_t
     private let stdoutFD: Int32
     private let stderrFD: Int32
 
-    struct Result {
-        var status: Int32
-        var stdout: Data
-        var stderr: String
-        var text: String { String(decoding: stdout, as: UTF8.self) }
+    public struct Result {
+        public var status: Int32
+        public var stdout: Data
+        public var stderr: String
+        public var text: String { String(decoding: stdout, as: UTF8.self) }
     }
 
-    enum Failure: Error, CustomStringConvertible {
+    public enum Failure: Error, CustomStringConvertible {
         case spawn(String, Int32)
-        var description: String {
+        public var description: String {
             switch self {
             case let .spawn(path, errno): return "posix_spawn \(path): \(String(cString: strerror(errno)))"
             }
@@ -28,7 +28,7 @@ struct Subprocess {
     }
 
     /// Starts `executable` with `arguments`; stdin is /dev/null, stdout and stderr are pipes.
-    init(_ executable: String, _ arguments: [String]) throws {
+    public init(_ executable: String, _ arguments: [String]) throws {
         var outPipe: [Int32] = [0, 0]
         var errPipe: [Int32] = [0, 0]
         guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw Failure.spawn(executable, errno) }
@@ -55,12 +55,37 @@ struct Subprocess {
         stderrFD = errPipe[0]
     }
 
+    /// Reads standard output up to the first newline, for at most `timeoutSeconds`; nil when the
+    /// child closed it or the time ran out first. What follows the line stays unread.
+    public func readLine(timeoutSeconds: Double) -> String? {
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        var deadline = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &deadline)
+        let end = Double(deadline.tv_sec) + Double(deadline.tv_nsec) / 1e9 + timeoutSeconds
+        while true {
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            let left = end - (Double(now.tv_sec) + Double(now.tv_nsec) / 1e9)
+            guard left > 0 else { return nil }
+            var fds = pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&fds, 1, Int32(min(left * 1000, 1000)) + 1)
+            if ready < 0 { if errno == EINTR { continue }; return nil }
+            if ready == 0 { continue }
+            let n = read(stdoutFD, &byte, 1)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { return nil }
+            if byte == 0x0A { return String(decoding: line, as: UTF8.self) }
+            line.append(byte)
+        }
+    }
+
     /// Sends `signal` to the child.
-    func send(_ signal: Int32) { kill(pid, signal) }
+    public func send(_ signal: Int32) { kill(pid, signal) }
 
     /// Reads both pipes to their end, then reaps the child. Returns its exit status
     /// (128 + the signal number if a signal ended it).
-    func wait() -> Result {
+    public func wait() -> Result {
         var out = Data()
         var err = Data()
         var open = [stdoutFD, stderrFD]
@@ -85,7 +110,7 @@ struct Subprocess {
     }
 
     /// Runs a program to its end.
-    static func run(_ executable: String, _ arguments: [String]) throws -> Result {
+    public static func run(_ executable: String, _ arguments: [String]) throws -> Result {
         try Subprocess(executable, arguments).wait()
     }
 }
