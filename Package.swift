@@ -64,6 +64,7 @@ let package = Package(
         // Integration tests against the real vivid driver; they run inside tools/vivid-vm.
         // Integration tests against the real uvcvideo driver and the emulated camera; they run
         // inside tools/vivid-vm --uvc.
+        .testTarget(name: "UVCCameraTests", dependencies: ["UVCCamera"]),
         .testTarget(name: "UVCTests", dependencies: ["FrameBridge", "V4L2", "UVCCamera", "FrameBridgeTestSupport"]),
         .testTarget(name: "VividTests", dependencies: ["FrameBridge", "V4L2", "CV4L2", "FrameBridgeTestSupport"]),
     ],

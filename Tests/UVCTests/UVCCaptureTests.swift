@@ -146,7 +146,14 @@ final class UVCCaptureTests: XCTestCase {
         let run = try UVC.run(UVC.framedump, ["capture", "-d", camera.node, "-n", "3", "-o", output,
                                               "--set-ctrl", "brightness=40", "--set-ctrl", "contrast=150"] + yuyv)
         XCTAssertEqual(run.status, 0, run.stderr)
-        assertPatternFrames(try UVC.read(output), count: 3, brightness: 40, contrast: 150, "brightness 40, contrast 150")
+        let data = try UVC.read(output)
+        XCTAssertEqual(data.count, 3 * UVC.frameBytes)
+        for k in 0..<min(3, data.count / UVC.frameBytes) {
+            let frame = data.subdata(in: (k * UVC.frameBytes)..<((k + 1) * UVC.frameBytes))
+            let number = try XCTUnwrap(frame.withUnsafeBytes { FramePattern.frameNumber(yuyv: $0, width: UVC.width, height: UVC.height) })
+            XCTAssertTrue(frame == UVC.pattern(number, brightness: 40, contrast: 150), "frame \(k) is not the camera's frame \(number) at brightness 40, contrast 150")
+            XCTAssertFalse(frame == UVC.pattern(number), "frame \(k) shows no effect of the controls")
+        }
         let device = try VideoDevice(path: camera.node)
         let brightness = try XCTUnwrap(device.controls().first { $0.name.lowercased() == "brightness" })
         XCTAssertEqual(try device.controlValue(brightness.id), 40, "the camera's GET_CUR")
@@ -181,9 +188,22 @@ final class UVCCaptureTests: XCTestCase {
         XCTAssertEqual(item["frameSizeMinimum"] as? Int, 460_800)
     }
 
+    /// The frame numbers in a raw YUYV capture, checking that each frame is the pattern.
+    func frameNumbers(_ data: Data, _ what: String, file: StaticString = #filePath, line: UInt = #line) -> [UInt32] {
+        (0..<(data.count / UVC.frameBytes)).compactMap { k in
+            let frame = data.subdata(in: (k * UVC.frameBytes)..<((k + 1) * UVC.frameBytes))
+            let number = frame.withUnsafeBytes { FramePattern.frameNumber(yuyv: $0, width: UVC.width, height: UVC.height) }
+            XCTAssertTrue(number.map { frame == UVC.pattern($0) } ?? false, "\(what): frame \(k) is no frame of the camera", file: file, line: line)
+            return number
+        }
+    }
+
     func testErrorFramesAreDroppedByDefaultAndFlaggedWithNodrop() throws {
-        // Frames 4, 8, 12, ... (counted from 1) carry the ERR bit. uvcvideo reads its nodrop
-        // parameter when a camera is plugged in, so each setting gets a camera of its own.
+        // Frames 4, 8, 12, ... (counted from 1; numbers 3, 7, 11, ...) carry the ERR bit.
+        // uvcvideo reads its nodrop parameter when a camera is plugged in, so each setting gets
+        // a camera of its own. A loaded VM may drop other frames too; the sequence numbers and
+        // the frames' own numbers say which, so every count is checked exactly.
+        let isError: (UInt32) -> Bool = { ($0 + 1) % 4 == 0 }
         defer { try? UVC.writeParameter(UVC.nodropParameter, "0") }
         try UVC.writeParameter(UVC.nodropParameter, "0")
         var camera = try EmulatedCamera(["--error-every", "4"])
@@ -192,15 +212,12 @@ final class UVCCaptureTests: XCTestCase {
         var run = try UVC.run(UVC.framedump, ["capture", "-d", camera.node, "-n", "9", "-o", "\(work)/dropped.raw", "--json"] + yuyv)
         XCTAssertEqual(run.status, 0, run.stderr)
         var summary = try UVC.json(run)
-        XCTAssertEqual(summary["framesDropped"] as? Int, 2, "frames 4 and 8 of the 11 sent")
+        var numbers = frameNumbers(try UVC.read("\(work)/dropped.raw"), "nodrop=0")
+        XCTAssertEqual(numbers.count, 9)
+        XCTAssertFalse(numbers.contains(where: isError), "uvcvideo delivered an ERR frame: \(numbers)")
         XCTAssertEqual(summary["errorFrames"] as? Int, 0)
-        let dropped = try UVC.read("\(work)/dropped.raw")
-        let numbers = (0..<min(9, dropped.count / UVC.frameBytes)).compactMap { k in
-            dropped.subdata(in: (k * UVC.frameBytes)..<((k + 1) * UVC.frameBytes)).withUnsafeBytes {
-                FramePattern.frameNumber(yuyv: $0, width: UVC.width, height: UVC.height)
-            }
-        }
-        XCTAssertEqual(numbers, [0, 1, 2, 4, 5, 6, 8, 9, 10])
+        XCTAssertEqual(summary["framesDropped"] as? Int, Int(numbers.last ?? 0) + 1 - numbers.count, "drops = the gaps in \(numbers)")
+        XCTAssertGreaterThanOrEqual(numbers.last ?? 0, 9, "two ERR frames fall in the span")
         camera.unplug()
 
         // nodrop=1: uvcvideo delivers them with V4L2_BUF_FLAG_ERROR; framedump counts them and
@@ -211,19 +228,26 @@ final class UVCCaptureTests: XCTestCase {
                                           "--error-frames", "skip", "--json"] + yuyv)
         XCTAssertEqual(run.status, 0, run.stderr)
         summary = try UVC.json(run)
-        XCTAssertEqual(summary["errorFrames"] as? Int, 2)
-        XCTAssertEqual(summary["framesSkipped"] as? Int, 2)
-        XCTAssertEqual(summary["framesDropped"] as? Int, 0)
-        XCTAssertTrue(try UVC.read("\(work)/skipped.raw") == dropped, "skipped error frames leave the same frames as uvcvideo's drop")
+        numbers = frameNumbers(try UVC.read("\(work)/skipped.raw"), "nodrop=1, skip")
+        XCTAssertEqual(numbers.count, 9)
+        XCTAssertFalse(numbers.contains(where: isError), "an ERR frame was written: \(numbers)")
+        let skipped = summary["framesSkipped"] as? Int ?? -1
+        XCTAssertGreaterThanOrEqual(skipped, 1, "no error frame was flagged")
+        XCTAssertEqual(summary["errorFrames"] as? Int, skipped)
+        XCTAssertEqual(skipped + (summary["framesDropped"] as? Int ?? 0), Int(numbers.last ?? 0) + 1 - numbers.count,
+                       "skipped + dropped = the gaps in \(numbers)")
 
         run = try UVC.run(UVC.framedump, ["capture", "-d", camera.node, "-n", "8", "-o", "\(work)/delivered.raw",
                                           "--error-frames", "deliver", "--json"] + yuyv)
         XCTAssertEqual(run.status, 0, run.stderr)
         summary = try UVC.json(run)
-        XCTAssertEqual(summary["errorFrames"] as? Int, 2)
+        numbers = frameNumbers(try UVC.read("\(work)/delivered.raw"), "nodrop=1, deliver")
+        XCTAssertEqual(numbers.count, 8)
+        let delivered = numbers.filter(isError).count
+        XCTAssertGreaterThanOrEqual(delivered, 1, "no ERR frame delivered: \(numbers)")
+        XCTAssertEqual(summary["errorFrames"] as? Int, delivered, "every delivered ERR frame is counted, no other: \(numbers)")
         XCTAssertEqual(summary["framesSkipped"] as? Int, 0)
-        assertPatternFrames(try UVC.read("\(work)/delivered.raw"), count: 8, "error frames delivered")
-        print("uvc: ERR-bit frames: dropped by uvcvideo by default (2 of 11 sent), flagged with nodrop=1 (2 skipped; 2 delivered)")
+        print("uvc: ERR-bit frames: dropped by uvcvideo by default; with nodrop=1 \(skipped) flagged and skipped, \(delivered) flagged and delivered")
     }
 
     func testUnplugMidCaptureKeepsWholeFramesAndSaysSo() throws {
@@ -291,10 +315,16 @@ final class UVCCaptureTests: XCTestCase {
         XCTAssertEqual(summary["framesWritten"] as? Int, 25)
         let data = try UVC.read(output)
         XCTAssertEqual(data.count, 25 * UVC.frameBytes)
-        let before = data.count >= 10 * UVC.frameBytes ? data.prefix(10 * UVC.frameBytes) : data
-        assertPatternFrames(Data(before), count: 10, "before the unplug")
-        // The new camera's stream starts again at frame 0.
-        assertPatternFrames(data.subdata(in: (10 * UVC.frameBytes)..<data.count), count: 15, "after the reconnect")
+        // Frames of the first camera (numbers 0...9), then of the second, whose stream starts
+        // again at 0: the numbers rise, fall once at the reconnect, and rise again. A loaded VM
+        // may drop a frame; the summary counts every gap.
+        let numbers = frameNumbers(data, "--reconnect")
+        let fall = try XCTUnwrap(numbers.indices.dropFirst().first { numbers[$0] <= numbers[$0 - 1] }, "no reconnect in \(numbers)")
+        let before = Array(numbers[..<fall]), after = Array(numbers[fall...])
+        XCTAssertTrue(zip(after, after.dropFirst()).allSatisfy { $0 < $1 }, "\(numbers)")
+        XCTAssertLessThanOrEqual(before.last ?? 99, 9, "the first camera sent frames 0...9 only")
+        let gaps = Int(before.last! + 1) - before.count + Int(after.last! + 1) - after.count
+        XCTAssertEqual(summary["framesDropped"] as? Int, gaps, "drops = the gaps in \(numbers)")
         print("uvc: --reconnect: 10 frames, unplug, \(second.node) came back, 15 more into the same file; gap \(summary["disconnectedSeconds"] ?? "?") s")
     }
 
@@ -307,9 +337,13 @@ final class UVCCaptureTests: XCTestCase {
         let resultA = runA.wait(), resultB = runB.wait()
         XCTAssertEqual(resultA.status, 0, resultA.stderr)
         XCTAssertEqual(resultB.status, 0, resultB.stderr)
-        assertPatternFrames(try UVC.read("\(work)/a.raw"), count: 15, "camera on port 0")
-        assertPatternFrames(try UVC.read("\(work)/b.raw"), count: 15, "camera on port 1")
+        // Every frame is its camera's; both rise without repeats (a loaded VM may drop one).
+        for (name, file) in [("port 0", "a"), ("port 1", "b")] {
+            let numbers = frameNumbers(try UVC.read("\(work)/\(file).raw"), name)
+            XCTAssertEqual(numbers.count, 15, name)
+            XCTAssertTrue(zip(numbers, numbers.dropFirst()).allSatisfy { $0 < $1 }, "\(name): \(numbers)")
+        }
         XCTAssertEqual(try VideoDevice(path: b.node).capabilities.busInfo, "usb-vhci_hcd.0-2")
-        print("uvc: two cameras at once (\(a.node), \(b.node)): 15 frames each, both equal to the pattern")
+        print("uvc: two cameras at once (\(a.node), \(b.node)): 15 frames each, every one its own camera's")
     }
 }
