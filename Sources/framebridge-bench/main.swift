@@ -13,6 +13,9 @@
 //                                                 B-byte frame from memory, N times, to FILE; no
 //                                                 capture. The least a tool that hands its
 //                                                 frames to that file system with write(2) spends.
+//   framebridge-bench mjpeg [--frames N] [--width W] [--height H]
+//                                                 MJPEG decode (TurboJPEG vs libv4lconvert) and
+//                                                 PNG writing by zlib level (MJPEGBench.swift)
 //
 // Each prints `figure: NAME value VALUE reference REFERENCE` lines that tools/bench collects.
 import CMallocCounter
@@ -159,6 +162,8 @@ func startPin(_ backend: SimulatedV4L2Backend, frames: Int) -> CapturePin {
 
 let mode = CommandLine.arguments.dropFirst().first ?? "all"
 var sink = 0
+
+if mode == "mjpeg" { runMJPEGBench() }
 
 if mode == "allocations" || mode == "all" {
     let frames = argument("--frames", default: 1000)
