@@ -52,7 +52,7 @@ let package = Package(
         .target(name: "FrameBridgeTestSupport", dependencies: ["FrameBridge", "V4L2"], path: "Tests/FrameBridgeTestSupport"),
         .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport"]),
         .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport"]),
-        .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator", "CTurboJPEG"]),
+        .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG"]),
         // Integration tests against the real vivid driver; they run inside tools/vivid-vm.
         .testTarget(name: "VividTests", dependencies: ["FrameBridge", "V4L2", "CV4L2", "FrameBridgeTestSupport"]),
     ],

@@ -68,3 +68,19 @@ int cv4l2_write_png_rgb24_level(const char *path, const uint8_t *rgb, uint32_t w
     }
     return 0;
 }
+
+int cv4l2_read_png_rgb24(const char *path, uint8_t *rgb, size_t capacity, uint32_t *width, uint32_t *height) {
+    png_image image;
+    memset(&image, 0, sizeof image);
+    image.version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_file(&image, path)) return -1;
+    image.format = PNG_FORMAT_RGB;
+    *width = image.width;
+    *height = image.height;
+    if (PNG_IMAGE_SIZE(image) > capacity) {
+        png_image_free(&image);
+        return -2;
+    }
+    if (!png_image_finish_read(&image, NULL, rgb, 0, NULL)) return -1;
+    return 0;
+}
