@@ -6,10 +6,10 @@ import Glibc
 #endif
 
 /// How PNG pictures are compressed: chosen for speed, since encoding is most of a PNG frame's
-/// cost. Measured with `framebridge-bench mjpeg` (1280x720, README "MJPEG"): zlib level 1 with
-/// the "up" filter took 9 ms for colour bars and 56 ms for a noisy picture, against 36 ms and
-/// 392 ms for libpng's default (level 6, adaptive filters), with files of about the same size
-/// for noisy pictures (bars: 25 KB instead of 11 KB). Level 0 is faster still but stores the
+/// cost. Measured with `framebridge-bench mjpeg` (1280x720; README, "Compressed capture"): zlib
+/// level 1 with the "up" filter took 8.3 ms for colour bars and 48 ms for a noisy picture,
+/// against 29 ms and 348 ms at libpng's default (level 6, adaptive filters), with noisy files a
+/// little smaller (bars: 25 KB instead of 11 KB). Level 0 is faster still but stores the
 /// picture uncompressed (2.7 MB a frame).
 public enum PNGEncoding {
     /// zlib level (0-9).
