@@ -29,11 +29,11 @@ let package = Package(
         // Typed V4L2 device layer: one thin wrapper per ioctl, typed errors.
         .target(name: "V4L2", dependencies: ["CV4L2"]),
         // An in-memory V4L2 device that follows the kernel's queue rules, for tests and benchmarks.
-        .target(name: "V4L2Simulator", dependencies: ["CV4L2", "V4L2"]),
+        .target(name: "V4L2Simulator", dependencies: ["CV4L2", "CTurboJPEG", "V4L2"]),
         // AVStream allocator semantics: framing, allocators, selection, stream pointers.
-        .target(name: "FrameBridge", dependencies: ["CV4L2", "V4L2"]),
+        .target(name: "FrameBridge", dependencies: ["CV4L2", "CTurboJPEG", "V4L2"]),
         // The frame-dump logic behind the CLI: sinks (raw, y4m, PNG), capture session, reports.
-        .target(name: "FrameDump", dependencies: ["CV4L2", "V4L2", "FrameBridge"]),
+        .target(name: "FrameDump", dependencies: ["CV4L2", "CTurboJPEG", "V4L2", "FrameBridge"]),
         // The thin CLI.
         .executableTarget(
             name: "framedump",
@@ -54,13 +54,13 @@ let package = Package(
         // The in-process benchmarks that tools/bench runs.
         .executableTarget(
             name: "framebridge-bench",
-            dependencies: ["CMallocCounter", "CV4L2", "V4L2", "V4L2Simulator", "FrameBridge"]
+            dependencies: ["CMallocCounter", "CV4L2", "CTurboJPEG", "V4L2", "V4L2Simulator", "FrameBridge"]
         ),
         // Helpers shared by the test targets (pointer boxes, spy allocator, /proc counters).
         .target(name: "FrameBridgeTestSupport", dependencies: ["FrameBridge", "V4L2"], path: "Tests/FrameBridgeTestSupport"),
-        .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2", "FrameBridgeTestSupport"]),
-        .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "FrameBridgeTestSupport"]),
-        .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator"]),
+        .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport"]),
+        .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport"]),
+        .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG"]),
         // Integration tests against the real vivid driver; they run inside tools/vivid-vm.
         // Integration tests against the real uvcvideo driver and the emulated camera; they run
         // inside tools/vivid-vm --uvc.

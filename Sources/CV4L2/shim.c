@@ -23,6 +23,11 @@ static void cv4l2_png_on_warning(png_structp png, png_const_charp message) {
 
 int cv4l2_write_png_rgb24(const char *path, const uint8_t *rgb, uint32_t width, uint32_t height,
                           size_t stride, char *error, size_t errorCapacity) {
+    return cv4l2_write_png_rgb24_level(path, rgb, width, height, stride, -1, -1, error, errorCapacity);
+}
+
+int cv4l2_write_png_rgb24_level(const char *path, const uint8_t *rgb, uint32_t width, uint32_t height,
+                                size_t stride, int level, int filters, char *error, size_t errorCapacity) {
     struct cv4l2_png_error state;
     state.message = error;
     state.capacity = errorCapacity;
@@ -47,6 +52,8 @@ int cv4l2_write_png_rgb24(const char *path, const uint8_t *rgb, uint32_t width, 
         return -1;
     }
     png_init_io(png, file);
+    if (level >= 0) png_set_compression_level(png, level);
+    if (filters >= 0) png_set_filter(png, PNG_FILTER_TYPE_BASE, filters);
     png_set_IHDR(png, info, width, height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
@@ -59,5 +66,21 @@ int cv4l2_write_png_rgb24(const char *path, const uint8_t *rgb, uint32_t width, 
         if (error && errorCapacity) snprintf(error, errorCapacity, "cannot write %s: %s", path, strerror(errno));
         return -1;
     }
+    return 0;
+}
+
+int cv4l2_read_png_rgb24(const char *path, uint8_t *rgb, size_t capacity, uint32_t *width, uint32_t *height) {
+    png_image image;
+    memset(&image, 0, sizeof image);
+    image.version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_file(&image, path)) return -1;
+    image.format = PNG_FORMAT_RGB;
+    *width = image.width;
+    *height = image.height;
+    if (PNG_IMAGE_SIZE(image) > capacity) {
+        png_image_free(&image);
+        return -2;
+    }
+    if (!png_image_finish_read(&image, NULL, rgb, 0, NULL)) return -1;
     return 0;
 }

@@ -77,8 +77,13 @@ public struct AllocatorSelection: Sendable {
             if sizes.count < framing.countItems {
                 return "it provides \(sizes.count) plane(s) but the format has \(framing.countItems)"
             }
-            for (plane, item) in framing.items.enumerated() where sizes[plane] < item.frameSizeMinimum {
-                return "frame size \(sizes[plane]) bytes is below the minimum \(item.frameSizeMinimum) (sizeimage of plane \(plane))"
+            // Against the upper bound of the frame size range: a compressed frame is 0...sizeimage
+            // bytes, and the buffer must hold the largest one the driver may write.
+            for (plane, item) in framing.items.enumerated() where sizes[plane] < item.bufferSize {
+                if item.frameSizeMinimum < item.frameSizeMaximum {
+                    return "frame size \(sizes[plane]) bytes is below the largest compressed frame, \(item.bufferSize) bytes (frame sizes \(item.frameSizeMinimum)...\(item.frameSizeMaximum), sizeimage of plane \(plane))"
+                }
+                return "frame size \(sizes[plane]) bytes is below the minimum \(item.bufferSize) (sizeimage of plane \(plane))"
             }
         }
         let alignment = framing.items.map(\.alignment).max() ?? 1

@@ -18,11 +18,14 @@ public struct PinConfiguration: Sendable {
     public var trailingWindow: Int
     public var starvationPolicy: StarvationPolicy
     public var errorFramePolicy: ErrorFramePolicy
+    /// What happens to a compressed frame that fails validation (``CompressedFrameDefects``).
+    public var corruptFramePolicy: CorruptFramePolicy
 
     public init(input: UInt32? = nil, pixelFormat: FourCC? = nil, width: UInt32? = nil, height: UInt32? = nil,
                 framesPerSecond: Double? = nil, controls: [(name: String, value: Int64)] = [],
                 preferMultiplanar: Bool = false, trailingWindow: Int = 0,
-                starvationPolicy: StarvationPolicy = .block, errorFramePolicy: ErrorFramePolicy = .deliver) {
+                starvationPolicy: StarvationPolicy = .block, errorFramePolicy: ErrorFramePolicy = .deliver,
+                corruptFramePolicy: CorruptFramePolicy = .skip) {
         self.input = input
         self.pixelFormat = pixelFormat
         self.width = width
@@ -33,6 +36,7 @@ public struct PinConfiguration: Sendable {
         self.trailingWindow = trailingWindow
         self.starvationPolicy = starvationPolicy
         self.errorFramePolicy = errorFramePolicy
+        self.corruptFramePolicy = corruptFramePolicy
     }
 }
 
@@ -134,8 +138,11 @@ public final class CapturePin: Sendable {
         } catch {
             throw CaptureError(.device, "\(device.path): \(error)")
         }
+        let framing = framingCache.withLock { $0 }
+        let validation: FrameValidation = !framing.isCompressed ? .uncompressed : (framing.pixelFormat.isJPEG ? .jpeg : .compressed)
         core = PinCore(device: device, bufferType: bufferType, trailingWindow: configuration.trailingWindow,
-                       starvationPolicy: configuration.starvationPolicy, errorFramePolicy: configuration.errorFramePolicy)
+                       starvationPolicy: configuration.starvationPolicy, errorFramePolicy: configuration.errorFramePolicy,
+                       corruptFramePolicy: configuration.corruptFramePolicy, validation: validation)
     }
 
     deinit {
@@ -214,9 +221,9 @@ public final class CapturePin: Sendable {
         for index in 0..<granted {
             do throws(CaptureError) {
                 let memory = try allocator.allocate(index: index)
-                for plane in 0..<framing.countItems where plane < memory.planeCount && memory.planes[plane].length < framing.items[plane].frameSizeMinimum {
+                for plane in 0..<framing.countItems where plane < memory.planeCount && memory.planes[plane].length < framing.items[plane].bufferSize {
                     allocator.free(index: index, memory: memory)
-                    throw CaptureError(.allocator, "\(allocator.name): frame \(index) plane \(plane) has \(memory.planes[plane].length) bytes, below the framing's minimum \(framing.items[plane].frameSizeMinimum)")
+                    throw CaptureError(.allocator, "\(allocator.name): frame \(index) plane \(plane) has \(memory.planes[plane].length) bytes, below the framing's \(framing.items[plane].bufferSize) (the largest frame, sizeimage)")
                 }
                 storage.store(memory, at: index, bufferType: bufferType, kind: kind)
             } catch {
@@ -501,6 +508,10 @@ public final class CapturePin: Sendable {
             guard let memories = state.memoryBase else { return nil }
             let expectedPlanes = memories[index].planeCount
             var problem: String?
+            var defects: CompressedFrameDefects = []
+            if core.validation != .uncompressed, descriptor.planeCount == expectedPlanes, descriptor.planeCount >= 1 {
+                defects = validateCompressed(&descriptor, memory: memories + index, synchronize: state.synchronizesCPUAccess ? state.allocator : nil)
+            }
             if descriptor.planeCount != expectedPlanes {
                 problem = "buffer \(index) has \(descriptor.planeCount) planes, expected \(expectedPlanes)"
             } else {
@@ -510,6 +521,8 @@ public final class CapturePin: Sendable {
                     let memoryLength = memories[index].planes[plane].length
                     if Int(p.bytesUsed) > length || Int(p.bytesUsed) > memoryLength {
                         problem = "buffer \(index) plane \(plane): bytesused \(p.bytesUsed) > length \(min(length, memoryLength))"
+                    } else if defects.contains(.empty) {
+                        // A compressed frame with nothing in it: counted below, not a violation.
                     } else if p.bytesUsed == 0 {
                         problem = "buffer \(index) plane \(plane): bytesused is 0"
                     } else if p.dataOffset >= p.bytesUsed {
@@ -523,6 +536,20 @@ public final class CapturePin: Sendable {
                 state.statistics.lastViolation = problem
                 _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
                 return nil
+            }
+            if !defects.isEmpty {
+                let s = state.statistics
+                state.statistics.compressedEmpty = s.compressedEmpty + (defects.contains(.empty) ? 1 : 0)
+                state.statistics.compressedMissingStartOfImage = s.compressedMissingStartOfImage + (defects.contains(.missingStartOfImage) ? 1 : 0)
+                state.statistics.compressedTruncated = s.compressedTruncated + (defects.contains(.truncated) ? 1 : 0)
+                state.statistics.compressedBytesUsedOverLength = s.compressedBytesUsedOverLength + (defects.contains(.bytesUsedOverLength) ? 1 : 0)
+                state.statistics.lastCorruption = "buffer \(index) (sequence \(descriptor.sequence)): \(defects.names.joined(separator: ", "))"
+                if core.corruptFramePolicy == .skip {
+                    state.statistics.corruptSkipped += 1
+                    _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
+                    return nil
+                }
+                state.statistics.corruptDelivered += 1
             }
             if descriptor.flags.contains(.error) {
                 state.statistics.errorFlagged += 1
@@ -541,6 +568,7 @@ public final class CapturePin: Sendable {
             slot.pointee.dequeueOrder = state.dequeueCounter
             // Holders: the slot, plus the caller's pointer when one is made below.
             let record = state.records.take(&descriptor, droppedBefore: dropped, holders: clone == .edgeOnly ? 1 : 2)
+            if !defects.isEmpty { FrameRecord.info(record).pointee.defects = defects }
             slot.pointee.record = record
             let generation = slot.pointee.generation
             let previous = state.leadingEdge
@@ -568,6 +596,34 @@ public final class CapturePin: Sendable {
             let id = PinCore.issuePointer(&state)
             return .frame(StreamPointer(core: core, slot: index, generation: generation, id: id, record: record))
         }
+    }
+
+    /// Validates a compressed frame before it is delivered. bytesused 0 and bytesused > length
+    /// become defects instead of driver violations (a compressed frame's size varies, and
+    /// cameras do send empty or overlong ones); bytesused is cut to the buffer so that nothing
+    /// past it is ever read. For JPEG, the payload's SOI and EOI markers are checked.
+    /// Called with the state locked. (`descriptor` is inout to be passed by address; only an
+    /// overlong bytesused is changed.)
+    private func validateCompressed(_ descriptor: inout BufferDescriptor, memory: UnsafeMutablePointer<FrameMemory>,
+                                    synchronize allocator: (any AllocatorDispatch)?) -> CompressedFrameDefects {
+        let plane = descriptor.planes[0]
+        let length = min(max(Int(plane.length), 0), memory.pointee.planes[0].length)
+        if Int(plane.bytesUsed) > length {
+            descriptor.planes[0].bytesUsed = UInt32(length)
+            if plane.dataOffset >= UInt32(length) { descriptor.planes[0].dataOffset = 0 }
+            return .bytesUsedOverLength
+        }
+        if plane.bytesUsed == 0 || plane.bytesUsed == plane.dataOffset {
+            descriptor.planes[0].dataOffset = 0
+            descriptor.planes[0].bytesUsed = 0
+            return .empty
+        }
+        guard core.validation == .jpeg, plane.dataOffset < plane.bytesUsed, let base = memory.pointee.planes[0].address else { return [] }
+        allocator?.beginCPUAccess(index: Int(descriptor.index), memory: memory.pointee)
+        let defects = JPEGFrameCheck.defects(UnsafeRawBufferPointer(start: base + Int(plane.dataOffset),
+                                                                    count: Int(plane.bytesUsed - plane.dataOffset)))
+        allocator?.endCPUAccess(index: Int(descriptor.index), memory: memory.pointee)
+        return defects
     }
 
     /// Stops the stream after a fatal error and records it; returns the error to throw.

@@ -37,7 +37,12 @@ public struct FrameInfo: Sendable {
     public var droppedBefore: UInt32
     public var planeCount: Int
     public var planes: InlineArray<8, FramePlaneInfo>
+    /// What validation found wrong with a compressed frame (empty with ``CorruptFramePolicy/skip``,
+    /// which delivers only sound frames, and for uncompressed formats).
+    public var defects: CompressedFrameDefects
 
+    /// A compressed frame that failed validation, delivered by ``CorruptFramePolicy/deliver``.
+    public var isCorrupt: Bool { !defects.isEmpty }
     /// The driver flagged the frame as damaged (V4L2_BUF_FLAG_ERROR).
     public var hasError: Bool { flags.contains(.error) }
     /// The timestamp is from CLOCK_MONOTONIC.
@@ -60,6 +65,7 @@ public struct FrameInfo: Sendable {
         self.droppedBefore = 0
         planeCount = 0
         planes = InlineArray(repeating: FramePlaneInfo(bytesUsed: 0, dataOffset: 0, length: 0))
+        defects = []
         var descriptor = descriptor
         assign(&descriptor, droppedBefore: droppedBefore)
     }
@@ -76,6 +82,7 @@ public struct FrameInfo: Sendable {
         field = descriptor.field
         flags = descriptor.flags
         self.droppedBefore = droppedBefore
+        defects = []
         planeCount = descriptor.planeCount
         for i in 0..<descriptor.planeCount {
             planes[i] = FramePlaneInfo(bytesUsed: descriptor.planes[i].bytesUsed, dataOffset: descriptor.planes[i].dataOffset,
@@ -101,6 +108,10 @@ public struct FramePayload {
         guard let base = memory.pointee.planes[index].address else { return UnsafeRawBufferPointer(start: nil, count: 0) }
         return UnsafeRawBufferPointer(start: base + plane.dataOffset, count: plane.payloadSize)
     }
+
+    /// A compressed frame's bytes as the driver delivered them: plane 0 from data_offset to
+    /// bytesused (for MJPEG, one whole JPEG picture unless ``FrameInfo/isCorrupt``).
+    public var compressedBytes: UnsafeRawBufferPointer { plane(0) }
 
     /// The whole memory of plane `index` (`length` bytes).
     public func planeMemory(_ index: Int) -> UnsafeRawBufferPointer {
@@ -135,6 +146,20 @@ public struct CaptureStatistics: Hashable, Sendable, Codable {
     public var lastSequence: UInt32?
     /// A description of the last driver violation.
     public var lastViolation: String?
+    /// Compressed frames with bytesused 0 (``CompressedFrameDefects/empty``).
+    public var compressedEmpty = 0
+    /// Compressed (JPEG) frames without an SOI marker at the start.
+    public var compressedMissingStartOfImage = 0
+    /// Compressed (JPEG) frames without an EOI marker at the end (truncated).
+    public var compressedTruncated = 0
+    /// Compressed frames whose bytesused is larger than the buffer.
+    public var compressedBytesUsedOverLength = 0
+    /// Corrupt compressed frames given back to the driver undelivered (``CorruptFramePolicy/skip``).
+    public var corruptSkipped = 0
+    /// Corrupt compressed frames delivered, flagged (``CorruptFramePolicy/deliver``).
+    public var corruptDelivered = 0
+    /// A description of the last corrupt compressed frame.
+    public var lastCorruption: String?
 
     public init() {}
 }

@@ -14,6 +14,11 @@ public struct FramingFlags: OptionSet, Hashable, Sendable, Codable {
     public static let orphanedBuffers = FramingFlags(rawValue: 1 << 3)
     /// The payload of this plane may start after `dataOffset` bytes.
     public static let dataOffset = FramingFlags(rawValue: 1 << 4)
+    /// The plane carries a compressed frame (MJPEG, JPEG, ...): its payload size varies per frame,
+    /// from 0 up to `frameSizeMaximum` (sizeimage).
+    public static let compressed = FramingFlags(rawValue: 1 << 5)
+
+    static let all: [FramingFlags] = [.acceptsExternalMemory, .canGrow, .cacheHints, .orphanedBuffers, .dataOffset, .compressed]
 
     public var names: [String] {
         var names: [String] = []
@@ -22,6 +27,7 @@ public struct FramingFlags: OptionSet, Hashable, Sendable, Codable {
         if contains(.cacheHints) { names.append("cache-hints") }
         if contains(.orphanedBuffers) { names.append("orphaned-buffers") }
         if contains(.dataOffset) { names.append("data-offset") }
+        if contains(.compressed) { names.append("compressed") }
         return names
     }
 }
@@ -36,10 +42,13 @@ public struct FramingItem: Hashable, Sendable, Codable {
     public var framesMinimum: Int
     /// The most frames the queue can hold (Frames, upper bound).
     public var framesMaximum: Int
-    /// The smallest memory a plane may have: the driver's `sizeimage` (FramingRange minimum).
+    /// The smallest payload a frame has (FramingRange minimum): the driver's `sizeimage` for an
+    /// uncompressed format, 0 for a compressed one (its bytesused varies per frame).
     public var frameSizeMinimum: Int
-    /// The largest payload the driver will write (FramingRange maximum).
+    /// The largest payload the driver will write (FramingRange maximum): `sizeimage`.
     public var frameSizeMaximum: Int
+    /// The memory a plane must have: room for the largest payload, whatever the frame size range.
+    public var bufferSize: Int { max(frameSizeMinimum, frameSizeMaximum) }
     /// Bytes per line of this plane.
     public var bytesPerLine: Int
     /// Required alignment of user memory, in bytes (FileAlignment + 1).
@@ -89,7 +98,7 @@ public struct FramingItem: Hashable, Sendable, Codable {
         alignment = try container.decode(Int.self, forKey: .alignment)
         let names = try container.decode([String].self, forKey: .flags)
         var flags: FramingFlags = []
-        for flag in [FramingFlags.acceptsExternalMemory, .canGrow, .cacheHints, .orphanedBuffers, .dataOffset]
+        for flag in FramingFlags.all
         where names.contains(flag.names[0]) {
             flags.insert(flag)
         }
@@ -109,19 +118,25 @@ public struct AllocatorFraming: Hashable, Sendable, Codable {
     public var pixelFormat: FourCC
     public var width: UInt32
     public var height: UInt32
-    /// Output compression (ratio of payload to raw size): 1/1 for uncompressed formats.
+    /// Output compression (the KS_COMPRESSION ratio of payload to raw size): 1/1 for uncompressed
+    /// formats; for a compressed one, the largest payload (sizeimage) over the size of the picture
+    /// at 16 bits per pixel, reduced: an upper bound, each frame's bytesused varies below it.
     public var outputCompression: Fraction
+    /// The format is compressed (V4L2_FMT_FLAG_COMPRESSED, or a known compressed fourcc such as
+    /// MJPG): frame sizes range from 0 to sizeimage and compressed frames are validated.
+    public var isCompressed: Bool
     /// CountItems is `items.count`.
     public var items: [FramingItem]
 
     public init(device: String, bufferType: BufferType, pixelFormat: FourCC, width: UInt32, height: UInt32,
-                outputCompression: Fraction = Fraction(1, 1), items: [FramingItem]) {
+                outputCompression: Fraction = Fraction(1, 1), isCompressed: Bool = false, items: [FramingItem]) {
         self.device = device
         self.bufferType = bufferType
         self.pixelFormat = pixelFormat
         self.width = width
         self.height = height
         self.outputCompression = outputCompression
+        self.isCompressed = isCompressed
         self.items = items
     }
 
@@ -132,8 +147,19 @@ public struct AllocatorFraming: Hashable, Sendable, Codable {
     }
     public var framesMinimum: Int { items.map(\.framesMinimum).max() ?? 1 }
     public var framesMaximum: Int { items.map(\.framesMaximum).min() ?? 32 }
-    /// The minimum size of each plane, in plane order.
-    public var planeSizes: [Int] { items.map(\.frameSizeMinimum) }
+    /// The memory each plane needs (``FramingItem/bufferSize``), in plane order.
+    public var planeSizes: [Int] { items.map(\.bufferSize) }
+
+    /// The output compression of a compressed format: sizeimage over width x height x 2, reduced.
+    static func compressionBound(sizeImage: Int, width: UInt32, height: UInt32) -> Fraction {
+        let raw = UInt64(width) * UInt64(height) * 2
+        guard raw > 0, sizeImage > 0 else { return Fraction(1, 1) }
+        var (a, b) = (UInt64(sizeImage), raw)
+        while b != 0 { (a, b) = (b, a % b) }
+        let numerator = UInt64(sizeImage) / a, denominator = raw / a
+        guard numerator <= UInt64(UInt32.max), denominator <= UInt64(UInt32.max) else { return Fraction(1, 1) }
+        return Fraction(UInt32(numerator), UInt32(denominator))
+    }
 }
 
 /// The page size, the alignment user memory needs for USERPTR.
@@ -187,13 +213,24 @@ extension AllocatorFraming {
         if capabilities.contains(.supportsMMAPCacheHints) { flags.insert(.cacheHints) }
         if capabilities.contains(.supportsOrphanedBuffers) { flags.insert(.orphanedBuffers) }
         flags.insert(.canGrow)
+        // Compressed: the driver's flag from ENUM_FMT, or the fourcc when the driver sets none.
+        var compressed = format.pixelFormat.isKnownCompressed
+        if !compressed, let descriptions = try? device.formats(bufferType),
+           let description = descriptions.first(where: { $0.pixelFormat == format.pixelFormat }) {
+            compressed = description.isCompressed
+        }
+        if compressed { flags.insert(.compressed) }
         let items = format.planes.enumerated().map { index, plane in
             FramingItem(plane: index, memoryKinds: kinds, framesMinimum: minimum,
-                        framesMaximum: queueMaximumFrames, frameSizeMinimum: Int(plane.sizeImage),
+                        framesMaximum: queueMaximumFrames, frameSizeMinimum: compressed ? 0 : Int(plane.sizeImage),
                         frameSizeMaximum: Int(plane.sizeImage), bytesPerLine: Int(plane.bytesPerLine),
                         alignment: pageSize, flags: bufferType.isMultiplanar && index == 0 ? flags.union(.dataOffset) : flags)
         }
+        let compression = compressed
+            ? compressionBound(sizeImage: format.planes.reduce(0) { $0 + Int($1.sizeImage) }, width: format.width, height: format.height)
+            : Fraction(1, 1)
         return AllocatorFraming(device: device.path, bufferType: bufferType, pixelFormat: format.pixelFormat,
-                                width: format.width, height: format.height, items: items)
+                                width: format.width, height: format.height, outputCompression: compression,
+                                isCompressed: compressed, items: items)
     }
 }

@@ -18,6 +18,16 @@ public enum ErrorFramePolicy: String, Sendable, Codable, CaseIterable {
     case skip
 }
 
+/// How a pin checks what the driver wrote into a frame.
+enum FrameValidation: Sendable {
+    /// bytesused must be 1...length: anything else is a driver violation.
+    case uncompressed
+    /// A compressed format: bytesused 0 and bytesused > length are corrupt frames (policy applies).
+    case compressed
+    /// A JPEG format: as `compressed`, plus the SOI and EOI markers.
+    case jpeg
+}
+
 /// The shared state behind a ``CapturePin`` and its ``StreamPointer``s.
 final class PinCore: Sendable {
     enum SlotState: Sendable {
@@ -92,6 +102,9 @@ final class PinCore: Sendable {
     let trailingWindow: Int
     let starvationPolicy: StarvationPolicy
     let errorFramePolicy: ErrorFramePolicy
+    let corruptFramePolicy: CorruptFramePolicy
+    /// How dequeued frames are validated beyond the checks every frame gets.
+    let validation: FrameValidation
     let state = Locked(State())
     /// Mirrors of the state for the lock-free check before waiting: streaming, buffers queued
     /// to the driver, no QBUF to retry. Written under the lock, read without it.
@@ -118,12 +131,15 @@ final class PinCore: Sendable {
     var streamMemoryKind: MemoryKind { MemoryKind(rawValue: memoryKindValue.load(ordering: .relaxed)) ?? .mmap }
 
     init(device: VideoDevice, bufferType: BufferType, trailingWindow: Int,
-         starvationPolicy: StarvationPolicy, errorFramePolicy: ErrorFramePolicy) {
+         starvationPolicy: StarvationPolicy, errorFramePolicy: ErrorFramePolicy,
+         corruptFramePolicy: CorruptFramePolicy = .skip, validation: FrameValidation = .uncompressed) {
         self.device = device
         self.bufferType = bufferType
         self.trailingWindow = max(0, trailingWindow)
         self.starvationPolicy = starvationPolicy
         self.errorFramePolicy = errorFramePolicy
+        self.corruptFramePolicy = corruptFramePolicy
+        self.validation = validation
     }
 
     deinit {

@@ -89,7 +89,8 @@ public struct FramingReport: Hashable, Sendable, Codable {
     /// The text `framedump framing` prints.
     public func render() -> String {
         var text = "Framing of \(device): \(framing.pixelFormat) \(framing.width)x\(framing.height) (\(framing.bufferType)), "
-        text += "\(framing.countItems) item(s), output compression \(framing.outputCompression)\n"
+        text += "\(framing.countItems) item(s), output compression \(framing.outputCompression)"
+        text += framing.isCompressed ? " (compressed: frame sizes vary up to sizeimage)\n" : " (uncompressed)\n"
         for item in framing.items {
             text += "  plane \(item.plane):\n"
             text += "    memory kinds   : \(item.memoryKinds.map(\.description).joined(separator: ", "))\n"

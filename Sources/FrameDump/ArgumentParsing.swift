@@ -165,6 +165,14 @@ public enum ArgumentParsing {
         }
         return policy
     }
+
+    /// `--corrupt-frames deliver|skip`.
+    public static func corruptFramePolicy(_ text: String) throws(FrameDumpError) -> CorruptFramePolicy {
+        guard let policy = CorruptFramePolicy(rawValue: text.lowercased()) else {
+            throw .usage("--corrupt-frames: unknown policy \"\(text)\"; expected deliver or skip")
+        }
+        return policy
+    }
 }
 
 extension StringProtocol {

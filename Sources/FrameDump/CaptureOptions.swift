@@ -21,6 +21,8 @@ public struct CaptureArguments: Sendable {
     public var pngDirectory: String?
     public var every: Int?
     public var errorFrames: String?
+    public var corruptFrames: String?
+    public var jpegDirectory: String?
     public var timeoutSeconds: Double?
     public var libv4l2: Bool
     public var directIO: String?
@@ -32,7 +34,7 @@ public struct CaptureArguments: Sendable {
                 input: Int? = nil, pixelFormat: String? = nil, size: String? = nil, fps: String? = nil,
                 setControls: [String] = [], output: String? = nil, container: String? = nil, pngDirectory: String? = nil,
                 every: Int? = nil, errorFrames: String? = nil, timeoutSeconds: Double? = nil, libv4l2: Bool = false,
-                directIO: String? = nil) {
+                directIO: String? = nil, corruptFrames: String? = nil, jpegDirectory: String? = nil) {
         self.device = device
         self.count = count
         self.memory = memory
@@ -52,6 +54,8 @@ public struct CaptureArguments: Sendable {
         self.timeoutSeconds = timeoutSeconds
         self.libv4l2 = libv4l2
         self.directIO = directIO
+        self.corruptFrames = corruptFrames
+        self.jpegDirectory = jpegDirectory
     }
 }
 
@@ -93,10 +97,11 @@ public struct FormatOptions: Sendable {
     }
 
     /// The pin configuration for these options.
-    public func pinConfiguration(errorFramePolicy: ErrorFramePolicy = .deliver) -> PinConfiguration {
+    public func pinConfiguration(errorFramePolicy: ErrorFramePolicy = .deliver,
+                                 corruptFramePolicy: CorruptFramePolicy = .skip) -> PinConfiguration {
         PinConfiguration(input: input, pixelFormat: pixelFormat, width: width, height: height,
                          framesPerSecond: framesPerSecond, controls: controls.map { (name: $0.name, value: $0.value) },
-                         errorFramePolicy: errorFramePolicy)
+                         errorFramePolicy: errorFramePolicy, corruptFramePolicy: corruptFramePolicy)
     }
 
     /// Checks that `device` has every control named, before anything is set.
@@ -140,8 +145,13 @@ public struct CaptureOptions: Sendable {
     /// `--direct-io`: whether a raw stream to a file is written with O_DIRECT.
     public var directIO: DirectIOMode
     public var pngDirectory: String?
+    /// `--every`: a PNG or JPEG file of every Nth frame.
     public var pngEvery: Int
     public var errorFramePolicy: ErrorFramePolicy
+    /// `--corrupt-frames`: compressed frames that fail validation are skipped (default) or delivered.
+    public var corruptFramePolicy: CorruptFramePolicy
+    /// `--jpeg-dir`: each (`--every`-th) MJPEG frame as it came, `frame-NNNNNN.jpg`.
+    public var jpegDirectory: String?
     /// Fail when no frame arrives for this long.
     public var frameTimeoutSeconds: Double
     /// How long one wait for a frame may last before the stop flag is checked again.
@@ -155,7 +165,8 @@ public struct CaptureOptions: Sendable {
                 memory: MemoryKind = .mmap, dmabufSource: DMABufSource? = nil, buffers: Int? = nil,
                 format: FormatOptions = FormatOptions(), outputPath: String? = nil, container: OutputContainer = .raw,
                 directIO: DirectIOMode = .auto, pngDirectory: String? = nil, pngEvery: Int = 1, errorFramePolicy: ErrorFramePolicy = .deliver,
-                frameTimeoutSeconds: Double = 5, pollSliceMilliseconds: Int32 = 100) {
+                frameTimeoutSeconds: Double = 5, pollSliceMilliseconds: Int32 = 100,
+                corruptFramePolicy: CorruptFramePolicy = .skip, jpegDirectory: String? = nil) {
         self.devicePath = devicePath
         self.backend = backend
         self.count = count
@@ -169,6 +180,8 @@ public struct CaptureOptions: Sendable {
         self.pngDirectory = pngDirectory
         self.pngEvery = pngEvery
         self.errorFramePolicy = errorFramePolicy
+        self.corruptFramePolicy = corruptFramePolicy
+        self.jpegDirectory = jpegDirectory
         self.frameTimeoutSeconds = frameTimeoutSeconds
         self.pollSliceMilliseconds = pollSliceMilliseconds
     }
@@ -182,12 +195,14 @@ public struct CaptureOptions: Sendable {
         let container = try arguments.container.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.container(text) } ?? .raw
         let directIO = try arguments.directIO.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.directIOMode(text) } ?? .auto
         let policy = try arguments.errorFrames.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.errorFramePolicy(text) } ?? .deliver
+        let corruptPolicy = try arguments.corruptFrames.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.corruptFramePolicy(text) } ?? .skip
         self.init(devicePath: arguments.device,
                   backend: backend ?? (arguments.libv4l2 ? LibV4L2Backend.shared : KernelBackend.shared),
                   count: arguments.count, memory: memory, dmabufSource: source, buffers: arguments.buffers,
                   format: format, outputPath: arguments.output, container: container, directIO: directIO,
                   pngDirectory: arguments.pngDirectory, pngEvery: arguments.every ?? 1, errorFramePolicy: policy,
-                  frameTimeoutSeconds: arguments.timeoutSeconds ?? 5)
+                  frameTimeoutSeconds: arguments.timeoutSeconds ?? 5, corruptFramePolicy: corruptPolicy,
+                  jpegDirectory: arguments.jpegDirectory)
         reconnect = arguments.reconnect
         if let timeout = arguments.reconnectTimeoutSeconds {
             guard arguments.reconnect else { throw .usage("--reconnect-timeout needs --reconnect") }
@@ -200,8 +215,8 @@ public struct CaptureOptions: Sendable {
         if arguments.directIO != nil && arguments.output == nil {
             throw .usage("--direct-io \(directIO) needs -o FILE")
         }
-        if arguments.every != nil && arguments.pngDirectory == nil {
-            throw .usage("--every needs --png-dir DIR")
+        if arguments.every != nil && arguments.pngDirectory == nil && arguments.jpegDirectory == nil {
+            throw .usage("--every needs --png-dir DIR or --jpeg-dir DIR")
         }
         try validate()
     }
@@ -240,5 +255,6 @@ public struct CaptureOptions: Sendable {
             }
         }
         if let pngDirectory { try PNGSink.checkDirectory(pngDirectory) }
+        if let jpegDirectory { try JPEGSink.checkDirectory(jpegDirectory) }
     }
 }

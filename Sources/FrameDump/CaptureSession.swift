@@ -42,6 +42,8 @@ public final class CaptureSession {
         var firstTimestamp: Int64 = 0
         var lastTimestamp: Int64 = 0
         var interrupted = false
+        /// Frames a decoding sink (MJPEG to PNG or y4m) could not decode.
+        var framesNotDecoded = 0
         var startTime: Int64 = 0
         var startCPU: Int64 = 0
     }
@@ -61,7 +63,8 @@ public final class CaptureSession {
         try options.format.checkControls(on: device)
         var pin: CapturePin
         do {
-            pin = try CapturePin(device: device, configuration: options.format.pinConfiguration(errorFramePolicy: options.errorFramePolicy))
+            pin = try CapturePin(device: device, configuration: options.format.pinConfiguration(
+                errorFramePolicy: options.errorFramePolicy, corruptFramePolicy: options.corruptFramePolicy))
         } catch {
             throw FrameDumpError(error)
         }
@@ -73,12 +76,23 @@ public final class CaptureSession {
         let format = pin.format
 
         // Everything that can be checked before streaming.
+        // MJPEG/JPEG frames are decoded with TurboJPEG for y4m and PNG (MJPEGSinks.swift).
+        let jpegFormat = format.pixelFormat.isJPEG
         if options.outputPath != nil && options.container == .y4m {
-            try Y4MConverter.check(format)
+            if jpegFormat { try MJPEGY4MSink.check(format) } else { try Y4MConverter.check(format) }
         }
         var png: PNGSink?
+        var mjpegPNG: MJPEGPNGSink?
         if let directory = options.pngDirectory {
-            png = try PNGSink(directory: directory, every: options.pngEvery, format: format, device: device)
+            if jpegFormat {
+                mjpegPNG = try MJPEGPNGSink(directory: directory, every: options.pngEvery, format: format)
+            } else {
+                png = try PNGSink(directory: directory, every: options.pngEvery, format: format, device: device)
+            }
+        }
+        var jpeg: JPEGSink?
+        if let directory = options.jpegDirectory {
+            jpeg = try JPEGSink(directory: directory, every: options.pngEvery, format: format)
         }
         let candidate = try AllocatorPlan.candidate(memory: options.memory, source: options.dmabufSource, format: format,
                                                     backend: options.backend)
@@ -107,6 +121,7 @@ public final class CaptureSession {
 
         // The pin streams: now the outputs may be created.
         var sinks: [any FrameSink] = []
+        var decodingSinks: [any DecodingSink] = []
         var output: FrameOutput?
         do throws(FrameDumpError) {
             if let path = options.outputPath {
@@ -125,6 +140,12 @@ public final class CaptureSession {
                 switch options.container {
                 case .raw:
                     sinks.append(RawSink(output: stream))
+                case .y4m where jpegFormat:
+                    // The header waits for the first decoded frame: its chroma tag is the JPEG's.
+                    let sink = try MJPEGY4MSink(output: stream, format: format, frameInterval: pin.frameInterval,
+                                                framesPerSecond: options.format.framesPerSecond)
+                    sinks.append(sink)
+                    decodingSinks.append(sink)
                 case .y4m:
                     let sink = try Y4MSink(output: stream, format: format, frameInterval: pin.frameInterval,
                                            framesPerSecond: options.format.framesPerSecond)
@@ -135,6 +156,15 @@ public final class CaptureSession {
             if let png {
                 try png.createDirectory()
                 sinks.append(png)
+            }
+            if let mjpegPNG {
+                try mjpegPNG.createDirectory()
+                sinks.append(mjpegPNG)
+                decodingSinks.append(mjpegPNG)
+            }
+            if let jpeg {
+                try jpeg.createDirectory()
+                sinks.append(jpeg)
             }
         } catch {
             try? output?.close()
@@ -152,6 +182,12 @@ public final class CaptureSession {
             statistics.errorFlagged += earlier.errorFlagged
             statistics.skippedErrorFrames += earlier.skippedErrorFrames
             statistics.driverViolations += earlier.driverViolations
+            statistics.compressedEmpty += earlier.compressedEmpty
+            statistics.compressedMissingStartOfImage += earlier.compressedMissingStartOfImage
+            statistics.compressedTruncated += earlier.compressedTruncated
+            statistics.compressedBytesUsedOverLength += earlier.compressedBytesUsedOverLength
+            statistics.corruptSkipped += earlier.corruptSkipped
+            statistics.corruptDelivered += earlier.corruptDelivered
             let elapsed = Double(Clock.monotonicNanoseconds() - progress.startTime) / 1e9
             let cpu = Double(Clock.cpuMicroseconds() - progress.startCPU)
             var fps = 0.0
@@ -169,9 +205,13 @@ public final class CaptureSession {
                                   cpuMicrosecondsPerFrame: progress.framesWritten > 0 ? cpu / Double(progress.framesWritten) : 0,
                                   bytesWritten: output?.committedBytes ?? 0, framesDirect: output?.framesDirect ?? 0,
                                   framesBuffered: output?.framesBuffered ?? 0, directIO: directIODescription(output),
-                                  pngFilesWritten: png?.filesWritten ?? 0,
+                                  pngFilesWritten: (png?.filesWritten ?? 0) + (mjpegPNG?.filesWritten ?? 0),
                                   interrupted: progress.interrupted, durationSeconds: elapsed.isFinite ? elapsed : 0,
-                                  reconnects: reconnects, disconnectedSeconds: Double(disconnectedNanoseconds) / 1e9)
+                                  reconnects: reconnects, disconnectedSeconds: Double(disconnectedNanoseconds) / 1e9,
+                                  compressed: pin.framing.isCompressed ? CompressedSummary(
+                                    policy: options.corruptFramePolicy, statistics: statistics,
+                                    jpegFilesWritten: jpeg?.filesWritten ?? 0, framesNotDecoded: progress.framesNotDecoded,
+                                    lastDecodeError: decodingSinks.compactMap(\.lastDecodeError).last) : nil)
         }
 
         /// After an unplug: waits for the same device to come back, checks that it streams the
@@ -183,6 +223,12 @@ public final class CaptureSession {
             earlier.errorFlagged += pin.statistics.errorFlagged
             earlier.skippedErrorFrames += pin.statistics.skippedErrorFrames
             earlier.driverViolations += pin.statistics.driverViolations
+            earlier.compressedEmpty += pin.statistics.compressedEmpty
+            earlier.compressedMissingStartOfImage += pin.statistics.compressedMissingStartOfImage
+            earlier.compressedTruncated += pin.statistics.compressedTruncated
+            earlier.compressedBytesUsedOverLength += pin.statistics.compressedBytesUsedOverLength
+            earlier.corruptSkipped += pin.statistics.corruptSkipped
+            earlier.corruptDelivered += pin.statistics.corruptDelivered
             pin.stop()
             let deadline = lost + Int64(options.reconnectTimeoutSeconds * 1e9)
             var found: VideoDevice?
@@ -206,7 +252,8 @@ public final class CaptureSession {
             let returned = found!
             do {
                 try options.format.checkControls(on: returned)
-                let newPin = try CapturePin(device: returned, configuration: options.format.pinConfiguration(errorFramePolicy: options.errorFramePolicy))
+                let newPin = try CapturePin(device: returned, configuration: options.format.pinConfiguration(
+                errorFramePolicy: options.errorFramePolicy, corruptFramePolicy: options.corruptFramePolicy))
                 let newFormat = newPin.format
                 guard newFormat.pixelFormat == format.pixelFormat, newFormat.width == format.width, newFormat.height == format.height,
                       newFormat.planes.map(\.sizeImage) == format.planes.map(\.sizeImage),
@@ -292,6 +339,8 @@ public final class CaptureSession {
             }
             let index = progress.framesWritten
             let timestamp = pointer.info.timestampNanoseconds
+            var notDecodedBefore = 0
+            for sink in decodingSinks { notDecodedBefore += sink.framesNotDecoded }
             var sinkError: FrameDumpError?
             do {
                 try pointer.withPayload { payload in
@@ -305,6 +354,11 @@ public final class CaptureSession {
             pointer.unlock()
             pointer.release()
             if let sinkError { throw failure(sinkError) }
+            if !decodingSinks.isEmpty {
+                var notDecoded = 0
+                for sink in decodingSinks { notDecoded += sink.framesNotDecoded }
+                if notDecoded > notDecodedBefore { progress.framesNotDecoded += 1 }
+            }
             if index == 0 { progress.firstTimestamp = timestamp }
             progress.lastTimestamp = timestamp
             progress.framesWritten += 1
@@ -335,6 +389,9 @@ public final class CaptureSession {
     private func directIODescription(_ output: FrameOutput?) -> String? {
         guard let output else { return nil }
         if options.container == .y4m { return "not used: y4m frames start with a FRAME header, never aligned for O_DIRECT" }
+        if pin?.framing.isCompressed == true, output.framesDirect == 0, output.directIO.isActive {
+            return output.directIO.description + "; compressed frames vary in size, so most are not a whole number of blocks"
+        }
         return output.directIO.description
     }
 

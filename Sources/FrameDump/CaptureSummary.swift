@@ -1,3 +1,5 @@
+import FrameBridge
+
 /// What a capture did, printed at the end (text on standard error, or JSON with `--json`).
 public struct CaptureSummary: Hashable, Sendable, Codable {
     public var device: String
@@ -50,6 +52,8 @@ public struct CaptureSummary: Hashable, Sendable, Codable {
     public var reconnects: Int = 0
     /// Seconds without the device, over all reconnects: the gap in the stream.
     public var disconnectedSeconds: Double = 0
+    /// Compressed formats only (MJPEG, ...): frame validation and MJPEG outputs.
+    public var compressed: CompressedSummary? = nil
 
     /// The text summary, one item per line.
     public func render() -> String {
@@ -73,10 +77,65 @@ public struct CaptureSummary: Hashable, Sendable, Codable {
         if reconnects > 0 {
             text += "  reconnects       : \(reconnects) (\(FrameDumpFormatting.decimal(disconnectedSeconds)) s without the device)\n"
         }
+        if let compressed { text += compressed.render() }
         text += "  interrupted      : \(interrupted ? "yes" : "no")\n"
         return text
     }
 
     /// The JSON summary (camelCase keys).
     public func json() -> String { FrameDumpJSON.encode(self) }
+}
+
+/// The compressed-frame part of a capture summary: each validation case counted separately.
+public struct CompressedSummary: Hashable, Sendable, Codable {
+    /// `--corrupt-frames`: `skip` or `deliver`.
+    public var corruptFrames: String
+    /// Frames with bytesused 0.
+    public var corruptEmpty: Int
+    /// JPEG frames without an SOI marker (FF D8) at the start.
+    public var corruptMissingSOI: Int
+    /// JPEG frames without an EOI marker (FF D9) at the end, after at most
+    /// ``JPEGFrameCheck/maximumTrailingPadding`` zero bytes: truncated.
+    public var corruptTruncated: Int
+    /// Frames whose bytesused was larger than the buffer.
+    public var corruptBytesUsedOverLength: Int
+    /// Corrupt frames given back to the driver unwritten (`skip`).
+    public var corruptSkipped: Int
+    /// Corrupt frames written, flagged (`deliver`); they count in framesWritten.
+    public var corruptDelivered: Int
+    /// The last corrupt frame, described.
+    public var lastCorruption: String?
+    /// `--jpeg-dir` files written.
+    public var jpegFilesWritten: Int
+    /// Frames that PNG or y4m output could not decode (corrupt, or refused by libjpeg): no
+    /// picture was made of them.
+    public var framesNotDecoded: Int
+    public var lastDecodeError: String?
+
+    public init(policy: CorruptFramePolicy, statistics: CaptureStatistics, jpegFilesWritten: Int, framesNotDecoded: Int,
+                lastDecodeError: String?) {
+        corruptFrames = policy.rawValue
+        corruptEmpty = statistics.compressedEmpty
+        corruptMissingSOI = statistics.compressedMissingStartOfImage
+        corruptTruncated = statistics.compressedTruncated
+        corruptBytesUsedOverLength = statistics.compressedBytesUsedOverLength
+        corruptSkipped = statistics.corruptSkipped
+        corruptDelivered = statistics.corruptDelivered
+        lastCorruption = statistics.lastCorruption
+        self.jpegFilesWritten = jpegFilesWritten
+        self.framesNotDecoded = framesNotDecoded
+        self.lastDecodeError = lastDecodeError
+    }
+
+    func render() -> String {
+        var text = "  corrupt frames   : \(corruptSkipped) skipped, \(corruptDelivered) delivered (--corrupt-frames \(corruptFrames)): "
+        text += "\(corruptEmpty) empty, \(corruptMissingSOI) without SOI, \(corruptTruncated) truncated (no EOI), "
+        text += "\(corruptBytesUsedOverLength) bytesused > length\n"
+        if let lastCorruption { text += "  last corrupt     : \(lastCorruption)\n" }
+        if jpegFilesWritten > 0 { text += "  jpeg files       : \(jpegFilesWritten)\n" }
+        if framesNotDecoded > 0 {
+            text += "  not decoded      : \(framesNotDecoded) frames got no picture\(lastDecodeError.map { "; last: \($0)" } ?? "")\n"
+        }
+        return text
+    }
 }

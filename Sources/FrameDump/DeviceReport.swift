@@ -51,6 +51,8 @@ public struct SizeReport: Hashable, Sendable, Codable {
 public struct FormatReport: Hashable, Sendable, Codable {
     public var pixelFormat: FourCC
     public var description: String
+    /// V4L2_FMT_FLAG_COMPRESSED, or a known compressed fourcc (MJPG, JPEG, H264, ...).
+    public var compressed: Bool = false
     public var sizes: [SizeReport]
 }
 
@@ -144,7 +146,8 @@ public struct DeviceReport: Hashable, Sendable, Codable {
                         sizes.append(try sizeReport(size, pixelFormat: description.pixelFormat, device: device))
                     }
                     report.formats.append(FormatReport(pixelFormat: description.pixelFormat,
-                                                       description: description.description, sizes: sizes))
+                                                       description: description.description,
+                                                       compressed: description.isCompressed, sizes: sizes))
                 }
             }
             for control in try device.controls() {
@@ -219,7 +222,7 @@ public struct DeviceReport: Hashable, Sendable, Codable {
         if !formats.isEmpty {
             text += "Formats:\n"
             for format in formats {
-                text += "  '\(format.pixelFormat)' (\(format.description))\n"
+                text += "  '\(format.pixelFormat)' (\(format.description))\(format.compressed ? ", compressed" : "")\n"
                 for size in format.sizes {
                     text += "    Size: \(size.kind) \(size.text)\n"
                     for interval in size.intervals {

@@ -174,8 +174,9 @@ public final class PNGSink: FrameSink {
         }
         let path = "\(directory)/\(PNGSink.fileName(index: index))"
         let result = errorText.withUnsafeMutableBufferPointer { text in
-            cv4l2_write_png_rgb24(path, rgb.baseAddress!.assumingMemoryBound(to: UInt8.self), format.width, format.height,
-                                  Int(format.width) * 3, text.baseAddress, text.count)
+            cv4l2_write_png_rgb24_level(path, rgb.baseAddress!.assumingMemoryBound(to: UInt8.self), format.width, format.height,
+                                        Int(format.width) * 3, PNGEncoding.compressionLevel, PNGEncoding.filters,
+                                        text.baseAddress, text.count)
         }
         if result != 0 {
             let message = errorText.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }

@@ -112,6 +112,17 @@ public struct FourCC: RawRepresentable, Hashable, Sendable, Codable, CustomStrin
     public static let grey = FourCC("GREY")!
     public static let rgb24 = FourCC("RGB3")!
     public static let mjpeg = FourCC("MJPG")!
+    public static let jpeg = FourCC("JPEG")!
+
+    /// The JPEG family: frames are whole JPEG pictures (SOI ... EOI) of varying size.
+    public var isJPEG: Bool { self == .mjpeg || self == .jpeg }
+
+    /// Compressed formats known by fourcc, for drivers that do not set V4L2_FMT_FLAG_COMPRESSED.
+    public static let knownCompressed: [FourCC] = ["MJPG", "JPEG", "H264", "HEVC", "VP80", "VP90", "MPG1", "MPG2", "MPG4"]
+        .compactMap { FourCC($0) }
+
+    /// Whether frames of this format are compressed (by fourcc; see ``FormatDescription/isCompressed``).
+    public var isKnownCompressed: Bool { FourCC.knownCompressed.contains(self) }
 }
 
 /// A rational number, for frame intervals (seconds per frame).
@@ -275,6 +286,12 @@ public struct FormatDescription: Hashable, Sendable, Codable {
     public var flags: UInt32
     public var description: String
     public var pixelFormat: FourCC
+
+    /// V4L2_FMT_FLAG_COMPRESSED.
+    public static let flagCompressed: UInt32 = 0x0001
+
+    /// The driver flags the format as compressed, or its fourcc is a known compressed one.
+    public var isCompressed: Bool { flags & FormatDescription.flagCompressed != 0 || pixelFormat.isKnownCompressed }
 }
 
 /// A frame size (VIDIOC_ENUM_FRAMESIZES).

@@ -237,6 +237,12 @@ extension SimulatedDevice {
                 } else {
                     raw.pointee.bytesused = raw.pointee.length + 1
                 }
+            case .bytesUsedZero:
+                if isMultiplanar {
+                    raw.pointee.m.planes![0].bytesused = 0
+                } else {
+                    raw.pointee.bytesused = 0
+                }
             case .dataOffsetNotBelowBytesUsed:
                 raw.pointee.m.planes![0].data_offset = raw.pointee.m.planes![0].bytesused
             default:

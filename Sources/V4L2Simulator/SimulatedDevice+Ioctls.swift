@@ -118,6 +118,7 @@ extension SimulatedDevice {
         desc.pointee.type = type
         SystemCalls.copy(format.description, into: &desc.pointee.description)
         desc.pointee.pixelformat = format.fourcc.rawValue
+        if format.isCompressed { desc.pointee.flags = 0x0001 } // V4L2_FMT_FLAG_COMPRESSED
         return nil
     }
 

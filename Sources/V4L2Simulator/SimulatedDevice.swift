@@ -81,6 +81,10 @@ final class SimulatedDevice {
 
     // Faults and statistics.
     var faults: [SimulatedFault] = []
+    /// The JPEG pictures of the current MJPEG format, encoded at the first frame.
+    var jpegFrames: SimulatedJPEGFrames?
+    /// Pictures of another subsampling, for the `jpegSubsampling` fault.
+    var otherJPEGFrames: SimulatedJPEGFrames?
     var requestCounts: [(request: UInt, count: Int)] = []
 
     static let timestampMonotonic: UInt32 = 0x0000_2000
@@ -99,7 +103,8 @@ final class SimulatedDevice {
         maximumBuffers = Int(min(max(configuration.maximumBuffers, 1), 32))
         minimumBuffers = min(Int(max(configuration.minimumBuffers, 1)), maximumBuffers)
         dataOffset = configuration.multiplanar ? configuration.dataOffset : 0
-        pixelFormats = SimulatedPixelFormat.formats(multiplanar: configuration.multiplanar)
+        pixelFormats = SimulatedPixelFormat.formats(multiplanar: configuration.multiplanar,
+                                                    mjpeg: configuration.mjpeg != nil && !configuration.multiplanar)
         var capabilities: UInt32 = 0x10 // V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS
         for kind in configuration.memoryKinds {
             switch kind {
@@ -191,21 +196,32 @@ final class SimulatedDevice {
         return false
     }
 
-    /// Takes the first pending frame fault: (sequence numbers to skip, error flag).
-    func takeFrameFault() -> (skip: UInt32, error: Bool) {
+    /// What a frame fault does to the next frame.
+    struct FrameFault {
+        var skip: UInt32 = 0
+        var error = false
+        /// An MJPEG fault (truncatedJPEG, missingSOI, undecodableJPEG, jpegSubsampling).
+        var jpeg: SimulatedFault?
+    }
+
+    /// Takes the first pending frame fault. MJPEG faults stay pending on other formats.
+    func takeFrameFault() -> FrameFault {
         for i in faults.indices {
             switch faults[i] {
             case .dropFrames(let count):
                 faults.remove(at: i)
-                return (UInt32(clamping: max(count, 0)), false)
+                return FrameFault(skip: UInt32(clamping: max(count, 0)))
             case .errorFlag:
                 faults.remove(at: i)
-                return (0, true)
+                return FrameFault(error: true)
+            case .truncatedJPEG, .missingSOI, .undecodableJPEG, .jpegSubsampling:
+                guard format.pixelFormat.isCompressed else { continue }
+                return FrameFault(jpeg: faults.remove(at: i))
             default:
                 continue
             }
         }
-        return (0, false)
+        return FrameFault()
     }
 
     /// Takes the first pending result fault that can apply to the buffer just dequeued.
@@ -230,6 +246,9 @@ final class SimulatedDevice {
             case .bytesUsedOverLength:
                 faults.remove(at: i)
                 return (.bytesUsedOverLength, dequeuedIndex)
+            case .bytesUsedZero:
+                faults.remove(at: i)
+                return (.bytesUsedZero, dequeuedIndex)
             case .dataOffsetNotBelowBytesUsed where isMultiplanar:
                 faults.remove(at: i)
                 return (.dataOffsetNotBelowBytesUsed, dequeuedIndex)
@@ -248,10 +267,12 @@ final class SimulatedDevice {
         guard streaming, started, !fatal, !disconnected, let index = queued.removeFirst() else { return false }
         var sequence = nextSequence
         var hasError = false
+        var jpegFault: SimulatedFault?
         if !faults.isEmpty {
             let fault = takeFrameFault()
             sequence &+= fault.skip
             hasError = fault.error
+            jpegFault = fault.jpeg
         }
         nextSequence = sequence &+ 1
         var now = SystemCalls.monotonicNanoseconds()
@@ -263,14 +284,18 @@ final class SimulatedDevice {
         buffers[index].field = SimulatedDevice.fieldNone
         buffers[index].hasError = hasError
         let planeCount = buffers[index].planes.count
-        for p in 0..<planeCount {
-            if isCapture {
-                let bytesUsed = format.planes[p].sizeImage
-                buffers[index].planes[p].bytesUsed = bytesUsed
-                buffers[index].planes[p].dataOffset = p == 0 ? dataOffset : 0
-                if fillsPayload, let address = address(ofPlane: p, buffer: index) {
-                    let available = Int(buffers[index].planes[p].length)
-                    SimulatedPattern.fill(address, count: min(Int(bytesUsed), available), sequence: sequence, plane: p)
+        if isCapture && format.pixelFormat.isCompressed {
+            produceJPEG(buffer: index, sequence: sequence, fault: jpegFault)
+        } else {
+            for p in 0..<planeCount {
+                if isCapture {
+                    let bytesUsed = format.planes[p].sizeImage
+                    buffers[index].planes[p].bytesUsed = bytesUsed
+                    buffers[index].planes[p].dataOffset = p == 0 ? dataOffset : 0
+                    if fillsPayload, let address = address(ofPlane: p, buffer: index) {
+                        let available = Int(buffers[index].planes[p].length)
+                        SimulatedPattern.fill(address, count: min(Int(bytesUsed), available), sequence: sequence, plane: p)
+                    }
                 }
             }
         }
@@ -278,6 +303,60 @@ final class SimulatedDevice {
         done.append(index)
         framesProduced += 1
         return true
+    }
+
+    /// Fills buffer `index` with JPEG picture `sequence % variants` (and the configured padding),
+    /// damaged as `fault` says. bytesused is the picture's size, cut to the buffer's length.
+    func produceJPEG(buffer index: Int, sequence: UInt32, fault: SimulatedFault?) {
+        let settings = configuration.mjpeg ?? SimulatedMJPEG()
+        buffers[index].planes[0].dataOffset = 0
+        let available = Int(buffers[index].planes[0].length)
+        var subsampling = settings.subsampling
+        if case .jpegSubsampling(let other) = fault { subsampling = other }
+        let frames = jpegPictures(subsampling: subsampling, settings: settings)
+        let picture = frames.isEmpty ? [] : frames[Int(sequence) % frames.count]
+        var used = min(picture.count + settings.trailingPadding, available)
+        guard let address = address(ofPlane: 0, buffer: index) else {
+            buffers[index].planes[0].bytesUsed = UInt32(used)
+            return
+        }
+        let bytes = address.assumingMemoryBound(to: UInt8.self)
+        picture.withUnsafeBufferPointer { source in
+            bytes.update(from: source.baseAddress!, count: min(source.count, available))
+        }
+        if used > picture.count { (bytes + picture.count).initialize(repeating: 0, count: used - picture.count) }
+        switch fault {
+        case .truncatedJPEG?:
+            used = min(picture.count / 2, used)
+        case .missingSOI?:
+            if used >= 2 { bytes[0] = 0; bytes[1] = 0 }
+        case .undecodableJPEG?:
+            used = min(64, available)
+            bytes.initialize(repeating: 0, count: used)
+            if used >= 4 {
+                bytes[0] = 0xFF; bytes[1] = 0xD8
+                bytes[used - 2] = 0xFF; bytes[used - 1] = 0xD9
+            }
+        default:
+            break
+        }
+        buffers[index].planes[0].bytesUsed = UInt32(used)
+    }
+
+    /// The encoded pictures for the current size and `subsampling` (encoded on first use).
+    func jpegPictures(subsampling: Int32, settings: SimulatedMJPEG) -> [[UInt8]] {
+        func matches(_ cache: SimulatedJPEGFrames?) -> Bool {
+            cache.map { $0.width == format.width && $0.height == format.height && $0.subsampling == subsampling } ?? false
+        }
+        if matches(jpegFrames) { return jpegFrames!.frames }
+        if matches(otherJPEGFrames) { return otherJPEGFrames!.frames }
+        let frames = (0..<settings.variants).compactMap {
+            SimulatedJPEG.encode(width: Int(format.width), height: Int(format.height), variant: $0,
+                                 subsampling: subsampling, quality: settings.quality)
+        }
+        let made = SimulatedJPEGFrames(width: format.width, height: format.height, subsampling: subsampling, frames: frames)
+        if subsampling == settings.subsampling { jpegFrames = made } else { otherJPEGFrames = made }
+        return frames
     }
 
     /// Where the simulator writes plane `plane` of buffer `index`.
@@ -440,6 +519,7 @@ final class SimulatedDevice {
         let width = max(size.width & ~1, 2)
         let height = pixelFormat.isVerticallySubsampled ? max(size.height & ~1, 2) : max(size.height, 1)
         return SimulatedFormat(pixelFormat: pixelFormat, width: width, height: height,
-                               planes: pixelFormat.planes(width: width, height: height, dataOffset: dataOffset))
+                               planes: pixelFormat.planes(width: width, height: height, dataOffset: dataOffset,
+                                                          maximumFrameSize: configuration.mjpeg?.maximumFrameSize))
     }
 }

@@ -37,6 +37,30 @@ public enum SimulatedFrameSizes: Sendable, Hashable {
     ])
 }
 
+/// The MJPEG format of a simulated camera: real baseline JPEG pictures, encoded with
+/// TurboJPEG from a test pattern when the format is first streamed, one per variant, the
+/// variants cycling with the sequence number.
+public struct SimulatedMJPEG: Sendable, Hashable {
+    /// TurboJPEG subsampling (`TJSAMP_420` = 2, `TJSAMP_422` = 1, ...).
+    public var subsampling: Int32
+    public var quality: Int32
+    /// Different pictures (a square moves across colour bars); frame `n` is variant `n % variants`.
+    public var variants: Int
+    /// Zero bytes after the EOI marker, inside bytesused (cameras pad frames).
+    public var trailingPadding: Int
+    /// sizeimage; nil for width x height x 2 (typical of a UVC camera's dwMaxVideoFrameSize).
+    public var maximumFrameSize: UInt32?
+
+    public init(subsampling: Int32 = 2, quality: Int32 = 85, variants: Int = 4, trailingPadding: Int = 0,
+                maximumFrameSize: UInt32? = nil) {
+        self.subsampling = subsampling
+        self.quality = quality
+        self.variants = max(1, variants)
+        self.trailingPadding = max(0, trailingPadding)
+        self.maximumFrameSize = maximumFrameSize
+    }
+}
+
 /// What a simulated V4L2 device looks like and how it behaves.
 public struct SimulatedDeviceConfiguration: Sendable, Hashable {
     /// Capture through `V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE` only (else single-planar only).
@@ -76,6 +100,8 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
     /// Whether frames get the ``SimulatedPattern`` bytes; false leaves the memory untouched
     /// (for benchmarks that measure everything but the copy).
     public var fillsPayload: Bool
+    /// Offer MJPEG (single-planar devices only; last in ENUM_FMT, flagged compressed); nil for none.
+    public var mjpeg: SimulatedMJPEG?
 
     public init(multiplanar: Bool = false,
                 canCapture: Bool = true,
@@ -93,7 +119,8 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
                 initialWidth: UInt32 = 640,
                 initialHeight: UInt32 = 360,
                 production: SimulatedFrameProduction = .onDemand,
-                fillsPayload: Bool = true) {
+                fillsPayload: Bool = true,
+                mjpeg: SimulatedMJPEG? = nil) {
         self.multiplanar = multiplanar
         self.canCapture = canCapture
         self.memoryKinds = memoryKinds
@@ -111,6 +138,7 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
         self.initialHeight = initialHeight
         self.production = production
         self.fillsPayload = fillsPayload
+        self.mjpeg = mjpeg
     }
 
     /// The buffer type of the device's one queue.

@@ -21,6 +21,17 @@ public enum SimulatedFault: Sendable, Hashable, CustomStringConvertible {
     /// Result: plane 0's `data_offset` equals its `bytesused` (multi-planar devices only;
     /// it stays pending on a single-planar one, which has no `data_offset`).
     case dataOffsetNotBelowBytesUsed
+    /// Result: plane 0's `bytesused` is 0.
+    case bytesUsedZero
+    /// Frame (MJPEG): the next frame is cut to half its size, so it has no EOI marker.
+    case truncatedJPEG
+    /// Frame (MJPEG): the next frame's first two bytes (the SOI marker) are zeroed.
+    case missingSOI
+    /// Frame (MJPEG): the next frame is an SOI, zeros and an EOI: sound markers, nothing decodable.
+    case undecodableJPEG
+    /// Frame (MJPEG): the next frame is encoded with TurboJPEG subsampling `subsampling`
+    /// (e.g. 1 = 4:2:2) instead of the configured one.
+    case jpegSubsampling(Int32)
     /// Frame: the next frame is returned with V4L2_BUF_FLAG_ERROR.
     case errorFlag
     /// Frame: the next frame's sequence number skips `count` numbers, as when the driver drops frames.
@@ -44,6 +55,11 @@ public enum SimulatedFault: Sendable, Hashable, CustomStringConvertible {
         case .indexNotQueued: return "indexNotQueued"
         case .bytesUsedOverLength: return "bytesUsedOverLength"
         case .dataOffsetNotBelowBytesUsed: return "dataOffsetNotBelowBytesUsed"
+        case .bytesUsedZero: return "bytesUsedZero"
+        case .truncatedJPEG: return "truncatedJPEG"
+        case .missingSOI: return "missingSOI"
+        case .undecodableJPEG: return "undecodableJPEG"
+        case .jpegSubsampling(let value): return "jpegSubsampling(\(value))"
         case .errorFlag: return "errorFlag"
         case .dropFrames(let count): return "dropFrames(\(count))"
         case .interrupted(let count): return "interrupted(\(count))"

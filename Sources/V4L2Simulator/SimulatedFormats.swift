@@ -8,22 +8,30 @@ struct SimulatedPixelFormat {
     let planeCount: Int
     /// 4:2:0 formats need an even height.
     let isVerticallySubsampled: Bool
+    /// ENUM_FMT reports V4L2_FMT_FLAG_COMPRESSED; frames are JPEG pictures of varying size.
+    var isCompressed = false
 
     static let yuyv = SimulatedPixelFormat(fourcc: .yuyv, description: "YUYV 4:2:2", planeCount: 1, isVerticallySubsampled: false)
     static let rgb24 = SimulatedPixelFormat(fourcc: .rgb24, description: "24-bit RGB 8-8-8", planeCount: 1, isVerticallySubsampled: false)
     static let nv12 = SimulatedPixelFormat(fourcc: .nv12, description: "Y/UV 4:2:0", planeCount: 1, isVerticallySubsampled: true)
     static let nv12m = SimulatedPixelFormat(fourcc: .nv12m, description: "Y/UV 4:2:0 (N-C)", planeCount: 2, isVerticallySubsampled: true)
+    /// uvcvideo's name for it.
+    static let mjpeg = SimulatedPixelFormat(fourcc: .mjpeg, description: "Motion-JPEG", planeCount: 1,
+                                            isVerticallySubsampled: false, isCompressed: true)
 
-    /// The formats of a device, in VIDIOC_ENUM_FMT order.
-    static func formats(multiplanar: Bool) -> [SimulatedPixelFormat] {
-        multiplanar ? [.yuyv, .rgb24, .nv12, .nv12m] : [.yuyv, .rgb24, .nv12]
+    /// The formats of a device, in VIDIOC_ENUM_FMT order (MJPEG last, when configured).
+    static func formats(multiplanar: Bool, mjpeg: Bool = false) -> [SimulatedPixelFormat] {
+        (multiplanar ? [.yuyv, .rgb24, .nv12, .nv12m] : [.yuyv, .rgb24, .nv12]) + (mjpeg ? [.mjpeg] : [])
     }
 
     /// Bytes per line and image size of each plane for a frame of `width` x `height`;
-    /// `dataOffset` is added to plane 0's size.
-    func planes(width: UInt32, height: UInt32, dataOffset: UInt32) -> [PlaneFormat] {
+    /// `dataOffset` is added to plane 0's size. MJPEG: bytes per line 0 and sizeimage the
+    /// largest frame (`maximumFrameSize`, as uvcvideo reports the camera's dwMaxVideoFrameSize).
+    func planes(width: UInt32, height: UInt32, dataOffset: UInt32, maximumFrameSize: UInt32? = nil) -> [PlaneFormat] {
         var result: [PlaneFormat]
         switch fourcc {
+        case .mjpeg:
+            result = [PlaneFormat(bytesPerLine: 0, sizeImage: maximumFrameSize ?? width * height * 2)]
         case .yuyv:
             result = [PlaneFormat(bytesPerLine: width * 2, sizeImage: width * 2 * height)]
         case .rgb24:

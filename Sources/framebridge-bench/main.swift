@@ -13,6 +13,9 @@
 //                                                 B-byte frame from memory, N times, to FILE; no
 //                                                 capture. The least a tool that hands its
 //                                                 frames to that file system with write(2) spends.
+//   framebridge-bench mjpeg [--frames N] [--width W] [--height H]
+//                                                 MJPEG decode (TurboJPEG vs libv4lconvert) and
+//                                                 PNG writing by zlib level (MJPEGBench.swift)
 //
 // Each prints `figure: NAME value VALUE reference REFERENCE` lines that tools/bench collects.
 import CMallocCounter
@@ -160,6 +163,8 @@ func startPin(_ backend: SimulatedV4L2Backend, frames: Int) -> CapturePin {
 let mode = CommandLine.arguments.dropFirst().first ?? "all"
 var sink = 0
 
+if mode == "mjpeg" { runMJPEGBench() }
+
 if mode == "allocations" || mode == "all" {
     let frames = argument("--frames", default: 1000)
     // The counter must see allocations, or a 0 below would mean nothing.
@@ -182,6 +187,21 @@ if mode == "allocations" || mode == "all" {
         let stats = pin.statistics
         pin.stop()
         print("figure: \(name) value \(Double(allocations) / Double(frames)) reference 0 frames \(frames) total \(allocations) delivered \(stats.delivered)")
+    }
+
+    // The same locked-read loop on an MJPEG camera: every frame's markers are validated.
+    do {
+        let backend = SimulatedV4L2Backend(path: devicePath, configuration: SimulatedDeviceConfiguration(
+            initialPixelFormat: .mjpeg, initialWidth: 640, initialHeight: 360, production: .onDemand, mjpeg: SimulatedMJPEG()))
+        let pin = startPin(backend, frames: 4)
+        sink &+= runBridge(pin, frames: 200)
+        let start = cmalloc_counter_allocations()
+        sink &+= runBridge(pin, frames: frames)
+        let allocations = cmalloc_counter_allocations() - start
+        let stats = pin.statistics
+        pin.stop()
+        guard pin.framing.isCompressed, stats.corruptSkipped == 0 else { fail("mjpeg: not a compressed stream or corrupt frames") }
+        print("figure: heap-allocations-per-frame-mjpeg value \(Double(allocations) / Double(frames)) reference 0 frames \(frames) total \(allocations) delivered \(stats.delivered)")
     }
 }
 

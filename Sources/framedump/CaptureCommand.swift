@@ -16,7 +16,12 @@ struct CaptureCommand: ParsableCommand {
         progress line and the text summary. SIGINT/SIGTERM stop the capture cleanly after the current \
         frame: the output keeps every whole frame, the summary says interrupted, the exit code is 0. \
         With --memory dmabuf, --dmabuf-from names the exporter; a requested allocator that selection \
-        rejects is an error (no fall-back to mmap).
+        rejects is an error (no fall-back to mmap). \
+        Compressed formats (MJPEG): every frame is checked before it is written (bytesused 0, no SOI \
+        marker, no EOI marker at the end = truncated, bytesused > length); --corrupt-frames skip (the \
+        default) gives such frames back to the driver unwritten, deliver writes them; the summary counts \
+        each case. --jpeg-dir writes the frames as they came, one .jpg each; --png-dir and --container y4m \
+        decode them (y4m takes its chroma layout from the JPEG: 4:2:0 -> C420jpeg, 4:2:2 -> C422).
         """
     )
 
@@ -42,11 +47,17 @@ struct CaptureCommand: ParsableCommand {
     @Option(name: .customLong("png-dir"), help: ArgumentHelp("Write PNG pictures of frames (frame-000000.png, ...) into DIR.", valueName: "DIR"))
     var pngDirectory: String?
 
-    @Option(name: .customLong("every"), parsing: .unconditional, help: ArgumentHelp("With --png-dir: a picture of every Nth frame (default 1).", valueName: "N"))
+    @Option(name: .customLong("jpeg-dir"), help: ArgumentHelp("MJPEG: write each frame as it came (frame-000000.jpg, ...) into DIR, each file whole or not at all.", valueName: "DIR"))
+    var jpegDirectory: String?
+
+    @Option(name: .customLong("every"), parsing: .unconditional, help: ArgumentHelp("With --png-dir or --jpeg-dir: a file of every Nth frame (default 1).", valueName: "N"))
     var every: Int?
 
     @Option(name: .customLong("error-frames"), help: ArgumentHelp("Frames with the ERROR flag: deliver (default) or skip.", valueName: "deliver|skip"))
     var errorFrames: String?
+
+    @Option(name: .customLong("corrupt-frames"), help: ArgumentHelp("Compressed frames that fail validation (empty, no SOI, truncated, bytesused > length): skip (default) or deliver.", valueName: "deliver|skip"))
+    var corruptFrames: String?
 
     @Option(name: .customLong("timeout"), help: ArgumentHelp("Fail when no frame arrives for this many seconds (default 5).", valueName: "SECONDS"))
     var timeout: Double?
@@ -69,7 +80,7 @@ struct CaptureCommand: ParsableCommand {
                                          size: format.size, fps: format.fps, setControls: format.setControls, output: output,
                                          container: container, pngDirectory: pngDirectory, every: every,
                                          errorFrames: errorFrames, timeoutSeconds: timeout, libv4l2: device.libv4l2,
-                                         directIO: directIO)
+                                         directIO: directIO, corruptFrames: corruptFrames, jpegDirectory: jpegDirectory)
         arguments.reconnect = reconnect
         arguments.reconnectTimeoutSeconds = reconnectTimeout
         let options = try CaptureOptions(arguments: arguments)
