@@ -77,7 +77,8 @@ public final class MJPEGY4MSink: DecodingSink {
 
     /// The header for a stream of `header`'s layout.
     public func headerLine(_ header: JPEGHeader) -> String {
-        "YUV4MPEG2 W\(header.width) H\(header.height) F\(rate.numerator):\(rate.denominator) Ip A1:1 C\(y4mTag(header.subsampling) ?? "420jpeg")\n"
+        // JFIF's YCbCr is full range; XCOLORRANGE=FULL says so (ffmpeg reads it as color_range pc).
+        "YUV4MPEG2 W\(header.width) H\(header.height) F\(rate.numerator):\(rate.denominator) Ip A1:1 C\(y4mTag(header.subsampling) ?? "420jpeg") XCOLORRANGE=FULL\n"
     }
 
     private func writeHeader(_ header: JPEGHeader) throws(FrameDumpError) {

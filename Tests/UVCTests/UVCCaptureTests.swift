@@ -347,3 +347,36 @@ final class UVCCaptureTests: XCTestCase {
         print("uvc: two cameras at once (\(a.node), \(b.node)): 15 frames each, every one its own camera's")
     }
 }
+
+/// Allocator selection on uvcvideo's framing: a candidate that does not fit is rejected with a
+/// reason and never initialized, and the default (MMAP) streams.
+final class UVCSelectionTests: XCTestCase {
+    func testUnfitCandidatesAreRejectedAndTheFallbackStreams() throws {
+        let camera = try EmulatedCamera()
+        for (format, planeBytes) in [(FourCC.yuyv, 460_800), (FourCC.mjpeg, 460_800)] {
+            let device = try VideoDevice(path: camera.node)
+            let pin = try CapturePin(device: device, configuration: PinConfiguration(
+                pixelFormat: format, width: 640, height: 360, framesPerSecond: 15))
+            // User memory too small for the plane (for MJPEG: below sizeimage, the bound of a
+            // compressed frame), and device memory for a CPU consumer.
+            let small = SpyAllocator(UserPointerAllocator(planeSizes: [planeBytes / 2]))
+            let deviceMemory = SpyAllocator(DMABufAllocator(exporter: DRMDumbBufferExporter()))
+            let result = try pin.start(AllocatorSelection(candidates: [small, deviceMemory]))
+            defer { pin.stop() }
+            XCTAssertTrue(result.fellBackToDefault, "\(format)")
+            XCTAssertEqual(result.rejections.count, 2, "\(result.rejections)")
+            XCTAssertTrue(result.rejections.allSatisfy { !$0.reason.isEmpty })
+            XCTAssertFalse(small.steps.contains("initialize"), "a rejected allocator was initialized: \(small.steps)")
+            XCTAssertFalse(deviceMemory.steps.contains("initialize"), "a rejected allocator was initialized")
+            XCTAssertTrue(result.chosen.name.contains("kernel-pool"), result.chosen.name)
+            var frames = 0
+            while frames < 3 {
+                guard var frame = try pin.next(timeoutMilliseconds: 5000) else { break }
+                try frame.withLockedPayload { payload in XCTAssertGreaterThan(payload.plane(0).count, 0) }
+                frames += 1
+            }
+            XCTAssertEqual(frames, 3, "\(format): the fallback did not stream")
+            print("uvc: \(format) selection: \(result.rejections.map(\.description).joined(separator: "; ")); fell back to \(result.chosen.name), streamed")
+        }
+    }
+}

@@ -55,8 +55,8 @@ enum UVC {
             if bytes[i] == 0xFF && bytes[i + 1] == 0xD8 && bytes[i + 2] == 0xFF { starts.append(i) }
             i += 1
         }
-        // An SOI can only follow the previous frame's EOI (or start the file).
-        starts = starts.filter { $0 == 0 || (bytes[$0 - 2] == 0xFF && bytes[$0 - 1] == 0xD9) || $0 == starts.first }
+        // FF D8 never occurs inside entropy-coded data (an FF there is followed by 00 or RSTn),
+        // so every SOI starts a frame, also after a truncated one.
         return starts.enumerated().map { (k, start) in
             let end = k + 1 < starts.count ? starts[k + 1] : bytes.count
             return Data(bytes[start..<end])
