@@ -24,9 +24,11 @@ final class UVCCompressedTests: XCTestCase {
     /// ffmpeg's decoding of an image file to packed RGB, its chroma interpolated (ffmpeg's
     /// default conversion repeats each chroma sample; libjpeg-turbo interpolates, as these
     /// flags make ffmpeg do: a check with a 4:2:2 JPEG of colour bars gave 0/255 apart).
+    /// `-cpuflags 0` keeps ffmpeg on its C code: in the VM (QEMU's `-cpu max`) its SIMD
+    /// conversion rounded a few pixels one step further (3/255) than on the host.
     func ffmpegRGB(_ path: String) throws -> [UInt8] {
         let out = path + ".rgb"
-        let run = try UVC.run("/usr/bin/ffmpeg", ["-v", "error", "-y", "-i", path, "-sws_flags", "bilinear+full_chroma_int+accurate_rnd",
+        let run = try UVC.run("/usr/bin/ffmpeg", ["-v", "error", "-cpuflags", "0", "-y", "-i", path, "-sws_flags", "bilinear+full_chroma_int+accurate_rnd",
                                                   "-f", "rawvideo", "-pix_fmt", "rgb24", out])
         XCTAssertEqual(run.status, 0, run.stderr)
         return [UInt8](try UVC.read(out))
