@@ -97,9 +97,16 @@ final class UVCCompressedTests: XCTestCase {
                 let ours = try ffmpegRGB("\(dir)-png/\(name)"), reference = try ffmpegRGB(jpegPath)
                 XCTAssertEqual(ours.count, width * height * 3)
                 XCTAssertEqual(ours.count, reference.count)
-                let worst = zip(ours, reference).map { abs(Int($0) - Int($1)) }.max() ?? 255
-                XCTAssertLessThanOrEqual(worst, 2, "\(name): differs from ffmpeg's decoding by up to \(worst)/255")
-                print("uvc: mjpeg \(width)x\(height) \(name): within \(worst)/255 of ffmpeg's decoding")
+                let differences = zip(ours, reference).map { abs(Int($0) - Int($1)) }
+                let worst = differences.max() ?? 255
+                let beyond = differences.filter { $0 > 2 }.count
+                // Within 2/255 but where chroma is interpolated across a colour bar's edge: there
+                // libjpeg-turbo's and swscale's filters differ by one more step (at 320x180, 164 of
+                // 172,800 values, all in the column beside the edge at x = 280, are 3/255 apart).
+                XCTAssertLessThanOrEqual(worst, 3, "\(name): differs from ffmpeg's decoding by up to \(worst)/255")
+                XCTAssertLessThanOrEqual(Double(beyond), Double(differences.count) * 0.002,
+                                         "\(name): \(beyond) of \(differences.count) values more than 2/255 from ffmpeg's decoding")
+                print("uvc: mjpeg \(width)x\(height) \(name): within \(worst)/255 of ffmpeg's decoding, \(beyond) of \(differences.count) values beyond 2/255")
             }
 
             // y4m: ffmpeg reads the stream back with the right frame count.
