@@ -1,0 +1,49 @@
+import FrameBridge
+import FrameDump
+import Foundation
+import V4L2
+import V4L2Simulator
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// VIDIOC_S_FMT = _IOWR('V', 5, struct v4l2_format).
+let setFormatRequest: UInt = 0xC0D0_5605
+
+/// Issue 16: what a new user hit. One test (or more) per item, each failing before its fix.
+final class NewUserTests: XCTestCase {
+    // MARK: - 3: a PNG is whole or absent
+
+    /// A write that fails part-way (RLIMIT_FSIZE stands in for a full disk: the same short
+    /// write, EFBIG instead of ENOSPC) leaves neither the picture nor its temporary file.
+    func testPNGThatCannotBeWrittenLeavesNoFile() throws {
+        let directory = makeTemporaryDirectory(self) + "/pictures"
+        var format = FormatOptions()
+        format.width = 320
+        format.height = 180
+        let options = CaptureOptions(devicePath: simulatedPath, backend: makeBackend(), count: 2, format: format,
+                                     pngDirectory: directory)
+        var saved = rlimit()
+        XCTAssertEqual(getrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved), 0)
+        let previousHandler = signal(SIGXFSZ, SIG_IGN)
+        // The limit comes after the first picture (the buffers, memfds in the simulator, are
+        // made before streaming and must not hit it).
+        let error = expectFrameDumpError { () throws(FrameDumpError) in
+            try runCapture(options, afterFrame: { written in
+                guard written == 1 else { return }
+                var limit = saved
+                limit.rlim_cur = 1000
+                setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limit)
+            })
+        }
+        XCTAssertEqual(setrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved), 0)
+        signal(SIGXFSZ, previousHandler)
+        XCTAssertEqual(error?.exitCode, 1)
+        XCTAssertTrue(error?.message.contains("frame-000001.png") ?? false, error?.message ?? "")
+        XCTAssertTrue(error?.message.contains("File too large") ?? false, "the errno is named: \(error?.message ?? "")")
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        XCTAssertEqual(names, ["frame-000000.png"], "no partial picture and no temporary file is left")
+        XCTAssertGreaterThan(readFile(directory + "/frame-000000.png").count, 1000, "the first picture is whole")
+    }
+}
