@@ -46,4 +46,21 @@ final class NewUserTests: XCTestCase {
         XCTAssertEqual(names, ["frame-000000.png"], "no partial picture and no temporary file is left")
         XCTAssertGreaterThan(readFile(directory + "/frame-000000.png").count, 1000, "the first picture is whole")
     }
+
+    // MARK: - 4: a y4m layout that cannot hold the picture fails before streaming
+
+    /// vivid's YU12 at 642x362: chroma lines of 320 bytes where 321 are needed (sizeimage 348244
+    /// against 348606). The check before STREAMON refuses it.
+    func testY4MRefusesADriverLayoutTooSmallForThePicture() {
+        let vivid = ImageFormat(bufferType: .videoCapture, width: 642, height: 362, pixelFormat: .yuv420, field: 1, colorspace: 0,
+                                planes: [PlaneFormat(bytesPerLine: 642, sizeImage: 348_244)])
+        let error = expectFrameDumpError { () throws(FrameDumpError) in try Y4MConverter.check(vivid) }
+        XCTAssertEqual(error?.exitCode, 2)
+        XCTAssertTrue(error?.message.contains("348244") ?? false, error?.message ?? "")
+        XCTAssertTrue(error?.message.contains("348606") ?? false, error?.message ?? "")
+        // The same size with the layout the spec gives is accepted.
+        let whole = ImageFormat(bufferType: .videoCapture, width: 642, height: 362, pixelFormat: .yuv420, field: 1, colorspace: 0,
+                                planes: [PlaneFormat(bytesPerLine: 642, sizeImage: 348_606)])
+        XCTAssertNoThrow(try Y4MConverter.check(whole))
+    }
 }
