@@ -63,4 +63,23 @@ final class NewUserTests: XCTestCase {
                                 planes: [PlaneFormat(bytesPerLine: 642, sizeImage: 348_606)])
         XCTAssertNoThrow(try Y4MConverter.check(whole))
     }
+
+    // MARK: - 9: fourcc names that can be typed
+
+    func testBigEndianAndUnprintableFourCCsUseV4L2CtlSpellingAndReadBack() throws {
+        let y16BE = FourCC(rawValue: 0x2036_3159 | FourCC.bigEndianFlag)
+        XCTAssertEqual(y16BE.description, "Y16 -BE")
+        XCTAssertEqual(FourCC(rawValue: 0x3531_5258 | FourCC.bigEndianFlag).description, "XR15-BE")
+        XCTAssertEqual(try ArgumentParsing.fourCC("Y16 -BE"), y16BE)
+        XCTAssertEqual(try ArgumentParsing.fourCC("Y16-BE"), y16BE)
+        XCTAssertEqual(try ArgumentParsing.fourCC("0x20363159"), FourCC("Y16"))
+        XCTAssertEqual(try ArgumentParsing.fourCC("0xa0363159"), y16BE)
+        let odd = FourCC(rawValue: 0x0102_4142)
+        XCTAssertEqual(odd.description, "0x01024142")
+        XCTAssertEqual(FourCC(odd.description), odd)
+        // JSON carries the same spelling and reads back.
+        let data = try JSONEncoder().encode([y16BE, odd, .yuyv])
+        XCTAssertEqual(String(decoding: data, as: UTF8.self), #"["Y16 -BE","0x01024142","YUYV"]"#)
+        XCTAssertEqual(try JSONDecoder().decode([FourCC].self, from: data), [y16BE, odd, .yuyv])
+    }
 }
