@@ -90,7 +90,7 @@ public enum ArgumentParsing {
                     throw .usage("--set-ctrl: malformed \"\(text)\": the control name is missing; expected NAME=VALUE such as osd_text_mode=2")
                 }
                 guard let number = integer(valueText) else {
-                    throw .usage("--set-ctrl: malformed \"\(text)\": \"\(valueText)\" is not an integer; expected NAME=VALUE such as osd_text_mode=2")
+                    throw .usage("--set-ctrl: malformed \"\(text)\": \"\(valueText)\" is not an integer; expected NAME=VALUE such as osd_text_mode=2 (framedump sets integer, boolean, menu, bitmask and button controls)")
                 }
                 result.append(ControlSetting(name: name, value: number))
             }

@@ -110,6 +110,11 @@ public struct FormatOptions: Sendable {
             guard let info = available.first(where: { $0.commandLineName == wanted }) else {
                 throw .usage("--set-ctrl: \(device.path) has no control named \(control.name) (`framedump info -d \(device.path)` lists the controls)")
             }
+            // The type from VIDIOC_QUERY_EXT_CTRL: a string or compound control has no integer
+            // value (S_EXT_CTRLS would fail with ERANGE naming only the control's number).
+            guard info.type.isNumeric else {
+                throw .usage("--set-ctrl: control \(info.commandLineName) of \(device.path) is a \(info.type) control; framedump sets only integer, boolean, menu, bitmask and button controls (v4l2-ctl --set-ctrl sets \(info.type) controls)")
+            }
             if info.isReadOnly {
                 throw .usage("--set-ctrl: control \(info.commandLineName) of \(device.path) is read-only")
             }

@@ -64,6 +64,23 @@ final class NewUserTests: XCTestCase {
         XCTAssertNoThrow(try Y4MConverter.check(whole))
     }
 
+    // MARK: - 8: --set-ctrl on a string control
+
+    func testSetControlOnAStringControlNamesItAndItsType() throws {
+        let backend = makeBackend()
+        let options = CaptureOptions(devicePath: simulatedPath, backend: backend, count: 1,
+                                     format: FormatOptions(controls: [ControlSetting(name: "string", value: 1)]))
+        let error = expectFrameDumpError { () throws(FrameDumpError) in try runCapture(options) }
+        XCTAssertEqual(error?.exitCode, 2)
+        XCTAssertEqual(error?.message, "--set-ctrl: control string of /dev/video0 is a str control; framedump sets only integer, boolean, menu, bitmask and button controls (v4l2-ctl --set-ctrl sets str controls)")
+        XCTAssertEqual(backend.ioctlCount(path: simulatedPath, request: streamOnRequest), 0)
+        // The library says the same without the CLI's check.
+        let device = try VideoDevice(path: simulatedPath, backend: backend)
+        XCTAssertThrowsError(try CapturePin(device: device, configuration: PinConfiguration(controls: [(name: "string", value: 1)]))) { error in
+            XCTAssertTrue("\(error)".contains("control string is a str control"), "\(error)")
+        }
+    }
+
     // MARK: - 9: fourcc names that can be typed
 
     func testBigEndianAndUnprintableFourCCsUseV4L2CtlSpellingAndReadBack() throws {
