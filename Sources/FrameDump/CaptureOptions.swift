@@ -202,9 +202,8 @@ public struct CaptureOptions: Sendable {
     public func validate() throws(FrameDumpError) {
         guard !devicePath.isEmpty else { throw .usage("-d: the device path is empty") }
         guard count >= 1 else { throw .usage("-n: the frame count must be at least 1, got \(count)") }
-        if let buffers, !(1...32).contains(buffers) {
-            throw .usage("--buffers: \(buffers) is out of range 1...32")
-        }
+        try AllocatorPlan.checkBuffers(buffers)
+        try AllocatorPlan.checkBackend(backend, memory: memory)
         guard pngEvery >= 1 else { throw .usage("--every: must be at least 1, got \(pngEvery)") }
         guard frameTimeoutSeconds > 0, frameTimeoutSeconds.isFinite else {
             throw .usage("--timeout: must be a positive number of seconds, got \(frameTimeoutSeconds)")

@@ -79,7 +79,8 @@ public final class CaptureSession {
         }
         let candidate = try AllocatorPlan.candidate(memory: options.memory, source: options.dmabufSource, format: format,
                                                     backend: options.backend)
-        let selection = AllocatorPlan.selection(candidate: candidate, memory: options.memory, frameCount: options.buffers)
+        let selection = AllocatorPlan.selection(candidate: candidate, memory: options.memory, frameCount: options.buffers,
+                                                framing: pin.framing)
         let preview = selection.select(framing: pin.framing)
         if preview.fellBackToDefault || !preview.rejections.isEmpty {
             throw .runtime(rejectionMessage(device: device, candidate: candidate, rejections: preview.rejections))

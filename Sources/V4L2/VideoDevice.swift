@@ -435,6 +435,23 @@ public final class VideoDevice: Sendable {
         return CreatedBuffers(index: create.index, count: create.count, capabilities: BufferCapabilities(rawValue: create.capabilities))
     }
 
+    /// The queue's buffer capability bits (`V4L2_BUF_CAP_*`) from VIDIOC_CREATE_BUFS with count
+    /// 0, which allocates nothing and needs no ownership of the queue. Succeeds when `memory` is
+    /// accepted; EINVAL (memory kind not supported) still carries the bits on a kernel that has them.
+    public func bufferCapabilities(format: ImageFormat, memory: MemoryKind) -> Result<BufferCapabilities, V4L2Error> {
+        var create = v4l2_create_buffers()
+        create.count = 0
+        create.memory = memory.rawValue
+        create.format = VideoDevice.rawFormat(from: format)
+        if let errno = rawIoctl(CV4L2_VIDIOC_CREATE_BUFS, &create) {
+            if errno == .invalidArgument && create.capabilities != 0 {
+                return .success(BufferCapabilities(rawValue: create.capabilities))
+            }
+            return .failure(error("VIDIOC_CREATE_BUFS", errno, detail: "count 0 (capability query) for \(memory) memory"))
+        }
+        return .success(BufferCapabilities(rawValue: create.capabilities))
+    }
+
     /// VIDIOC_QUERYBUF.
     public func queryBuffer(index: UInt32, bufferType: BufferType, memory: MemoryKind) throws(V4L2Error) -> BufferDescriptor {
         // A multi-planar QUERYBUF needs a planes array at least as long as the buffer's planes.

@@ -64,6 +64,71 @@ final class NewUserTests: XCTestCase {
         XCTAssertNoThrow(try Y4MConverter.check(whole))
     }
 
+    // MARK: - 5: --libv4l2 takes mmap only
+
+    func testLibV4L2WithUserptrOrDmabufIsAUsageErrorNamingLibV4L2() {
+        for memory in ["userptr", "dmabuf"] {
+            let arguments = CaptureArguments(device: simulatedPath, count: 1, memory: memory,
+                                             dmabufFrom: memory == "dmabuf" ? "vgem" : nil, libv4l2: true)
+            let error = expectFrameDumpError { () throws(FrameDumpError) in try CaptureOptions(arguments: arguments) }
+            XCTAssertEqual(error?.exitCode, 2, memory)
+            XCTAssertTrue(error?.message.hasPrefix("--libv4l2 works only with --memory mmap") ?? false, error?.message ?? "")
+            let framing = expectFrameDumpError { () throws(FrameDumpError) in
+                try FrameDumpCommands.framing(path: simulatedPath, backend: LibV4L2Backend.shared,
+                                              memory: memory == "dmabuf" ? .dmabuf : .userPointer)
+            }
+            XCTAssertEqual(framing?.exitCode, 2, memory)
+        }
+        XCTAssertNoThrow(try CaptureOptions(arguments: CaptureArguments(device: simulatedPath, count: 1, memory: "mmap", libv4l2: true)))
+    }
+
+    // MARK: - 6: every --buffers count in the range works
+
+    func testEveryBufferCountInTheAdvertisedRangeWorks() throws {
+        XCTAssertEqual(AllocatorPlan.bufferRange, 1...32)
+        // The simulator's minimum is 3: a smaller count is raised to it, as the driver would.
+        let backend = makeBackend(SimulatedDeviceConfiguration(minimumBuffers: 3))
+        for buffers in [AllocatorPlan.bufferRange.lowerBound, 2, AllocatorPlan.bufferRange.upperBound] {
+            let summary = try runCapture(CaptureOptions(devicePath: simulatedPath, backend: backend, count: 2, buffers: buffers))
+            XCTAssertEqual(summary.framesWritten, 2)
+            XCTAssertEqual(summary.buffers, max(buffers, 3), "--buffers \(buffers)")
+        }
+        for bad in [AllocatorPlan.bufferRange.lowerBound - 1, AllocatorPlan.bufferRange.upperBound + 1] {
+            let error = expectFrameDumpError { () throws(FrameDumpError) in
+                try CaptureOptions(arguments: CaptureArguments(device: simulatedPath, count: 1, buffers: bad))
+            }
+            XCTAssertEqual(error?.exitCode, 2)
+            XCTAssertEqual(error?.message, "--buffers: \(bad) is out of range 1...32")
+        }
+    }
+
+    // MARK: - 7: framing is read-only
+
+    /// While another handle streams, `framing` answers (G_FMT/TRY_FMT and CREATE_BUFS(0)): no
+    /// S_FMT, no REQBUFS.
+    func testFramingWorksWhileAnotherHandleStreams() throws {
+        let backend = makeBackend(SimulatedDeviceConfiguration(frameSizes: .webcam))
+        let streaming = try VideoDevice(path: simulatedPath, backend: backend)
+        let pin = try CapturePin(device: streaming, configuration: PinConfiguration(pixelFormat: .yuyv, width: 640, height: 360))
+        try pin.start()
+        defer { pin.stop() }
+        let setFormats = backend.ioctlCount(path: simulatedPath, request: setFormatRequest)
+        let requests = backend.ioctlCount(path: simulatedPath, request: requestBuffersRequest)
+
+        let report = try FrameDumpCommands.framing(path: simulatedPath, backend: backend)
+        XCTAssertEqual(report.framing.items.first?.frameSizeMinimum, 640 * 360 * 2)
+        XCTAssertEqual(Set(report.framing.memoryKinds), [.mmap, .userPointer, .dmabuf])
+        // A format asked for is tried, not set.
+        let tried = try FrameDumpCommands.framing(path: simulatedPath, backend: backend,
+                                                  format: FormatOptions(pixelFormat: .nv12, width: 320, height: 180))
+        XCTAssertEqual(tried.framing.pixelFormat, .nv12)
+        XCTAssertEqual(tried.framing.items.first?.frameSizeMinimum, 320 * 180 * 3 / 2)
+        XCTAssertEqual(backend.ioctlCount(path: simulatedPath, request: setFormatRequest), setFormats, "no S_FMT")
+        XCTAssertEqual(backend.ioctlCount(path: simulatedPath, request: requestBuffersRequest), requests, "no REQBUFS")
+        XCTAssertTrue(try pin.advance(timeoutMilliseconds: 1000), "the other handle still streams")
+        XCTAssertEqual(try streaming.format(.videoCapture).pixelFormat, .yuyv, "the format in force is unchanged")
+    }
+
     // MARK: - 8: --set-ctrl on a string control
 
     func testSetControlOnAStringControlNamesItAndItsType() throws {
@@ -98,5 +163,28 @@ final class NewUserTests: XCTestCase {
         let data = try JSONEncoder().encode([y16BE, odd, .yuyv])
         XCTAssertEqual(String(decoding: data, as: UTF8.self), #"["Y16 -BE","0x01024142","YUYV"]"#)
         XCTAssertEqual(try JSONDecoder().decode([FourCC].self, from: data), [y16BE, odd, .yuyv])
+    }
+
+    // MARK: - 10: no trial REQBUFS
+
+    /// A REQBUFS fault armed before the capture hits the capture's one real REQBUFS: nothing
+    /// before it (pin set-up, framing) issues a REQBUFS that would swallow it.
+    func testInjectedReqbufsFaultReachesTheRealRequest() throws {
+        let backend = makeBackend()
+        XCTAssertTrue(backend.injectFault(.failNext(request: requestBuffersRequest, errno: .invalidArgument), path: simulatedPath))
+        let error = expectFrameDumpError { () throws(FrameDumpError) in
+            try runCapture(CaptureOptions(devicePath: simulatedPath, backend: backend, count: 1))
+        }
+        XCTAssertTrue(error?.message.contains("VIDIOC_REQBUFS") ?? false, error?.message ?? "")
+        XCTAssertEqual(backend.ioctlCount(path: simulatedPath, request: streamOnRequest), 0)
+        // Without the fault, pin set-up and framing issue no REQBUFS; start issues one.
+        let clean = makeBackend()
+        let device = try VideoDevice(path: simulatedPath, backend: clean)
+        let pin = try CapturePin(device: device)
+        _ = pin.framing
+        XCTAssertEqual(clean.ioctlCount(path: simulatedPath, request: requestBuffersRequest), 0)
+        try pin.start()
+        XCTAssertEqual(clean.ioctlCount(path: simulatedPath, request: requestBuffersRequest), 1)
+        pin.stop()
     }
 }
