@@ -1,5 +1,8 @@
 import FrameBridge
 import V4L2
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A capture: opens the device, applies the format options, selects the requested
 /// allocator (only that one: a rejection is an error naming the reason), starts the pin,
@@ -166,6 +169,11 @@ public final class CaptureSession {
             self.progress?.clear()
             pin.stop()
             try? output?.close()
+            // A y4m stream whose first frame failed holds nothing (the header goes with that
+            // frame): leave no empty file behind.
+            if options.container == .y4m, let output, output.committedBytes == 0, let path = options.outputPath, path != "-" {
+                unlink(path)
+            }
             self.outputWriteCalls = output?.writeCalls ?? 0
             var error = error
             error.summary = summary()

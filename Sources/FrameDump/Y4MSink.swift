@@ -254,6 +254,8 @@ public final class Y4MSink: FrameSink {
     /// The frame rate in the header, as numerator:denominator frames per second.
     public let rate: (numerator: UInt32, denominator: UInt32)
     private let frameTag: UnsafeMutableRawBufferPointer
+    /// The header, until the first frame carries it.
+    private var pendingHeader: UnsafeMutableRawBufferPointer?
 
     /// - Parameters:
     ///   - frameInterval: seconds per frame, from the driver; the header's rate is its inverse.
@@ -269,6 +271,7 @@ public final class Y4MSink: FrameSink {
 
     deinit {
         frameTag.deallocate()
+        pendingHeader?.deallocate()
     }
 
     static func rate(frameInterval: Fraction?, framesPerSecond: Double?) -> (numerator: UInt32, denominator: UInt32) {
@@ -296,26 +299,29 @@ public final class Y4MSink: FrameSink {
         "YUV4MPEG2 W\(converter.width) H\(converter.height) F\(rate.numerator):\(rate.denominator) Ip A1:1 C\(converter.colorspaceTag)\n"
     }
 
-    /// Writes the stream header; call once before the first frame.
+    /// Prepares the stream header; call once before the first frame. The header goes out in
+    /// the first frame's writev, after that frame converted, so a frame the driver lays out
+    /// differently from its format (vivid's YU12 at 642x362: bytesused 348244, sizeimage 348606)
+    /// fails with nothing written, never a header-only file.
     public func writeHeader() throws(FrameDumpError) {
         let bytes = Array(header.utf8)
-        let result = bytes.withUnsafeBytes { buffer -> Result<Void, FrameDumpError> in
-            do throws(FrameDumpError) {
-                try output.writeHeader(buffer)
-                return .success(())
-            } catch {
-                return .failure(error)
-            }
-        }
-        try result.get()
+        pendingHeader?.deallocate()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
+        buffer.copyBytes(from: bytes)
+        pendingHeader = buffer
     }
 
     public func write(_ payload: FramePayload, index: Int) throws(FrameDumpError) {
         try converter.convert(planeCount: payload.planeCount) { payload.plane($0) }
         output.beginFrame()
+        if let header = pendingHeader { output.append(UnsafeRawBufferPointer(header)) }
         output.append(UnsafeRawBufferPointer(frameTag))
         output.append(UnsafeRawBufferPointer(start: converter.buffer.baseAddress, count: converter.frameSize))
         try output.commitFrame()
+        if let header = pendingHeader {
+            header.deallocate()
+            pendingHeader = nil
+        }
     }
 
     public func finish() throws(FrameDumpError) {}

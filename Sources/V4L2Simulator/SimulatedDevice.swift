@@ -230,6 +230,9 @@ final class SimulatedDevice {
             case .bytesUsedOverLength:
                 faults.remove(at: i)
                 return (.bytesUsedOverLength, dequeuedIndex)
+            case .shortPayload:
+                let fault = faults.remove(at: i)
+                return (fault, dequeuedIndex)
             case .dataOffsetNotBelowBytesUsed where isMultiplanar:
                 faults.remove(at: i)
                 return (.dataOffsetNotBelowBytesUsed, dequeuedIndex)

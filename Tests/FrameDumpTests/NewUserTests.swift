@@ -64,6 +64,31 @@ final class NewUserTests: XCTestCase {
         XCTAssertNoThrow(try Y4MConverter.check(whole))
     }
 
+    /// A driver whose frames are shorter than its format says (found only at frame 0): the
+    /// header goes out with the first frame, so nothing is written and no file is left.
+    func testY4MFirstFrameShorterThanTheLayoutLeavesNoFile() throws {
+        let backend = makeBackend()
+        let path = makeTemporaryDirectory(self) + "/out.y4m"
+        var format = FormatOptions()
+        format.pixelFormat = .nv12
+        format.width = 640
+        format.height = 360
+        XCTAssertTrue(backend.injectFault(.shortPayload(bytes: 362), path: simulatedPath))
+        let error = expectFrameDumpError { () throws(FrameDumpError) in
+            try runCapture(CaptureOptions(devicePath: simulatedPath, backend: backend, count: 2, format: format,
+                                          outputPath: path, container: .y4m))
+        }
+        XCTAssertEqual(error?.exitCode, 1)
+        XCTAssertTrue(error?.message.hasPrefix("y4m: plane 0 of a NV12 640x360 frame has 345238 bytes") ?? false, error?.message ?? "")
+        XCTAssertFalse(fileExists(path), "no header-only file")
+        // Without the fault the header and frames are there.
+        let summary = try runCapture(CaptureOptions(devicePath: simulatedPath, backend: makeBackend(), count: 2, format: format,
+                                                    outputPath: path, container: .y4m))
+        XCTAssertEqual(summary.framesWritten, 2)
+        XCTAssertTrue(String(decoding: readFile(path).prefix(9), as: UTF8.self) == "YUV4MPEG2")
+        XCTAssertEqual(readFile(path).count, "YUV4MPEG2 W640 H360 F30:1 Ip A1:1 C420jpeg\n".utf8.count + 2 * (6 + 640 * 360 * 3 / 2))
+    }
+
     // MARK: - 5: --libv4l2 takes mmap only
 
     func testLibV4L2WithUserptrOrDmabufIsAUsageErrorNamingLibV4L2() {
