@@ -368,9 +368,15 @@ public struct ImageFormat: Hashable, Sendable, Codable {
     public var field: UInt32
     public var colorspace: UInt32
     public var planes: [PlaneFormat]
+    /// `ycbcr_enc` (`enum v4l2_ycbcr_encoding`), or for HSV formats `hsv_enc` (128: hue
+    /// 0...179, 129: hue 0...255); 0 is the colorspace's default.
+    public var ycbcrEncoding: UInt32
+    /// `enum v4l2_quantization`: 0 default, 1 full range, 2 limited range.
+    public var quantization: UInt32
 
     public init(bufferType: BufferType, width: UInt32, height: UInt32, pixelFormat: FourCC,
-                field: UInt32 = 1, colorspace: UInt32 = 0, planes: [PlaneFormat] = []) {
+                field: UInt32 = 1, colorspace: UInt32 = 0, planes: [PlaneFormat] = [],
+                ycbcrEncoding: UInt32 = 0, quantization: UInt32 = 0) {
         self.bufferType = bufferType
         self.width = width
         self.height = height
@@ -378,6 +384,8 @@ public struct ImageFormat: Hashable, Sendable, Codable {
         self.field = field
         self.colorspace = colorspace
         self.planes = planes
+        self.ycbcrEncoding = ycbcrEncoding
+        self.quantization = quantization
     }
 
     /// The sum of the planes' sizes.

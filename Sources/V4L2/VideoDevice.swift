@@ -291,12 +291,14 @@ public final class VideoDevice: Sendable {
             }
             return ImageFormat(bufferType: bufferType, width: mp.width, height: mp.height,
                                pixelFormat: FourCC(rawValue: mp.pixelformat), field: mp.field,
-                               colorspace: mp.colorspace, planes: planes)
+                               colorspace: mp.colorspace, planes: planes,
+                               ycbcrEncoding: UInt32(mp.ycbcr_enc), quantization: UInt32(mp.quantization))
         }
         let pix = raw.fmt.pix
         return ImageFormat(bufferType: bufferType, width: pix.width, height: pix.height,
                            pixelFormat: FourCC(rawValue: pix.pixelformat), field: pix.field, colorspace: pix.colorspace,
-                           planes: [PlaneFormat(bytesPerLine: pix.bytesperline, sizeImage: pix.sizeimage)])
+                           planes: [PlaneFormat(bytesPerLine: pix.bytesperline, sizeImage: pix.sizeimage)],
+                           ycbcrEncoding: pix.ycbcr_enc, quantization: pix.quantization)
     }
 
     // MARK: - Frame rate

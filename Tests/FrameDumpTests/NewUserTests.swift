@@ -13,6 +13,39 @@ let setFormatRequest: UInt = 0xC0D0_5605
 
 /// Issue 16: what a new user hit. One test (or more) per item, each failing before its fix.
 final class NewUserTests: XCTestCase {
+    // MARK: - 1, 2: a PNG is right or refused before streaming
+
+    private func format(_ fourcc: String, _ width: UInt32, _ height: UInt32, bytesPerLine: UInt32? = nil, bytesPerPixel: UInt32 = 2,
+                        colorspace: UInt32 = 8, encoding: UInt32 = 0, quantization: UInt32 = 0) -> ImageFormat {
+        ImageFormat(bufferType: .videoCapture, width: width, height: height, pixelFormat: FourCC(fourcc)!, field: 1,
+                    colorspace: colorspace, planes: [PlaneFormat(bytesPerLine: bytesPerLine ?? width * bytesPerPixel, sizeImage: width * height * 3)],
+                    ycbcrEncoding: encoding, quantization: quantization)
+    }
+
+    func testPNGRefusesWhatLibV4LConvertWouldGetWrong() {
+        let refused: [(ImageFormat, String)] = [
+            (format("YUYV", 641, 361), "width divisible by 2"),                       // item 1: shifted colours
+            (format("NV12", 641, 361, bytesPerPixel: 1), "width divisible by 2"),     // item 1: sheared
+            (format("NV12", 640, 360, bytesPerLine: 704), "lines are 704 bytes"),
+            (format("UYVY", 640, 360, colorspace: 3), "BT.709 limited range"),        // item 2: vivid's HDMI input
+            (format("YUYV", 640, 360, encoding: 2), "BT.709 limited range"),
+            (format("YUYV", 640, 360, quantization: 1), "BT.601 full range"),
+            (format("RGB3", 640, 360, bytesPerPixel: 3, quantization: 2), "limited-range RGB"),
+            (format("HSV3", 640, 360, bytesPerPixel: 3, encoding: 129), "cannot be converted to a correct PNG"), // item 2: hsv_enc ignored
+            (format("AYUV", 640, 360, bytesPerPixel: 4), "cannot be converted to a correct PNG"),
+            (format("NV24", 640, 360, bytesPerPixel: 1), "cannot be converted to a correct PNG"),
+        ]
+        for (format, mention) in refused {
+            let error = expectFrameDumpError { () throws(FrameDumpError) in try PNGSink.checkFormat(format) }
+            XCTAssertEqual(error?.exitCode, 2, "\(format.pixelFormat)")
+            XCTAssertTrue(error?.message.contains(mention) ?? false, "\(format.pixelFormat): \(error?.message ?? "")")
+        }
+        // vivid's webcam input: sRGB, BT.601 limited YCbCr, full-range RGB.
+        for accepted in [format("YUYV", 640, 360), format("NV12", 640, 360, bytesPerPixel: 1), format("RGB3", 641, 361, bytesPerPixel: 3)] {
+            XCTAssertNoThrow(try PNGSink.checkFormat(accepted), "\(accepted.pixelFormat)")
+        }
+    }
+
     // MARK: - 3: a PNG is whole or absent
 
     /// A write that fails part-way (RLIMIT_FSIZE stands in for a full disk: the same short

@@ -23,6 +23,28 @@ final class VividNewUserTests: XCTestCase {
         try Subprocess.run(VividCLITests.framedump, arguments)
     }
 
+    /// Items 1 and 2: at 641x361 (odd) and on the Rec. 709 HDMI input, a PNG that would come
+    /// out wrong is refused before streaming (exit 2, no picture); the webcam input still converts.
+    func testPNGsThatWouldBeWrongAreRefusedBeforeStreaming() throws {
+        let cases: [([String], String)] = [
+            (["--input", "3", "--pixel-format", "YUYV", "--size", "641x361"], "width divisible by 2"),
+            (["--input", "3", "--pixel-format", "NV12", "--size", "641x361"], "width divisible by 2"),
+            (["--input", "3", "--pixel-format", "UYVY", "--size", "640x360"], "BT.709"),
+            (["--input", "0", "--pixel-format", "HSV3", "--size", "640x360"], "cannot be converted to a correct PNG"),
+        ]
+        for (options, mention) in cases {
+            let directory = "\(work)/png-\(options[3])"
+            let result = try framedump(["capture", "-d", Vivid.main, "-n", "1", "--png-dir", directory, "--quiet"] + options)
+            XCTAssertEqual(result.status, 2, "\(options): \(result.stderr)")
+            XCTAssertTrue(result.stderr.contains(mention), "\(options): \(result.stderr)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: directory), "\(options): nothing made")
+            print("newuser: png \(options.joined(separator: " ")): \(result.stderr.trimmingCharacters(in: .newlines))")
+        }
+        let good = try framedump(["capture", "-d", Vivid.main, "-n", "1", "--png-dir", "\(work)/png-good", "--quiet",
+                                  "--input", "0", "--pixel-format", "YUYV", "--size", "640x360"])
+        XCTAssertEqual(good.status, 0, good.stderr)
+    }
+
     /// Item 4: vivid's YU12 at 642x362 has 320-byte chroma lines where 321 are needed: its
     /// frames (bytesused 348244) are shorter than its sizeimage (348606), so it shows only at
     /// the first frame. Nothing is written and no file is left (the header goes with frame 0).
