@@ -2,6 +2,7 @@
 #include <png.h>
 #include <setjmp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct cv4l2_png_error {
@@ -12,7 +13,12 @@ struct cv4l2_png_error {
 
 static void cv4l2_png_on_error(png_structp png, png_const_charp message) {
     struct cv4l2_png_error *state = png_get_error_ptr(png);
-    if (state->message && state->capacity) snprintf(state->message, state->capacity, "libpng: %s", message);
+    int saved = errno;
+    if (state->message && state->capacity) {
+        // libpng's own write function fails after fwrite, so errno says why (ENOSPC, EFBIG...).
+        if (saved) snprintf(state->message, state->capacity, "libpng: %s: %s", message, strerror(saved));
+        else snprintf(state->message, state->capacity, "libpng: %s", message);
+    }
     longjmp(state->jump, 1);
 }
 
@@ -21,6 +27,8 @@ static void cv4l2_png_on_warning(png_structp png, png_const_charp message) {
     (void)message;
 }
 
+// The picture goes to PATH.part and is renamed to PATH only once it is whole, so a full disk
+// (or any failure) leaves no PATH at all, never a truncated one.
 int cv4l2_write_png_rgb24(const char *path, const uint8_t *rgb, uint32_t width, uint32_t height,
                           size_t stride, char *error, size_t errorCapacity) {
     return cv4l2_write_png_rgb24_level(path, rgb, width, height, stride, -1, -1, error, errorCapacity);
@@ -33,9 +41,19 @@ int cv4l2_write_png_rgb24_level(const char *path, const uint8_t *rgb, uint32_t w
     state.capacity = errorCapacity;
     if (error && errorCapacity) error[0] = 0;
 
-    FILE *file = fopen(path, "wb");
+    size_t length = strlen(path);
+    char *temporary = malloc(length + 6);
+    if (!temporary) {
+        if (error && errorCapacity) snprintf(error, errorCapacity, "out of memory");
+        return -1;
+    }
+    memcpy(temporary, path, length);
+    memcpy(temporary + length, ".part", 6);
+
+    FILE *file = fopen(temporary, "wb");
     if (!file) {
-        if (error && errorCapacity) snprintf(error, errorCapacity, "cannot create %s: %s", path, strerror(errno));
+        if (error && errorCapacity) snprintf(error, errorCapacity, "cannot create %s: %s", temporary, strerror(errno));
+        free(temporary);
         return -1;
     }
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &state, cv4l2_png_on_error, cv4l2_png_on_warning);
@@ -43,14 +61,19 @@ int cv4l2_write_png_rgb24_level(const char *path, const uint8_t *rgb, uint32_t w
     if (!png || !info) {
         if (png) png_destroy_write_struct(&png, NULL);
         fclose(file);
+        unlink(temporary);
+        free(temporary);
         if (error && errorCapacity) snprintf(error, errorCapacity, "libpng: out of memory");
         return -1;
     }
     if (setjmp(state.jump)) {
         png_destroy_write_struct(&png, &info);
         fclose(file);
+        unlink(temporary);
+        free(temporary);
         return -1;
     }
+    errno = 0;
     png_init_io(png, file);
     if (level >= 0) png_set_compression_level(png, level);
     if (filters >= 0) png_set_filter(png, PNG_FILTER_TYPE_BASE, filters);
@@ -63,9 +86,18 @@ int cv4l2_write_png_rgb24_level(const char *path, const uint8_t *rgb, uint32_t w
     png_write_end(png, NULL);
     png_destroy_write_struct(&png, &info);
     if (fclose(file) != 0) {
-        if (error && errorCapacity) snprintf(error, errorCapacity, "cannot write %s: %s", path, strerror(errno));
+        if (error && errorCapacity) snprintf(error, errorCapacity, "cannot write %s: %s", temporary, strerror(errno));
+        unlink(temporary);
+        free(temporary);
         return -1;
     }
+    if (rename(temporary, path) != 0) {
+        if (error && errorCapacity) snprintf(error, errorCapacity, "cannot rename %s to %s: %s", temporary, path, strerror(errno));
+        unlink(temporary);
+        free(temporary);
+        return -1;
+    }
+    free(temporary);
     return 0;
 }
 

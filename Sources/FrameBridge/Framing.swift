@@ -173,40 +173,63 @@ extension AllocatorFraming {
     /// The largest number of buffers a vb2 queue holds (VB2_MAX_FRAME in Linux 6.1).
     public static let queueMaximumFrames = 32
 
-    /// Reads the framing of the capture queue `bufferType` of `device` as it is now:
-    /// G_FMT for the plane sizes, REQBUFS(0) for the memory-kind capability bits (allocating
-    /// nothing), V4L2_CID_MIN_BUFFERS_FOR_CAPTURE (or a REQBUFS(1) probe) for the minimum.
-    ///
-    /// Must not be called while buffers are allocated on the queue. Pass `knownMinimum` (from an
-    /// earlier query) to skip the REQBUFS(1) probe, which would otherwise run the driver's
-    /// queue_setup.
-    public static func query(device: VideoDevice, bufferType: BufferType, knownMinimum: Int? = nil) throws(V4L2Error) -> AllocatorFraming {
-        let format = try device.format(bufferType)
-        let probe: RequestedBuffers?
-        do throws(V4L2Error) {
-            probe = try device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
-        } catch {
-            // EINVAL: a queue without MMAP; its capability bits come with another kind's answer.
-            guard error.errno == .invalidArgument else { throw error }
-            probe = MemoryKind.allCases.lazy.compactMap { try? device.requestBuffers(count: 0, bufferType: bufferType, memory: $0) }.first
-            guard probe != nil else { throw error }
-        }
-        let capabilities = probe?.capabilities ?? []
-        var kinds = capabilities.memoryKinds
-        if kinds.isEmpty {
-            // A driver older than the capability bits: try each kind.
-            for kind in MemoryKind.allCases {
-                if (try? device.requestBuffers(count: 0, bufferType: bufferType, memory: kind)) != nil { kinds.append(kind) }
+    /// Reads the framing of the capture queue `bufferType` of `device` for `format` (G_FMT's
+    /// when nil), without taking or touching the queue: VIDIOC_CREATE_BUFS with count 0 reports
+    /// the memory-kind capability bits and allocates nothing, and videobuf2 answers it even while
+    /// another file handle owns and streams the queue (REQBUFS(0) would get EBUSY there, or free
+    /// buffers of our own). V4L2_CID_MIN_BUFFERS_FOR_CAPTURE gives the minimum when the driver
+    /// has it; otherwise the minimum is 1: a driver raises a smaller REQBUFS count to its own
+    /// minimum (videobuf2's min_buffers_needed), and the only way to learn that number is a
+    /// REQBUFS(1) that runs the driver's queue_setup. That trial used to be here; it took the
+    /// queue, cost a queue_setup at start-up, and consumed a one-shot queue_setup fault (vivid's
+    /// inject_vidioc_reqbufs_error) meant for the real request.
+    public static func query(device: VideoDevice, bufferType: BufferType, format requested: ImageFormat? = nil,
+                             knownMinimum: Int? = nil) throws(V4L2Error) -> AllocatorFraming {
+        let format: ImageFormat
+        if let requested { format = requested } else { format = try device.format(bufferType) }
+        var capabilities: BufferCapabilities = []
+        var kinds: [MemoryKind] = []
+        switch device.bufferCapabilities(format: format, memory: .mmap) {
+        case .success(let reported):
+            capabilities = reported
+            kinds = reported.memoryKinds
+            if kinds.isEmpty {
+                // A kernel older than the capability bits: CREATE_BUFS(0) checks each kind.
+                for kind in MemoryKind.allCases {
+                    if case .success = device.bufferCapabilities(format: format, memory: kind) { kinds.append(kind) }
+                }
             }
+        case .failure(let error) where error.errno == .notTypewriter:
+            // No CREATE_BUFS (a driver without vb2's create_bufs): REQBUFS(0) frees nothing of
+            // ours here (the pin has no buffers yet) and reports the same bits.
+            let probe: RequestedBuffers?
+            do throws(V4L2Error) {
+                probe = try device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
+            } catch {
+                guard error.errno == .invalidArgument else { throw error }
+                probe = MemoryKind.allCases.lazy.compactMap { try? device.requestBuffers(count: 0, bufferType: bufferType, memory: $0) }.first
+                guard probe != nil else { throw error }
+            }
+            capabilities = probe?.capabilities ?? []
+            kinds = capabilities.memoryKinds
+            if kinds.isEmpty {
+                for kind in MemoryKind.allCases {
+                    if (try? device.requestBuffers(count: 0, bufferType: bufferType, memory: kind)) != nil { kinds.append(kind) }
+                }
+            }
+        case .failure(let error):
+            // EINVAL without capability bits: an old kernel and a queue without MMAP.
+            guard error.errno == .invalidArgument else { throw error }
+            for kind in MemoryKind.allCases {
+                if case .success = device.bufferCapabilities(format: format, memory: kind) { kinds.append(kind) }
+            }
+            guard !kinds.isEmpty else { throw error }
         }
         var minimum = 1
         if let knownMinimum {
             minimum = knownMinimum
         } else if let value = try? device.controlValue(ControlID.minimumBuffersForCapture), value > 0 {
             minimum = Int(value)
-        } else if let granted = try? device.requestBuffers(count: 1, bufferType: bufferType, memory: .mmap) {
-            minimum = max(1, Int(granted.count))
-            _ = try? device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
         }
         var flags: FramingFlags = []
         if kinds.contains(.userPointer) || kinds.contains(.dmabuf) { flags.insert(.acceptsExternalMemory) }

@@ -41,9 +41,33 @@ public enum AllocatorPlan {
         }
     }
 
+    /// The values `--buffers` takes, as its help shows them.
+    public static let bufferRange = 1...AllocatorFraming.queueMaximumFrames
+
     /// The selection: the one candidate, framedump's consumer requirements, the frame count.
-    public static func selection(candidate: any AllocatorDispatch, memory: MemoryKind, frameCount: Int?) -> AllocatorSelection {
-        AllocatorSelection(candidates: [candidate], consumer: consumer(memory: memory), frameCount: frameCount)
+    /// A `--buffers` count below the framing's minimum is raised to it, as the driver itself
+    /// raises a smaller REQBUFS count (so every count in ``bufferRange`` works).
+    public static func selection(candidate: any AllocatorDispatch, memory: MemoryKind, frameCount: Int?,
+                                 framing: AllocatorFraming? = nil) -> AllocatorSelection {
+        var count = frameCount
+        if let wanted = frameCount, let framing { count = max(wanted, framing.framesMinimum) }
+        return AllocatorSelection(candidates: [candidate], consumer: consumer(memory: memory), frameCount: count)
+    }
+
+    /// libv4l2 answers VIDIOC_REQBUFS only for mmap buffers (its v4l2_ioctl returns EINVAL for
+    /// any other memory, whatever the driver can do), so `--libv4l2` with userptr or dmabuf is a
+    /// usage error and not a driver failure.
+    public static func checkBackend(_ backend: any DeviceBackend, memory: MemoryKind) throws(FrameDumpError) {
+        if backend is LibV4L2Backend && memory != .mmap {
+            throw .usage("--libv4l2 works only with --memory mmap: libv4l2 accepts VIDIOC_REQBUFS for mmap buffers only (drop --libv4l2 to capture with --memory \(memory))")
+        }
+    }
+
+    /// `--buffers N` out of ``bufferRange`` is a usage error.
+    public static func checkBuffers(_ buffers: Int?) throws(FrameDumpError) {
+        if let buffers, !bufferRange.contains(buffers) {
+            throw .usage("--buffers: \(buffers) is out of range \(bufferRange.lowerBound)...\(bufferRange.upperBound)")
+        }
     }
 }
 
@@ -72,13 +96,19 @@ public struct FramingReport: Hashable, Sendable, Codable {
 
     /// Reads the framing of `pin` and runs selection for `memory`.
     public static func make(pin: CapturePin, memory: MemoryKind, source: DMABufSource?, frameCount: Int?) throws(FrameDumpError) -> FramingReport {
-        let candidate = try AllocatorPlan.candidate(memory: memory, source: source, format: pin.format,
-                                                    backend: pin.device.backend, allowMissingExporter: true)
-        let selection = AllocatorPlan.selection(candidate: candidate, memory: memory, frameCount: frameCount)
-        let framing = pin.framing
+        try make(device: pin.device, format: pin.format, frameInterval: pin.frameInterval, framing: pin.framing,
+                 memory: memory, source: source, frameCount: frameCount)
+    }
+
+    /// Runs selection for `memory` on a framing read without a pin (``CapturePin/proposedFraming(device:configuration:)``).
+    public static func make(device: VideoDevice, format: ImageFormat, frameInterval: Fraction?, framing: AllocatorFraming,
+                            memory: MemoryKind, source: DMABufSource?, frameCount: Int?) throws(FrameDumpError) -> FramingReport {
+        let candidate = try AllocatorPlan.candidate(memory: memory, source: source, format: format,
+                                                    backend: device.backend, allowMissingExporter: true)
+        let selection = AllocatorPlan.selection(candidate: candidate, memory: memory, frameCount: frameCount, framing: framing)
         let result = selection.select(framing: framing)
         let accepted = result.rejections.isEmpty && !result.fellBackToDefault
-        return FramingReport(device: pin.device.path, format: CurrentFormatReport(format: pin.format, frameInterval: pin.frameInterval),
+        return FramingReport(device: device.path, format: CurrentFormatReport(format: format, frameInterval: frameInterval),
                              framing: framing, requestedMemory: memory, candidate: candidate.name,
                              consumer: selection.consumer, accepted: accepted, selected: result.chosen.name,
                              fellBackToDefault: result.fellBackToDefault, frameCount: result.frameCount,

@@ -53,8 +53,8 @@ public enum ArgumentParsing {
 
     /// `--pixel-format FOURCC`, e.g. `YUYV` (one to four printable ASCII characters).
     public static func fourCC(_ text: String) throws(FrameDumpError) -> FourCC {
-        guard !text.isEmpty, text.utf8.count <= 4, !text.hasPrefix(" "), let code = FourCC(text) else {
-            throw .usage("--pixel-format: bad FOURCC \"\(text)\"; expected up to four characters such as YUYV or NV12")
+        guard !text.isEmpty, !text.hasPrefix(" "), let code = FourCC(text) else {
+            throw .usage("--pixel-format: bad FOURCC \"\(text)\"; expected up to four characters such as YUYV or NV12, a big-endian variant as `framedump info` prints it (\"Y16 -BE\"), or a hex code (0x56595559)")
         }
         return code
     }
@@ -90,7 +90,7 @@ public enum ArgumentParsing {
                     throw .usage("--set-ctrl: malformed \"\(text)\": the control name is missing; expected NAME=VALUE such as osd_text_mode=2")
                 }
                 guard let number = integer(valueText) else {
-                    throw .usage("--set-ctrl: malformed \"\(text)\": \"\(valueText)\" is not an integer; expected NAME=VALUE such as osd_text_mode=2")
+                    throw .usage("--set-ctrl: malformed \"\(text)\": \"\(valueText)\" is not an integer; expected NAME=VALUE such as osd_text_mode=2 (framedump sets integer, boolean, menu, bitmask and button controls)")
                 }
                 result.append(ControlSetting(name: name, value: number))
             }

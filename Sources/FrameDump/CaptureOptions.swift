@@ -118,6 +118,11 @@ public struct FormatOptions: Sendable {
             guard let info = available.first(where: { $0.commandLineName == wanted }) else {
                 throw .usage("--set-ctrl: \(device.path) has no control named \(control.name) (`framedump info -d \(device.path)` lists the controls)")
             }
+            // The type from VIDIOC_QUERY_EXT_CTRL: a string or compound control has no integer
+            // value (S_EXT_CTRLS would fail with ERANGE naming only the control's number).
+            guard info.type.isNumeric else {
+                throw .usage("--set-ctrl: control \(info.commandLineName) of \(device.path) is a \(info.type) control; framedump sets only integer, boolean, menu, bitmask and button controls (v4l2-ctl --set-ctrl sets \(info.type) controls)")
+            }
             if info.isReadOnly {
                 throw .usage("--set-ctrl: control \(info.commandLineName) of \(device.path) is read-only")
             }
@@ -225,9 +230,8 @@ public struct CaptureOptions: Sendable {
     public func validate() throws(FrameDumpError) {
         guard !devicePath.isEmpty else { throw .usage("-d: the device path is empty") }
         guard count >= 1 else { throw .usage("-n: the frame count must be at least 1, got \(count)") }
-        if let buffers, !(1...32).contains(buffers) {
-            throw .usage("--buffers: \(buffers) is out of range 1...32")
-        }
+        try AllocatorPlan.checkBuffers(buffers)
+        try AllocatorPlan.checkBackend(backend, memory: memory)
         guard pngEvery >= 1 else { throw .usage("--every: must be at least 1, got \(pngEvery)") }
         guard frameTimeoutSeconds > 0, frameTimeoutSeconds.isFinite else {
             throw .usage("--timeout: must be a positive number of seconds, got \(frameTimeoutSeconds)")

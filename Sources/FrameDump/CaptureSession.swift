@@ -96,7 +96,8 @@ public final class CaptureSession {
         }
         let candidate = try AllocatorPlan.candidate(memory: options.memory, source: options.dmabufSource, format: format,
                                                     backend: options.backend)
-        let selection = AllocatorPlan.selection(candidate: candidate, memory: options.memory, frameCount: options.buffers)
+        let selection = AllocatorPlan.selection(candidate: candidate, memory: options.memory, frameCount: options.buffers,
+                                                framing: pin.framing)
         let preview = selection.select(framing: pin.framing)
         if preview.fellBackToDefault || !preview.rejections.isEmpty {
             throw .runtime(rejectionMessage(device: device, candidate: candidate, rejections: preview.rejections))
@@ -285,6 +286,11 @@ public final class CaptureSession {
             self.progress?.clear()
             pin.stop()
             try? output?.close()
+            // A y4m stream whose first frame failed holds nothing (the header goes with that
+            // frame): leave no empty file behind.
+            if options.container == .y4m, let output, output.committedBytes == 0, let path = options.outputPath, path != "-" {
+                unlink(path)
+            }
             self.outputWriteCalls = output?.writeCalls ?? 0
             var error = error
             error.summary = summary()

@@ -27,20 +27,21 @@ public enum FrameDumpCommands {
     public static func framing(path: String, backend: any DeviceBackend = KernelBackend.shared, memory: MemoryKind = .mmap,
                                source: DMABufSource? = nil, buffers: Int? = nil,
                                format: FormatOptions = FormatOptions()) throws(FrameDumpError) -> FramingReport {
-        if let buffers, !(1...32).contains(buffers) {
-            throw .usage("--buffers: \(buffers) is out of range 1...32")
-        }
+        try AllocatorPlan.checkBuffers(buffers)
+        try AllocatorPlan.checkBackend(backend, memory: memory)
         if memory != .dmabuf, let source {
             throw .usage("--dmabuf-from \(source) is only used with --memory dmabuf")
         }
         let device = try open(path, backend: backend)
         try format.checkControls(on: device)
-        let pin: CapturePin
+        // Read-only (TRY_FMT, CREATE_BUFS(0)): works while another process streams.
+        let proposed: (format: ImageFormat, frameInterval: Fraction?, framing: AllocatorFraming)
         do {
-            pin = try CapturePin(device: device, configuration: format.pinConfiguration())
+            proposed = try CapturePin.proposedFraming(device: device, configuration: format.pinConfiguration())
         } catch {
             throw FrameDumpError(error)
         }
-        return try FramingReport.make(pin: pin, memory: memory, source: source, frameCount: buffers)
+        return try FramingReport.make(device: device, format: proposed.format, frameInterval: proposed.frameInterval,
+                                      framing: proposed.framing, memory: memory, source: source, frameCount: buffers)
     }
 }

@@ -79,6 +79,75 @@ public final class PNGSink: FrameSink {
         guard singlePlanarEquivalent(format.pixelFormat, planeCount: format.planes.count) != nil else {
             throw .usage("--png-dir: the multi-planar pixel format \(format.pixelFormat) cannot be converted to RGB24")
         }
+        try checkCorrectness(format)
+    }
+
+    /// How a format's pixels become RGB: the conversion path per format, so other decoders (an
+    /// MJPEG one) can sit beside libv4lconvert's.
+    enum Conversion: Equatable {
+        /// libv4lconvert, which assumes BT.601 limited-range YCbCr and the natural line length.
+        case libv4lconvert(bytesPerPixel: Int, horizontalSubsampling: Int, verticalSubsampling: Int, isRGB: Bool)
+        /// A compressed format; libv4lconvert decodes it (the MJPEG work may replace this).
+        case compressed
+    }
+
+    /// The formats whose PNG is known to come out right, with how they are converted; nil for
+    /// the rest, which are refused before streaming.
+    static func conversion(for pixelFormat: FourCC) -> Conversion? {
+        switch pixelFormat.description {
+        case "YUYV", "UYVY", "YVYU", "VYUY": return .libv4lconvert(bytesPerPixel: 2, horizontalSubsampling: 2, verticalSubsampling: 1, isRGB: false)
+        case "NV12", "NV21", "NM12", "NM21", "YU12", "YV12", "YM12", "YM21":
+            return .libv4lconvert(bytesPerPixel: 1, horizontalSubsampling: 2, verticalSubsampling: 2, isRGB: false)
+        case "NV16", "NV61", "NM16", "NM61", "422P", "YM16":
+            return .libv4lconvert(bytesPerPixel: 1, horizontalSubsampling: 2, verticalSubsampling: 1, isRGB: false)
+        case "RGB3", "BGR3": return .libv4lconvert(bytesPerPixel: 3, horizontalSubsampling: 1, verticalSubsampling: 1, isRGB: true)
+        case "GREY": return .libv4lconvert(bytesPerPixel: 1, horizontalSubsampling: 1, verticalSubsampling: 1, isRGB: true)
+        case "MJPG", "JPEG": return .compressed
+        default: return nil
+        }
+    }
+
+    /// Refuses, before streaming, a format whose PNG would come out wrong (issue 16): a format
+    /// libv4lconvert does not convert faithfully (HSV, whose hsv_enc it ignores; 4:4:4, 10-bit,
+    /// alpha and Bayer layouts), a width or height the chroma subsampling does not divide (the
+    /// driver's lines then differ from what libv4lconvert computes: shifted or sheared
+    /// pictures), a line length other than the natural one, and colorimetry other than BT.601
+    /// limited-range YCbCr or full-range RGB (vivid's HDMI input is Rec. 709).
+    static func checkCorrectness(_ format: ImageFormat) throws(FrameDumpError) {
+        let name = "\(format.pixelFormat) \(format.width)x\(format.height)"
+        guard let conversion = conversion(for: format.pixelFormat) else {
+            throw .usage("--png-dir: \(format.pixelFormat) frames cannot be converted to a correct PNG (framedump converts YUYV, UYVY, YVYU, VYUY, NV12, NV21, NV16, NV61, YU12, YV12, 422P, their multi-planar forms, RGB3, BGR3, GREY and MJPEG); capture raw (-o FILE) instead")
+        }
+        guard case let .libv4lconvert(bytesPerPixel, horizontal, vertical, isRGB) = conversion else { return }
+        if Int(format.width) % horizontal != 0 || Int(format.height) % vertical != 0 {
+            throw .usage("--png-dir: \(name): the chroma subsampling of \(format.pixelFormat) needs a width divisible by \(horizontal) and a height divisible by \(vertical) for a correct picture; pick another --size")
+        }
+        let natural = Int(format.width) * bytesPerPixel
+        if let line = format.planes.first?.bytesPerLine, line != 0, Int(line) != natural {
+            throw .usage("--png-dir: \(name): the driver's lines are \(line) bytes, not \(natural); libv4lconvert would shear the picture; pick another --size")
+        }
+        let quantization = format.quantization != 0 ? format.quantization
+            : (isRGB || format.colorspace == 7 /* JPEG */ ? 1 : 2)
+        if isRGB {
+            if quantization != 1 && format.pixelFormat.description != "GREY" {
+                throw .usage("--png-dir: \(name) is limited-range RGB (quantization \(format.quantization)); the conversion would show it washed out; set the driver to full range (vivid: rgb_range_cap) or capture raw")
+            }
+            return
+        }
+        var encoding = format.ycbcrEncoding
+        if encoding == 0 {
+            // V4L2_MAP_YCBCR_ENC_DEFAULT.
+            switch format.colorspace {
+            case 3, 12: encoding = 2          // REC709, DCI_P3: BT.709
+            case 10: encoding = 6             // BT2020
+            case 2: encoding = 8              // SMPTE240M
+            default: encoding = 1             // BT.601
+            }
+        }
+        guard encoding == 1 && quantization == 2 else {
+            let encodings: [UInt32: String] = [1: "BT.601", 2: "BT.709", 3: "xvYCC 601", 4: "xvYCC 709", 6: "BT.2020", 7: "BT.2020 constant luminance", 8: "SMPTE 240M"]
+            throw .usage("--png-dir: \(name) is \(encodings[encoding] ?? "YCbCr encoding \(encoding)") \(quantization == 1 ? "full" : "limited") range (colorspace \(format.colorspace)); libv4lconvert converts only BT.601 limited range, so the colours would be wrong; capture raw or y4m and convert with ffmpeg")
+        }
     }
 
     /// - Parameter device: the device; a kernel device's descriptor is given to `v4lconvert_create`,
@@ -88,6 +157,7 @@ public final class PNGSink: FrameSink {
         guard let source = PNGSink.singlePlanarEquivalent(format.pixelFormat, planeCount: format.planes.count) else {
             throw .usage("--png-dir: the multi-planar pixel format \(format.pixelFormat) cannot be converted to RGB24")
         }
+        try PNGSink.checkCorrectness(format)
         let converter: OpaquePointer?
         if device.backend is KernelBackend {
             converter = v4lconvert_create(device.descriptor)

@@ -58,6 +58,58 @@ public final class Y4MConverter {
         if format.planes.count != planes {
             throw .usage("--container y4m: \(format.pixelFormat) should have \(planes) plane(s), the driver reports \(format.planes.count)")
         }
+        // The driver's layout (bytesperline, sizeimage) is known before STREAMON: a plane too
+        // small for the picture fails here, before any file is created, instead of at frame 0.
+        let strides = Y4MConverter.strides(format)
+        for (index, need) in requiredPlaneBytes(format, strides: strides).enumerated() {
+            let plane = format.planes[index]
+            let rowBytes = minimumRowBytes(format.pixelFormat, width: Int(format.width), plane: index)
+            if strides[index] < rowBytes || (plane.sizeImage > 0 && Int(plane.sizeImage) < need) {
+                throw .usage("--container y4m: the driver's \(format.pixelFormat) \(format.width)x\(format.height) layout (plane \(index): \(plane.bytesPerLine) bytes per line, sizeimage \(plane.sizeImage)) is too small for the picture (\(need) bytes needed); pick another --size (even dimensions) or use --container raw")
+            }
+        }
+    }
+
+    /// Bytes per line of each source plane: the driver's, or the format's natural one when it reports 0.
+    static func strides(_ format: ImageFormat) -> [Int] {
+        format.planes.enumerated().map { index, plane in
+            if plane.bytesPerLine != 0 { return Int(plane.bytesPerLine) }
+            switch format.pixelFormat {
+            case .yuyv, .uyvy: return Int(format.width) * 2
+            case .yuv420m: return index == 0 ? Int(format.width) : (Int(format.width) + 1) / 2
+            default: return Int(format.width)
+            }
+        }
+    }
+
+    /// The bytes of one row of plane `plane` that the conversion reads.
+    static func minimumRowBytes(_ pixelFormat: FourCC, width: Int, plane: Int) -> Int {
+        let chromaWidth = (width + 1) / 2
+        switch pixelFormat {
+        case .yuyv, .uyvy: return width * 2
+        case .nv12: return max(width, chromaWidth * 2)
+        case .nv12m: return plane == 0 ? width : chromaWidth * 2
+        case .yuv420: return max(width, 2 * chromaWidth)
+        case .yuv420m: return plane == 0 ? width : chromaWidth
+        default: return width
+        }
+    }
+
+    /// The bytes of each plane the conversion reads, the same sums as ``convert(planeCount:plane:)`` checks.
+    static func requiredPlaneBytes(_ format: ImageFormat, strides: [Int]) -> [Int] {
+        let width = Int(format.width), height = Int(format.height)
+        let chromaWidth = (width + 1) / 2, chromaHeight = (height + 1) / 2
+        func rows(_ count: Int, _ stride: Int, _ rowBytes: Int) -> Int { count == 0 ? 0 : (count - 1) * stride + rowBytes }
+        switch format.pixelFormat {
+        case .yuyv, .uyvy: return [rows(height, strides[0], width * 2)]
+        case .grey: return [rows(height, strides[0], width)]
+        case .nv12: return [rows(height + chromaHeight, strides[0], max(width, chromaWidth * 2))]
+        case .nv12m: return [rows(height, strides[0], width), rows(chromaHeight, strides[1], chromaWidth * 2)]
+        case .yuv420: return [strides[0] * height + 2 * (strides[0] / 2) * chromaHeight]
+        case .yuv420m:
+            return [rows(height, strides[0], width), rows(chromaHeight, strides[1], chromaWidth), rows(chromaHeight, strides[2], chromaWidth)]
+        default: return format.planes.map { _ in 0 }
+        }
     }
 
     static func expectedPlaneCount(_ pixelFormat: FourCC) -> Int {
@@ -73,18 +125,7 @@ public final class Y4MConverter {
         pixelFormat = format.pixelFormat
         width = Int(format.width)
         height = Int(format.height)
-        var strides: [Int] = []
-        for (index, plane) in format.planes.enumerated() {
-            var stride = Int(plane.bytesPerLine)
-            if stride == 0 {
-                switch format.pixelFormat {
-                case .yuyv, .uyvy: stride = Int(format.width) * 2
-                case .yuv420m: stride = index == 0 ? Int(format.width) : (Int(format.width) + 1) / 2
-                default: stride = Int(format.width)
-                }
-            }
-            strides.append(stride)
-        }
+        let strides = Y4MConverter.strides(format)
         self.strides = strides
         let size = Int(format.width) * Int(format.height)
             + 2 * ((format.pixelFormat == .grey) ? 0 : (Int(format.width) + 1) / 2
@@ -213,6 +254,8 @@ public final class Y4MSink: FrameSink {
     /// The frame rate in the header, as numerator:denominator frames per second.
     public let rate: (numerator: UInt32, denominator: UInt32)
     private let frameTag: UnsafeMutableRawBufferPointer
+    /// The header, until the first frame carries it.
+    private var pendingHeader: UnsafeMutableRawBufferPointer?
 
     /// - Parameters:
     ///   - frameInterval: seconds per frame, from the driver; the header's rate is its inverse.
@@ -228,6 +271,7 @@ public final class Y4MSink: FrameSink {
 
     deinit {
         frameTag.deallocate()
+        pendingHeader?.deallocate()
     }
 
     static func rate(frameInterval: Fraction?, framesPerSecond: Double?) -> (numerator: UInt32, denominator: UInt32) {
@@ -255,26 +299,29 @@ public final class Y4MSink: FrameSink {
         "YUV4MPEG2 W\(converter.width) H\(converter.height) F\(rate.numerator):\(rate.denominator) Ip A1:1 C\(converter.colorspaceTag)\n"
     }
 
-    /// Writes the stream header; call once before the first frame.
+    /// Prepares the stream header; call once before the first frame. The header goes out in
+    /// the first frame's writev, after that frame converted, so a frame the driver lays out
+    /// differently from its format (vivid's YU12 at 642x362: bytesused 348244, sizeimage 348606)
+    /// fails with nothing written, never a header-only file.
     public func writeHeader() throws(FrameDumpError) {
         let bytes = Array(header.utf8)
-        let result = bytes.withUnsafeBytes { buffer -> Result<Void, FrameDumpError> in
-            do throws(FrameDumpError) {
-                try output.writeHeader(buffer)
-                return .success(())
-            } catch {
-                return .failure(error)
-            }
-        }
-        try result.get()
+        pendingHeader?.deallocate()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes.count, alignment: 1)
+        buffer.copyBytes(from: bytes)
+        pendingHeader = buffer
     }
 
     public func write(_ payload: FramePayload, index: Int) throws(FrameDumpError) {
         try converter.convert(planeCount: payload.planeCount) { payload.plane($0) }
         output.beginFrame()
+        if let header = pendingHeader { output.append(UnsafeRawBufferPointer(header)) }
         output.append(UnsafeRawBufferPointer(frameTag))
         output.append(UnsafeRawBufferPointer(start: converter.buffer.baseAddress, count: converter.frameSize))
         try output.commitFrame()
+        if let header = pendingHeader {
+            header.deallocate()
+            pendingHeader = nil
+        }
     }
 
     public func finish() throws(FrameDumpError) {}

@@ -67,24 +67,50 @@ public struct FourCC: RawRepresentable, Hashable, Sendable, Codable, CustomStrin
     public var rawValue: UInt32
     @inlinable public init(rawValue: UInt32) { self.rawValue = rawValue }
 
-    /// From a string of up to four ASCII characters (shorter ones are padded with spaces).
+    /// `V4L2_PIX_FMT_FLAG_BE`-style bit 31: the big-endian variant of a format (`v4l2_fourcc_be`).
+    public static let bigEndianFlag: UInt32 = 1 << 31
+
+    /// From the spellings v4l2-ctl prints and takes: up to four ASCII characters (shorter ones
+    /// are padded with spaces), the same followed by `-BE` for a big-endian variant (`Y16 -BE`,
+    /// also `Y16-BE`), or the code in hexadecimal (`0x20363159`, more than four characters).
     public init?(_ string: String) {
-        let bytes = Array(string.utf8)
+        if string.count > 4, string.hasPrefix("0x") || string.hasPrefix("0X") {
+            guard let value = UInt32(string.dropFirst(2), radix: 16) else { return nil }
+            rawValue = value
+            return
+        }
+        var text = Substring(string)
+        var flag: UInt32 = 0
+        if text.count > 4, text.hasSuffix("-BE") {
+            text = text.dropLast(3)
+            flag = FourCC.bigEndianFlag
+        }
+        let bytes = Array(text.utf8)
         guard !bytes.isEmpty, bytes.count <= 4, bytes.allSatisfy({ $0 >= 0x20 && $0 < 0x7f }) else { return nil }
         var value: UInt32 = 0
         for i in 0..<4 {
             let byte = i < bytes.count ? UInt32(bytes[i]) : 0x20
             value |= byte << (8 * UInt32(i))
         }
-        rawValue = value
+        rawValue = value | flag
     }
 
+    /// v4l2-ctl's spelling (`fcc2s`): the four characters, trailing spaces trimmed, and
+    /// `-BE` after all four for a big-endian variant (`Y16 -BE`); a code with a byte that is
+    /// not printable ASCII as `0x` and eight hexadecimal digits. Either form reads back with
+    /// ``init(_:)``.
     public var description: String {
+        let code = rawValue & ~FourCC.bigEndianFlag
         var text = ""
         for i in 0..<4 {
-            let byte = UInt8((rawValue >> (8 * UInt32(i))) & 0xff)
-            text.append(byte >= 0x20 && byte < 0x7f ? Character(Unicode.Scalar(byte)) : "?")
+            let byte = UInt8((code >> (8 * UInt32(i))) & 0xff)
+            guard byte >= 0x20 && byte < 0x7f else {
+                let hex = String(rawValue, radix: 16)
+                return "0x" + String(repeating: "0", count: 8 - hex.count) + hex
+            }
+            text.append(Character(Unicode.Scalar(byte)))
         }
+        if rawValue & FourCC.bigEndianFlag != 0 { return text + "-BE" }
         while text.hasSuffix(" ") { text.removeLast() }
         return text
     }
@@ -359,9 +385,15 @@ public struct ImageFormat: Hashable, Sendable, Codable {
     public var field: UInt32
     public var colorspace: UInt32
     public var planes: [PlaneFormat]
+    /// `ycbcr_enc` (`enum v4l2_ycbcr_encoding`), or for HSV formats `hsv_enc` (128: hue
+    /// 0...179, 129: hue 0...255); 0 is the colorspace's default.
+    public var ycbcrEncoding: UInt32
+    /// `enum v4l2_quantization`: 0 default, 1 full range, 2 limited range.
+    public var quantization: UInt32
 
     public init(bufferType: BufferType, width: UInt32, height: UInt32, pixelFormat: FourCC,
-                field: UInt32 = 1, colorspace: UInt32 = 0, planes: [PlaneFormat] = []) {
+                field: UInt32 = 1, colorspace: UInt32 = 0, planes: [PlaneFormat] = [],
+                ycbcrEncoding: UInt32 = 0, quantization: UInt32 = 0) {
         self.bufferType = bufferType
         self.width = width
         self.height = height
@@ -369,6 +401,8 @@ public struct ImageFormat: Hashable, Sendable, Codable {
         self.field = field
         self.colorspace = colorspace
         self.planes = planes
+        self.ycbcrEncoding = ycbcrEncoding
+        self.quantization = quantization
     }
 
     /// The sum of the planes' sizes.

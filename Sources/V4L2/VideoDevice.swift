@@ -307,12 +307,14 @@ public final class VideoDevice: Sendable {
             }
             return ImageFormat(bufferType: bufferType, width: mp.width, height: mp.height,
                                pixelFormat: FourCC(rawValue: mp.pixelformat), field: mp.field,
-                               colorspace: mp.colorspace, planes: planes)
+                               colorspace: mp.colorspace, planes: planes,
+                               ycbcrEncoding: UInt32(mp.ycbcr_enc), quantization: UInt32(mp.quantization))
         }
         let pix = raw.fmt.pix
         return ImageFormat(bufferType: bufferType, width: pix.width, height: pix.height,
                            pixelFormat: FourCC(rawValue: pix.pixelformat), field: pix.field, colorspace: pix.colorspace,
-                           planes: [PlaneFormat(bytesPerLine: pix.bytesperline, sizeImage: pix.sizeimage)])
+                           planes: [PlaneFormat(bytesPerLine: pix.bytesperline, sizeImage: pix.sizeimage)],
+                           ycbcrEncoding: pix.ycbcr_enc, quantization: pix.quantization)
     }
 
     // MARK: - Frame rate
@@ -449,6 +451,23 @@ public final class VideoDevice: Sendable {
         create.format = VideoDevice.rawFormat(from: format)
         try perform("VIDIOC_CREATE_BUFS", CV4L2_VIDIOC_CREATE_BUFS, &create)
         return CreatedBuffers(index: create.index, count: create.count, capabilities: BufferCapabilities(rawValue: create.capabilities))
+    }
+
+    /// The queue's buffer capability bits (`V4L2_BUF_CAP_*`) from VIDIOC_CREATE_BUFS with count
+    /// 0, which allocates nothing and needs no ownership of the queue. Succeeds when `memory` is
+    /// accepted; EINVAL (memory kind not supported) still carries the bits on a kernel that has them.
+    public func bufferCapabilities(format: ImageFormat, memory: MemoryKind) -> Result<BufferCapabilities, V4L2Error> {
+        var create = v4l2_create_buffers()
+        create.count = 0
+        create.memory = memory.rawValue
+        create.format = VideoDevice.rawFormat(from: format)
+        if let errno = rawIoctl(CV4L2_VIDIOC_CREATE_BUFS, &create) {
+            if errno == .invalidArgument && create.capabilities != 0 {
+                return .success(BufferCapabilities(rawValue: create.capabilities))
+            }
+            return .failure(error("VIDIOC_CREATE_BUFS", errno, detail: "count 0 (capability query) for \(memory) memory"))
+        }
+        return .success(BufferCapabilities(rawValue: create.capabilities))
     }
 
     /// VIDIOC_QUERYBUF.

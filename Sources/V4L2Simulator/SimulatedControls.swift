@@ -42,6 +42,7 @@ struct SimulatedControl {
         switch type {
         case .integer64: return 8
         case .controlClass: return 0
+        case .string: return UInt32(maximum + 1)
         default: return 4
         }
     }
@@ -105,6 +106,9 @@ struct SimulatedControl {
             SimulatedControl(id: 0x0098_f004, type: .menu, name: "Menu",
                              minimum: 1, maximum: 4, step: 0, defaultValue: 3,
                              menu: ["Menu Item 1", nil, "Menu Item 3", "Menu Item 4"]),
+            // vivid's string control (min/max are the length in characters).
+            SimulatedControl(id: 0x0098_f005, type: .string, name: "String",
+                             minimum: 2, maximum: 4, step: 1),
             SimulatedControl(id: 0x00f0_0001, type: .controlClass, name: "Vivid Controls",
                              flags: flagReadOnly | flagWriteOnly),
             SimulatedControl(id: 0x00f0_f001, type: .menu, name: "OSD Text Mode",

@@ -245,6 +245,12 @@ extension SimulatedDevice {
                 }
             case .dataOffsetNotBelowBytesUsed:
                 raw.pointee.m.planes![0].data_offset = raw.pointee.m.planes![0].bytesused
+            case .shortPayload(let bytes):
+                if isMultiplanar {
+                    raw.pointee.m.planes![0].bytesused -= min(bytes, raw.pointee.m.planes![0].bytesused)
+                } else {
+                    raw.pointee.bytesused -= min(bytes, raw.pointee.bytesused)
+                }
             default:
                 break
             }

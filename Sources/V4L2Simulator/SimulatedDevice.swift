@@ -249,6 +249,9 @@ final class SimulatedDevice {
             case .bytesUsedZero:
                 faults.remove(at: i)
                 return (.bytesUsedZero, dequeuedIndex)
+            case .shortPayload:
+                let fault = faults.remove(at: i)
+                return (fault, dequeuedIndex)
             case .dataOffsetNotBelowBytesUsed where isMultiplanar:
                 faults.remove(at: i)
                 return (.dataOffsetNotBelowBytesUsed, dequeuedIndex)

@@ -48,12 +48,16 @@ public enum SimulatedFault: Sendable, Hashable, CustomStringConvertible {
     case disconnect
     /// Call: the next ioctl with `request` fails with `errno` (and has no effect).
     case failNext(request: UInt, errno: Errno)
+    /// Result: plane 0's `bytesused` is `bytes` less than the frame (as vivid's YU12 at
+    /// 642x362 fills 348244 bytes of a 348606-byte sizeimage).
+    case shortPayload(bytes: UInt32)
 
     public var description: String {
         switch self {
         case .outOfRangeIndex: return "outOfRangeIndex"
         case .indexNotQueued: return "indexNotQueued"
         case .bytesUsedOverLength: return "bytesUsedOverLength"
+        case .shortPayload(let bytes): return "shortPayload(\(bytes))"
         case .dataOffsetNotBelowBytesUsed: return "dataOffsetNotBelowBytesUsed"
         case .bytesUsedZero: return "bytesUsedZero"
         case .truncatedJPEG: return "truncatedJPEG"

@@ -46,7 +46,7 @@ struct MemoryArguments: ParsableArguments {
             help: ArgumentHelp("With --memory dmabuf: export buffers from another V4L2 device (VIDIOC_EXPBUF), or from vgem DRM dumb buffers.", valueName: "DEV|vgem"))
     var dmabufFrom: String?
 
-    @Option(name: .customLong("buffers"), help: ArgumentHelp("Buffers to ask the allocator for (1...32).", valueName: "N"))
+    @Option(name: .customLong("buffers"), help: ArgumentHelp("Buffers to ask the allocator for (\(AllocatorPlan.bufferRange.lowerBound)...\(AllocatorPlan.bufferRange.upperBound); a count below the device's minimum is raised to it).", valueName: "N"))
     var buffers: Int?
 }
 

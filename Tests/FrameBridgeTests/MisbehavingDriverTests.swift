@@ -373,10 +373,11 @@ final class MisbehavingDriverTests: XCTestCase {
         rig.assertTornDown("\(context): after the retry", file: file, line: line)
     }
 
-    /// REQBUFS failing in the framing query (REQBUFS(0)): nothing is initialized.
-    func testFramingQueryReqbufsFailureFailsStartAndRetrySucceeds() throws {
+    /// The framing query's capability query (CREATE_BUFS(0); it was REQBUFS(0) before issue 16)
+    /// failing: nothing is initialized.
+    func testFramingQueryFailureFailsStartAndRetrySucceeds() throws {
         for layout in Layout.allCases {
-            try assertStartFailure("VIDIOC_REQBUFS", request: CV4L2_VIDIOC_REQBUFS, errno: .deviceBusy, kind: .kernelPool,
+            try assertStartFailure("VIDIOC_CREATE_BUFS", request: CV4L2_VIDIOC_CREATE_BUFS, errno: .ioError, kind: .kernelPool,
                                    layout: layout, expectedSteps: { _ in [] })
         }
     }

@@ -103,12 +103,12 @@ final class ArgumentParsingTests: XCTestCase {
 
     func testCaptureArgumentsParse() throws {
         let options = try CaptureOptions(arguments: CaptureArguments(
-            device: "/dev/video3", count: 12, memory: "userptr", buffers: 6, input: 1, pixelFormat: "NV12", size: "320x180",
+            device: "/dev/video3", count: 12, memory: "mmap", buffers: 6, input: 1, pixelFormat: "NV12", size: "320x180",
             fps: "60", setControls: ["osd_text_mode=2,brightness=100"], output: "/tmp/x.y4m", container: "y4m",
             pngDirectory: "/tmp", every: 5, errorFrames: "skip", timeoutSeconds: 2, libv4l2: true))
         XCTAssertEqual(options.devicePath, "/dev/video3")
         XCTAssertEqual(options.count, 12)
-        XCTAssertEqual(options.memory, .userPointer)
+        XCTAssertEqual(options.memory, .mmap)
         XCTAssertEqual(options.buffers, 6)
         XCTAssertEqual(options.format.input, 1)
         XCTAssertEqual(options.format.pixelFormat, .nv12)

@@ -157,8 +157,9 @@ final class ReportTests: XCTestCase {
 
         let tooFew = try FrameDumpCommands.framing(path: simulatedPath, backend: makeBackend(SimulatedDeviceConfiguration(minimumBuffers: 4)),
                                                    buffers: 2)
-        XCTAssertFalse(tooFew.accepted)
-        XCTAssertEqual(tooFew.rejections.first?.reason, "frame count 2 is outside the range 4...32")
+        // Raised to the minimum, as capture does (issue 16 item 6).
+        XCTAssertTrue(tooFew.accepted)
+        XCTAssertEqual(tooFew.frameCount, 4)
     }
 
     func testFramingForDMABufDoesNotTouchTheExporter() throws {

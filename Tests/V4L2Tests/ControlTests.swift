@@ -17,7 +17,7 @@ final class ControlTests: XCTestCase {
         let device = try VideoDevice(path: videoPath, backend: makeBackend())
         let controls = try device.controls()
         XCTAssertEqual(controls.map(\.name), ["Brightness", "Contrast", "Hue", "Horizontal Flip", "Min Number of Capture Buffers",
-                                              "Button", "Integer 32 Bits", "Integer 64 Bits", "Menu", "OSD Text Mode"])
+                                              "Button", "Integer 32 Bits", "Integer 64 Bits", "Menu", "String", "OSD Text Mode"])
         XCTAssertEqual(controls.map(\.id), controls.map(\.id).sorted())
         XCTAssertFalse(controls.contains { $0.type == .controlClass })
         let brightness = try XCTUnwrap(controls.first { $0.id == self.brightness })
