@@ -47,31 +47,7 @@ public final class PNGSink: FrameSink {
     /// Checks, before anything is captured, that `directory` exists and is writable, or that it
     /// can be created.
     public static func checkDirectory(_ directory: String) throws(FrameDumpError) {
-        guard !directory.isEmpty else { throw .usage("--png-dir: the directory path is empty") }
-        var status = stat()
-        if stat(directory, &status) == 0 {
-            guard (status.st_mode & S_IFMT) == S_IFDIR else {
-                throw .usage("--png-dir \(directory): not a directory")
-            }
-            if access(directory, W_OK | X_OK) != 0 {
-                throw .usage("--png-dir \(directory): cannot write into it: \(Errno.current)")
-            }
-            return
-        }
-        let trimmed = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
-        let parent: String
-        if let slash = trimmed.lastIndex(of: "/") {
-            parent = slash == trimmed.startIndex ? "/" : String(trimmed[..<slash])
-        } else {
-            parent = "."
-        }
-        var parentStatus = stat()
-        guard stat(parent, &parentStatus) == 0, (parentStatus.st_mode & S_IFMT) == S_IFDIR else {
-            throw .usage("--png-dir \(directory): cannot create it: its parent \(parent) is not a directory: \(Errno.current)")
-        }
-        if access(parent, W_OK | X_OK) != 0 {
-            throw .usage("--png-dir \(directory): cannot create it in \(parent): \(Errno.current)")
-        }
+        try OutputDirectory.check(directory, option: "--png-dir")
     }
 
     /// Checks that libv4lconvert can convert `format` to RGB24 (before streaming).
