@@ -100,14 +100,16 @@ public protocol AllocatorDispatch: AnyObject, Sendable {
     func free(index: Int, memory: FrameMemory)
     /// DeleteAllocator: releases everything, including the driver's buffers (REQBUFS(0)).
     func delete()
-    /// Called before the CPU reads frame `index` (DMA_BUF_IOCTL_SYNC start for dmabufs).
-    func beginCPUAccess(index: Int, memory: FrameMemory)
-    /// Called after the CPU is done reading frame `index`.
-    func endCPUAccess(index: Int, memory: FrameMemory)
+    /// Called before the CPU reads frame `index` (DMA_BUF_IOCTL_SYNC start for dmabufs). A
+    /// failure fails the lock.
+    func beginCPUAccess(index: Int, memory: FrameMemory) throws(CaptureError)
+    /// Called after the CPU is done reading frame `index`. A failure is counted in
+    /// ``CaptureStatistics/synchronizationFailures``.
+    func endCPUAccess(index: Int, memory: FrameMemory) throws(CaptureError)
 }
 
 extension AllocatorDispatch {
-    public func beginCPUAccess(index: Int, memory: FrameMemory) {}
-    public func endCPUAccess(index: Int, memory: FrameMemory) {}
+    public func beginCPUAccess(index: Int, memory: FrameMemory) throws(CaptureError) {}
+    public func endCPUAccess(index: Int, memory: FrameMemory) throws(CaptureError) {}
     public var memoryKind: MemoryKind { offer.memoryKind }
 }

@@ -230,13 +230,19 @@ public final class CapturePin: Sendable {
             switch state.phase {
             case .streaming: return "\(device.path): the pin is already streaming"
             case .idle, .stopped, .failed:
+                if state.starting { return "\(device.path): the pin is being started by another caller" }
                 if state.allocator != nil {
                     return "\(device.path): \(state.livePointers) stream pointer(s) from the previous stream still hold frames; release them before starting again"
                 }
+                // Claimed here, in the same critical section as the check: a second start()
+                // cannot pass the check while this one sets up.
+                state.starting = true
                 return nil
             }
         }
         if let ready { throw CaptureError(.invalidState, ready) }
+        var committed = false
+        defer { if !committed { core.state.withLock { $0.starting = false } } }
 
         let framing: AllocatorFraming
         do {
@@ -310,9 +316,11 @@ public final class CapturePin: Sendable {
                 return error
             }
             state.phase = .streaming
+            state.starting = false
             core.publish(state)
             return nil
         }
+        committed = failure == nil
         if let failure {
             _ = try? device.streamOff(bufferType)
             core.state.withLock { state in
@@ -560,7 +568,10 @@ public final class CapturePin: Sendable {
             var problem: String?
             var defects: CompressedFrameDefects = []
             if core.validation != .uncompressed, descriptor.planeCount == expectedPlanes, descriptor.planeCount >= 1 {
-                defects = validateCompressed(&descriptor, memory: memories + index, synchronize: state.synchronizesCPUAccess ? state.allocator : nil)
+                var synchronizationFailed = false
+                defects = validateCompressed(&descriptor, memory: memories + index, synchronize: state.synchronizesCPUAccess ? state.allocator : nil,
+                                             synchronizationFailed: &synchronizationFailed)
+                if synchronizationFailed { state.statistics.synchronizationFailures += 1 }
             }
             if descriptor.planeCount != expectedPlanes {
                 problem = "buffer \(index) has \(descriptor.planeCount) planes, expected \(expectedPlanes)"
@@ -655,7 +666,8 @@ public final class CapturePin: Sendable {
     /// Called with the state locked. (`descriptor` is inout to be passed by address; only an
     /// overlong bytesused is changed.)
     private func validateCompressed(_ descriptor: inout BufferDescriptor, memory: UnsafeMutablePointer<FrameMemory>,
-                                    synchronize allocator: (any AllocatorDispatch)?) -> CompressedFrameDefects {
+                                    synchronize allocator: (any AllocatorDispatch)?,
+                                    synchronizationFailed: inout Bool) -> CompressedFrameDefects {
         let plane = descriptor.planes[0]
         let length = min(max(Int(plane.length), 0), memory.pointee.planes[0].length)
         if Int(plane.bytesUsed) > length {
@@ -669,10 +681,16 @@ public final class CapturePin: Sendable {
             return .empty
         }
         guard core.validation == .jpeg, plane.dataOffset < plane.bytesUsed, let base = memory.pointee.planes[0].address else { return [] }
-        allocator?.beginCPUAccess(index: Int(descriptor.index), memory: memory.pointee)
+        // Runs under the state lock. A failed synchronization still checks the bytes (at worst
+        // stale in a CPU cache) and is counted.
+        var synchronized = true
+        do throws(CaptureError) { try allocator?.beginCPUAccess(index: Int(descriptor.index), memory: memory.pointee) } catch { synchronized = false }
         let defects = JPEGFrameCheck.defects(UnsafeRawBufferPointer(start: base + Int(plane.dataOffset),
                                                                     count: Int(plane.bytesUsed - plane.dataOffset)))
-        allocator?.endCPUAccess(index: Int(descriptor.index), memory: memory.pointee)
+        if synchronized {
+            do throws(CaptureError) { try allocator?.endCPUAccess(index: Int(descriptor.index), memory: memory.pointee) } catch { synchronized = false }
+        }
+        if !synchronized { synchronizationFailed = true }
         return defects
     }
 
@@ -750,29 +768,44 @@ public final class CapturePin: Sendable {
     /// Adds `count` frames while streaming (VIDIOC_CREATE_BUFS through the kernel pool allocator),
     /// allocates and queues them.
     public func addFrames(_ count: Int) throws(CaptureError) {
-        guard let pool = allocator as? KernelPoolAllocator else {
-            throw CaptureError(.invalidState, "\(device.path): only the kernel pool (mmap) allocator can grow")
-        }
-        let range = try pool.grow(by: count)
-        for index in range {
-            let memory = try pool.allocate(index: index)
-            let error = core.state.withLock { state -> V4L2Error? in
-                guard let storage = state.storage, index < storage.capacity else {
+        // Under the state lock, like start(): stop() cannot delete the allocator between the
+        // check, CREATE_BUFS and the new buffers' QBUF.
+        let failure = core.state.withLock { state -> CaptureError? in
+            guard let allocator = state.allocator, let storage = state.storage else {
+                return CaptureError(.invalidState, "\(device.path): the pin has no buffers to add to; call start() first")
+            }
+            guard let pool = allocator as? KernelPoolAllocator else {
+                return CaptureError(.invalidState, "\(device.path): only the kernel pool (mmap) allocator can grow")
+            }
+            let range: Range<Int>
+            do throws(CaptureError) {
+                range = try pool.grow(by: count)
+            } catch {
+                return error
+            }
+            for index in range {
+                let memory: FrameMemory
+                do throws(CaptureError) {
+                    memory = try pool.allocate(index: index)
+                } catch {
+                    return error
+                }
+                guard index < storage.capacity else {
                     pool.free(index: index, memory: memory)
-                    return V4L2Error(device: device.path, operation: "VIDIOC_CREATE_BUFS", errno: nil,
-                                     detail: "buffer \(index) is beyond the \(AllocatorFraming.queueMaximumFrames) a queue holds")
+                    return CaptureError(V4L2Error(device: device.path, operation: "VIDIOC_CREATE_BUFS", errno: nil,
+                                                  detail: "buffer \(index) is beyond the \(AllocatorFraming.queueMaximumFrames) a queue holds"))
                 }
                 storage.store(memory, at: index, bufferType: bufferType, kind: .mmap)
                 while state.slots.count <= index { state.slots.append(PinCore.Slot()) }
-                var result: V4L2Error?
-                if case .streaming = state.phase {
-                    result = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
+                if case .streaming = state.phase, let error = PinCore.queue(&state, index: index, device: device, bufferType: bufferType) {
+                    core.publish(state)
+                    return CaptureError(error)
                 }
-                core.publish(state)
-                return result
             }
-            if let error { throw CaptureError(error) }
+            core.publish(state)
+            return nil
         }
+        if let failure { throw failure }
     }
 
     // MARK: - Introspection

@@ -49,6 +49,9 @@ public final class DMABufAllocator: AllocatorDispatch {
         } catch {
             throw CaptureError(error)
         }
+        guard granted.count > 0 else {
+            throw CaptureError(.allocator, "\(queue.device.path): VIDIOC_REQBUFS granted no dmabuf buffers (asked for \(frameCount))")
+        }
         let exported: [[(fd: Int32, size: Int)]]
         do {
             exported = try exporter.export(count: Int(granted.count), planeSizes: requestedSizes ?? framing.planeSizes)
@@ -105,18 +108,22 @@ public final class DMABufAllocator: AllocatorDispatch {
         exporter.release()
     }
 
-    public func beginCPUAccess(index: Int, memory: FrameMemory) {
-        sync(memory, flags: 1 /* DMA_BUF_SYNC_READ */ | 0 /* START */)
+    public func beginCPUAccess(index: Int, memory: FrameMemory) throws(CaptureError) {
+        try synchronize(memory, [.read, .start])
     }
 
-    public func endCPUAccess(index: Int, memory: FrameMemory) {
-        sync(memory, flags: 1 /* DMA_BUF_SYNC_READ */ | 4 /* DMA_BUF_SYNC_END */)
+    public func endCPUAccess(index: Int, memory: FrameMemory) throws(CaptureError) {
+        try synchronize(memory, [.read, .end])
     }
 
-    private func sync(_ memory: FrameMemory, flags: UInt64) {
+    private func synchronize(_ memory: FrameMemory, _ flags: DMABufSyncFlags) throws(CaptureError) {
+        let backend: any DeviceBackend = state.withLock { $0.queue?.device.backend } ?? KernelBackend.shared
         for i in 0..<memory.planeCount {
-            var request = dma_buf_sync(flags: flags)
-            _ = cv4l2_ioctl(memory.planes[i].fd, CV4L2_DMA_BUF_IOCTL_SYNC, &request)
+            do throws(V4L2Error) {
+                try backend.synchronizeDMABuf(memory.planes[i].fd, flags)
+            } catch {
+                throw CaptureError(.allocator, "\(name): plane \(i): \(error)", underlying: error)
+            }
         }
     }
 }

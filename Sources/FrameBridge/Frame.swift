@@ -160,6 +160,9 @@ public struct CaptureStatistics: Hashable, Sendable, Codable {
     public var corruptDelivered = 0
     /// A description of the last corrupt compressed frame.
     public var lastCorruption: String?
+    /// Failed ends of CPU access (DMA_BUF_IOCTL_SYNC end) after a frame was read; a failed start
+    /// fails the lock instead.
+    public var synchronizationFailures = 0
 
     public init() {}
 }

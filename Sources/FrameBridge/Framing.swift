@@ -189,8 +189,11 @@ extension AllocatorFraming {
         if let requested { format = requested } else { format = try device.format(bufferType) }
         var capabilities: BufferCapabilities = []
         var kinds: [MemoryKind] = []
+        // CREATE_BUFS answered for MMAP: the kernel pool can add buffers while allocated.
+        var createsBuffers = false
         switch device.bufferCapabilities(format: format, memory: .mmap) {
         case .success(let reported):
+            createsBuffers = true
             capabilities = reported
             kinds = reported.memoryKinds
             if kinds.isEmpty {
@@ -235,7 +238,7 @@ extension AllocatorFraming {
         if kinds.contains(.userPointer) || kinds.contains(.dmabuf) { flags.insert(.acceptsExternalMemory) }
         if capabilities.contains(.supportsMMAPCacheHints) { flags.insert(.cacheHints) }
         if capabilities.contains(.supportsOrphanedBuffers) { flags.insert(.orphanedBuffers) }
-        flags.insert(.canGrow)
+        if createsBuffers && kinds.contains(.mmap) && queueMaximumFrames > minimum { flags.insert(.canGrow) }
         // Compressed: the driver's flag from ENUM_FMT, or the fourcc when the driver sets none.
         var compressed = format.pixelFormat.isKnownCompressed
         if !compressed, let descriptions = try? device.formats(bufferType),

@@ -67,6 +67,8 @@ final class PinCore: Sendable {
 
     /// Only ever touched under `state`'s lock; the raw base pointers point into `storage`.
     struct State: @unchecked Sendable {
+        /// A start() has claimed the pin and is setting up (between its check and its commit).
+        var starting = false
         var phase: Phase = .idle
         var slots = SlotTable(capacity: AllocatorFraming.queueMaximumFrames)
         /// The frames' metadata (pointers read their record without the lock).
@@ -246,7 +248,22 @@ final class PinCore: Sendable {
         guard let (memory, allocator) = result else {
             throw cancelledError()
         }
-        allocator?.beginCPUAccess(index: slot, memory: memory.pointee)
+        do throws(CaptureError) {
+            try allocator?.beginCPUAccess(index: slot, memory: memory.pointee)
+        } catch {
+            // The lock did not happen: undo its count (no end of access: none began).
+            state.withLock { state in
+                if slot < state.slots.count, state.slots[slot].generation == generation, state.slots[slot].state == .held {
+                    state.slots[slot].locks -= 1
+                    if hasHandler {
+                        for i in state.slots[slot].handlers.indices where state.slots[slot].handlers[i].pointer == pointer {
+                            state.slots[slot].handlers[i].locked = false
+                        }
+                    }
+                }
+            }
+            throw error
+        }
         return memory
     }
 
@@ -285,7 +302,13 @@ final class PinCore: Sendable {
             }
             return synchronize
         }
-        if let (memory, allocator) = synchronize { allocator.endCPUAccess(index: slot, memory: memory.pointee) }
+        if let (memory, allocator) = synchronize {
+            do throws(CaptureError) {
+                try allocator.endCPUAccess(index: slot, memory: memory.pointee)
+            } catch {
+                state.withLock { $0.statistics.synchronizationFailures += 1 }
+            }
+        }
         runHandler?()
     }
 

@@ -38,6 +38,9 @@ public final class UserPointerAllocator: AllocatorDispatch {
         } catch {
             throw CaptureError(error)
         }
+        guard granted.count > 0 else {
+            throw CaptureError(.allocator, "\(queue.device.path): VIDIOC_REQBUFS granted no userptr buffers (asked for \(frameCount))")
+        }
         let sizes = requestedSizes ?? framing.planeSizes.map { ($0 + pageSize - 1) / pageSize * pageSize }
         state.withLock {
             $0.queue = queue

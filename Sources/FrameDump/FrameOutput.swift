@@ -164,6 +164,12 @@ public final class FrameOutput {
     ///   truncated; with `directIO: .on`, the usage error of ``enableDirectIO(_:)``, and the file is
     ///   left as it was (removed if this call created it).
     public static func create(path: String, frameCapacity: Int, directIO: DirectIOMode = .auto) throws(FrameDumpError) -> FrameOutput {
+        try create(path: path, frameCapacity: frameCapacity, directIO: directIO, truncate: { ftruncate($0, 0) })
+    }
+
+    /// `truncate` is ftruncate(fd, 0), replaceable so that tests can make it fail.
+    static func create(path: String, frameCapacity: Int, directIO: DirectIOMode,
+                       truncate: (Int32) -> Int32) throws(FrameDumpError) -> FrameOutput {
         var existing = stat()
         let existed = stat(path, &existing) == 0
         // Not O_TRUNC: a file that --direct-io on rejects is left untouched.
@@ -179,9 +185,10 @@ public final class FrameOutput {
             if !existed { unlink(path) }
             throw error
         }
-        if output.isRegularFile && ftruncate(fd, 0) != 0 {
+        if output.isRegularFile && truncate(fd) != 0 {
             let errno = Errno.current
             try? output.close()
+            if !existed { unlink(path) }
             throw .runtime("-o \(path): cannot truncate the file: ftruncate failed: \(errno)")
         }
         return output

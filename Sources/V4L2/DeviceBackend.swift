@@ -25,6 +25,29 @@ public protocol DeviceBackend: AnyObject, Sendable {
     func munmap(_ address: UnsafeMutableRawPointer, length: Int) -> Errno?
     /// poll(2) on one descriptor. Returns the revents (0 on timeout).
     func poll(_ descriptor: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno>
+    /// poll(2) on a device descriptor and a wake-up eventfd. Returns the device's revents and
+    /// whether the eventfd is readable. The default polls both real descriptors.
+    func poll(_ descriptor: Int32, events: Int16, wakeup: Int32, timeoutMilliseconds: Int32) -> Result<(revents: Int16, woken: Bool), Errno>
+}
+
+extension DeviceBackend {
+    public func poll(_ descriptor: Int32, events: Int16, wakeup: Int32, timeoutMilliseconds: Int32) -> Result<(revents: Int16, woken: Bool), Errno> {
+        var entries = (pollfd(fd: descriptor, events: events, revents: 0), pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0))
+        let result = withUnsafeMutableBytes(of: &entries) { raw in
+            Glibc.poll(raw.baseAddress!.assumingMemoryBound(to: pollfd.self), 2, timeoutMilliseconds)
+        }
+        guard result >= 0 else { return .failure(.current) }
+        return .success((entries.0.revents, entries.1.revents & Int16(POLLIN) != 0))
+    }
+}
+
+/// A monotonic clock in nanoseconds (CLOCK_MONOTONIC), for deadlines.
+public enum MonotonicClock {
+    @inlinable public static func nanoseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+    }
 }
 
 /// Raw kernel system calls.

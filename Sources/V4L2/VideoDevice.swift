@@ -663,6 +663,26 @@ public final class VideoDevice: Sendable {
         _ = backend.munmap(base, length: mapping.count)
     }
 
+    /// poll(2) on the device and `wakeup` together, retrying EINTR (with the time left). Returns
+    /// the device's events (empty on timeout or wake-up) and whether `wakeup` was signalled;
+    /// the event is not drained.
+    public func poll(events: PollEvents = [.input, .error], wakeup: WakeupEvent,
+                     timeoutMilliseconds: Int32) throws(V4L2Error) -> (events: PollEvents, woken: Bool) {
+        let deadline = MonotonicClock.nanoseconds() + Int64(max(timeoutMilliseconds, 0)) * 1_000_000
+        var timeout = timeoutMilliseconds
+        while true {
+            switch backend.poll(descriptor, events: events.rawValue, wakeup: wakeup.descriptor, timeoutMilliseconds: timeout) {
+            case .success(let result): return (PollEvents(rawValue: result.revents), result.woken)
+            case .failure(.interrupted):
+                if timeoutMilliseconds >= 0 {
+                    timeout = Int32(max(0, (deadline - MonotonicClock.nanoseconds() + 999_999) / 1_000_000))
+                }
+                continue
+            case .failure(let errno): throw error("poll", errno)
+            }
+        }
+    }
+
     /// poll(2) on the device, retrying EINTR. Returns the events that happened (empty on timeout).
     public func poll(events: PollEvents = [.input, .error], timeoutMilliseconds: Int32) throws(V4L2Error) -> PollEvents {
         while true {

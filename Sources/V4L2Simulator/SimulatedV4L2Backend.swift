@@ -143,9 +143,35 @@ public final class SimulatedV4L2Backend: DeviceBackend {
         }
         switch answer {
         case .answered(let errno): return errno
-        case .notOurs: return cv4l2_ioctl(descriptor, request, argument) == 0 ? nil : .current
+        case .notOurs:
+            if request == CV4L2_DMA_BUF_IOCTL_SYNC, SystemCalls.isMemfd(descriptor) { return synchronizeExported() }
+            return cv4l2_ioctl(descriptor, request, argument) == 0 ? nil : .current
         }
     }
+
+    /// What DMA_BUF_IOCTL_SYNC on an exported buffer answers.
+    private struct SyncState {
+        var calls = 0
+        var failures: [Errno] = []
+    }
+    private let syncState = Locked(SyncState())
+
+    /// The simulator's exported dmabufs are memfds, which the kernel would refuse
+    /// DMA_BUF_IOCTL_SYNC with ENOTTY: the simulator answers it, with the injected failures first.
+    private func synchronizeExported() -> Errno? {
+        syncState.withLock { state in
+            state.calls += 1
+            return state.failures.isEmpty ? nil : state.failures.removeFirst()
+        }
+    }
+
+    /// Makes the next DMA_BUF_IOCTL_SYNC calls on exported buffers fail with these errnos, one each.
+    public func injectDMABufSyncFailures(_ errnos: [Errno]) {
+        syncState.withLock { $0.failures += errnos }
+    }
+
+    /// DMA_BUF_IOCTL_SYNC calls made on exported buffers so far.
+    public var dmabufSyncCount: Int { syncState.withLock { $0.calls } }
 
     public func mmap(_ descriptor: Int32, length: Int, protection: Int32, offset: Int64) -> Result<UnsafeMutableRawPointer, Errno> {
         let answer: MapAnswer = registry.withLock { registry in
@@ -179,6 +205,20 @@ public final class SimulatedV4L2Backend: DeviceBackend {
     }
 
     public func poll(_ descriptor: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno> {
+        switch poll(descriptor, events: events, wakeup: -1, timeoutMilliseconds: timeoutMilliseconds) {
+        case .success(let result): return .success(result.revents)
+        case .failure(let errno): return .failure(errno)
+        }
+    }
+
+    /// A simulated device's readiness is computed, not a kernel wait queue: this checks it, and
+    /// the wake-up descriptor (a real eventfd; -1 for none), every 200 µs.
+    public func poll(_ descriptor: Int32, events: Int16, wakeup: Int32, timeoutMilliseconds: Int32) -> Result<(revents: Int16, woken: Bool), Errno> {
+        func woken() -> Bool {
+            guard wakeup >= 0 else { return false }
+            var entry = pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0)
+            return Glibc.poll(&entry, 1, 0) == 1 && entry.revents & Int16(POLLIN) != 0
+        }
         let deadline = timeoutMilliseconds > 0
             ? SystemCalls.monotonicNanoseconds() + Int64(timeoutMilliseconds) * 1_000_000 : 0
         var first = true
@@ -195,15 +235,17 @@ public final class SimulatedV4L2Backend: DeviceBackend {
                 }
             }
             switch answer {
-            case .ready(let revents): return .success(revents)
+            case .ready(let revents): return .success((revents, woken()))
             case .failed(let errno): return .failure(errno)
             case .notOurs:
-                var entry = pollfd(fd: descriptor, events: events, revents: 0)
-                let result = Glibc.poll(&entry, 1, timeoutMilliseconds)
-                return result >= 0 ? .success(result == 0 ? 0 : entry.revents) : .failure(.current)
+                var entries = [pollfd(fd: descriptor, events: events, revents: 0), pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0)]
+                let result = Glibc.poll(&entries, wakeup >= 0 ? 2 : 1, timeoutMilliseconds)
+                guard result >= 0 else { return .failure(.current) }
+                return .success((entries[0].revents, wakeup >= 0 && entries[1].revents & Int16(POLLIN) != 0))
             case .notReady:
-                if timeoutMilliseconds == 0 { return .success(0) }
-                if timeoutMilliseconds > 0 && SystemCalls.monotonicNanoseconds() >= deadline { return .success(0) }
+                if woken() { return .success((0, true)) }
+                if timeoutMilliseconds == 0 { return .success((0, false)) }
+                if timeoutMilliseconds > 0 && SystemCalls.monotonicNanoseconds() >= deadline { return .success((0, false)) }
                 usleep(200)
             }
         }

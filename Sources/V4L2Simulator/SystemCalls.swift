@@ -59,6 +59,14 @@ enum SystemCalls {
         return (Int(info.st_size), UInt64(info.st_dev), UInt64(info.st_ino))
     }
 
+    /// Whether `descriptor` is a memfd (its /proc link reads `/memfd:...`).
+    static func isMemfd(_ descriptor: Int32) -> Bool {
+        var target = [CChar](repeating: 0, count: 64)
+        let count = readlink("/proc/self/fd/\(descriptor)", &target, target.count - 1)
+        guard count > 7 else { return false }
+        return String(decoding: target.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self).hasPrefix("/memfd:")
+    }
+
     /// CLOCK_MONOTONIC in nanoseconds.
     static func monotonicNanoseconds() -> Int64 {
         var now = timespec()

@@ -172,14 +172,14 @@ public final class SpyAllocator: AllocatorDispatch {
         wrapped.delete()
     }
 
-    public func beginCPUAccess(index: Int, memory: FrameMemory) {
+    public func beginCPUAccess(index: Int, memory: FrameMemory) throws(CaptureError) {
         cpuAccess.withLock { $0.begin += 1 }
-        wrapped.beginCPUAccess(index: index, memory: memory)
+        try wrapped.beginCPUAccess(index: index, memory: memory)
     }
 
-    public func endCPUAccess(index: Int, memory: FrameMemory) {
+    public func endCPUAccess(index: Int, memory: FrameMemory) throws(CaptureError) {
         cpuAccess.withLock { $0.end += 1 }
-        wrapped.endCPUAccess(index: index, memory: memory)
+        try wrapped.endCPUAccess(index: index, memory: memory)
     }
 }
 

@@ -22,6 +22,7 @@
 #include <linux/dma-buf.h>
 #include <libv4l2.h>
 #include <libv4lconvert.h>
+#include <sys/eventfd.h>
 
 // MARK: - VIDIOC request numbers
 
@@ -58,6 +59,10 @@ CV4L2_REQ(VIDIOC_S_EXT_CTRLS)
 // MARK: - dma-buf
 
 static const unsigned long CV4L2_DMA_BUF_IOCTL_SYNC = DMA_BUF_IOCTL_SYNC;
+static const unsigned long long CV4L2_DMA_BUF_SYNC_READ = DMA_BUF_SYNC_READ;
+static const unsigned long long CV4L2_DMA_BUF_SYNC_WRITE = DMA_BUF_SYNC_WRITE;
+static const unsigned long long CV4L2_DMA_BUF_SYNC_START = DMA_BUF_SYNC_START;
+static const unsigned long long CV4L2_DMA_BUF_SYNC_END = DMA_BUF_SYNC_END;
 
 // MARK: - DRM dumb buffers (from <drm/drm.h> and <drm/drm_mode.h>, which libdrm-dev ships)
 
