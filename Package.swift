@@ -31,7 +31,9 @@ let package = Package(
         // An in-memory V4L2 device that follows the kernel's queue rules, for tests and benchmarks.
         .target(name: "V4L2Simulator", dependencies: ["CV4L2", "CTurboJPEG", "V4L2"]),
         // AVStream allocator semantics: framing, allocators, selection, stream pointers.
-        .target(name: "FrameBridge", dependencies: ["CV4L2", "CTurboJPEG", "V4L2"]),
+        // Lifetimes: FramePayload is ~Escapable and its RawSpans depend on it (@_lifetime).
+        .target(name: "FrameBridge", dependencies: ["CV4L2", "CTurboJPEG", "V4L2"],
+                swiftSettings: [.enableExperimentalFeature("Lifetimes")]),
         // The frame-dump logic behind the CLI: sinks (raw, y4m, PNG), capture session, reports.
         .target(name: "FrameDump", dependencies: ["CV4L2", "CTurboJPEG", "V4L2", "FrameBridge"]),
         // The thin CLI.

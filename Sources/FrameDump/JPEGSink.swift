@@ -111,9 +111,9 @@ public final class JPEGSink: FrameSink {
         try OutputDirectory.create(directory, option: "--jpeg-dir")
     }
 
-    public func write(_ payload: FramePayload, index: Int) throws(FrameDumpError) {
+    public func write(_ payload: borrowing FramePayload, index: Int) throws(FrameDumpError) {
         guard index % every == 0 else { return }
-        try OutputDirectory.writeAtomically(payload.compressedBytes, directory: directory, name: JPEGSink.fileName(index: index),
+        try OutputDirectory.writeAtomically(payload.unsafeCompressedBytes, directory: directory, name: JPEGSink.fileName(index: index),
                                             option: "--jpeg-dir")
         filesWritten += 1
     }

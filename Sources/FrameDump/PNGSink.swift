@@ -203,11 +203,11 @@ public final class PNGSink: FrameSink {
                            rgb.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32(rgb.count))
     }
 
-    public func write(_ payload: FramePayload, index: Int) throws(FrameDumpError) {
+    public func write(_ payload: borrowing FramePayload, index: Int) throws(FrameDumpError) {
         guard index % every == 0 else { return }
         var size = 0
         for plane in 0..<payload.planeCount {
-            let bytes = payload.plane(plane)
+            let bytes = payload.unsafePlaneBytes(plane)
             let count = min(bytes.count, contiguous.count - size)
             if count > 0, let base = bytes.baseAddress {
                 (contiguous.baseAddress! + size).copyMemory(from: base, byteCount: count)

@@ -5,7 +5,8 @@ import Glibc
 #endif
 
 /// The state shared by every simulated device of a backend. Only touched under the backend's lock.
-final class SimulatedRegistry {
+/// Unchecked: only ever touched under the backend's lock.
+final class SimulatedRegistry: @unchecked Sendable {
     var devices: [SimulatedDevice] = []
     var descriptors: [Int32] = []
     var descriptorDevices: [SimulatedDevice] = []

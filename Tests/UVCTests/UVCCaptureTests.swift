@@ -279,13 +279,13 @@ final class UVCCaptureTests: XCTestCase {
             XCTAssertGreaterThan(ProcessResources.openDescriptors(), before.descriptors)
             do {
                 while delivered < 100 {
-                    guard var frame = try pin.next(timeoutMilliseconds: 5000) else { break }
+                    guard var frame = try pin.next(timeout: .milliseconds(5000)) else { break }
                     try frame.withLockedPayload { payload in
-                        XCTAssertEqual(payload.plane(0).count, UVC.frameBytes)
+                        XCTAssertEqual(payload.plane(0).byteCount, UVC.frameBytes)
                     }
                     delivered += 1
                 }
-            } catch let error as CaptureError {
+            } catch {
                 failure = error
             }
             pin.stop()
@@ -371,8 +371,8 @@ final class UVCSelectionTests: XCTestCase {
             XCTAssertTrue(result.chosen.name.contains("kernel-pool"), result.chosen.name)
             var frames = 0
             while frames < 3 {
-                guard var frame = try pin.next(timeoutMilliseconds: 5000) else { break }
-                try frame.withLockedPayload { payload in XCTAssertGreaterThan(payload.plane(0).count, 0) }
+                guard var frame = try pin.next(timeout: .milliseconds(5000)) else { break }
+                try frame.withLockedPayload { payload in XCTAssertGreaterThan(payload.plane(0).byteCount, 0) }
                 frames += 1
             }
             XCTAssertEqual(frames, 3, "\(format): the fallback did not stream")

@@ -64,14 +64,14 @@ final class VividNewUserTests: XCTestCase {
         let pin = try CapturePin(device: device, configuration: Vivid.deterministic())
         try pin.start()
         defer { pin.stop() }
-        XCTAssertTrue(try pin.advance(timeoutMilliseconds: 10_000))
+        XCTAssertTrue(try pin.advance(timeout: .milliseconds(10_000)))
         let plain = try framedump(["framing", "-d", Vivid.main, "--json"])
         XCTAssertEqual(plain.status, 0, plain.stderr)
         XCTAssertTrue(plain.text.contains("\"frameSizeMinimum\""), plain.text)
         let tried = try framedump(["framing", "-d", Vivid.main, "--pixel-format", "NV12", "--size", "320x180"])
         XCTAssertEqual(tried.status, 0, tried.stderr)
         XCTAssertTrue(tried.text.contains("NV12 320x180"), tried.text)
-        XCTAssertTrue(try pin.advance(timeoutMilliseconds: 10_000), "the stream goes on")
+        XCTAssertTrue(try pin.advance(timeout: .milliseconds(10_000)), "the stream goes on")
         XCTAssertEqual(try device.format(pin.bufferType).pixelFormat, .yuyv, "the format in force is unchanged")
         print("newuser: framing while streaming: exit \(plain.status) and \(tried.status)")
     }
