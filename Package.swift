@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "V4L2", targets: ["V4L2"]),
         .library(name: "FrameBridge", targets: ["FrameBridge"]),
+        .library(name: "V4L2Simulator", targets: ["V4L2Simulator"]),
         .executable(name: "framedump", targets: ["framedump"]),
         .executable(name: "uvc-camera", targets: ["uvc-camera"]),
     ],
