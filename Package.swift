@@ -1,6 +1,8 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+let system = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
+
 let package = Package(
     name: "FrameBridge",
     platforms: [.macOS(.v15)],
@@ -13,6 +15,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.0"),
     ],
     targets: [
         // C shim: <linux/videodev2.h>, libv4l2, libv4lconvert, libpng, ioctl numbers as
@@ -28,15 +31,15 @@ let package = Package(
         // libjpeg-turbo's TurboJPEG API (Debian's libturbojpeg0-dev).
         .target(name: "CTurboJPEG", linkerSettings: [.linkedLibrary("turbojpeg")]),
         // Typed V4L2 device layer: one thin wrapper per ioctl, typed errors.
-        .target(name: "V4L2", dependencies: ["CV4L2"]),
+        .target(name: "V4L2", dependencies: ["CV4L2", system]),
         // An in-memory V4L2 device that follows the kernel's queue rules, for tests and benchmarks.
-        .target(name: "V4L2Simulator", dependencies: ["CV4L2", "CTurboJPEG", "V4L2"]),
+        .target(name: "V4L2Simulator", dependencies: ["CV4L2", "CTurboJPEG", "V4L2", system]),
         // AVStream allocator semantics: framing, allocators, selection, stream pointers.
         // Lifetimes: FramePayload is ~Escapable and its RawSpans depend on it (@_lifetime).
-        .target(name: "FrameBridge", dependencies: ["CV4L2", "CTurboJPEG", "V4L2"],
+        .target(name: "FrameBridge", dependencies: ["CV4L2", "CTurboJPEG", "V4L2", system],
                 swiftSettings: [.enableExperimentalFeature("Lifetimes")]),
         // The frame-dump logic behind the CLI: sinks (raw, y4m, PNG), capture session, reports.
-        .target(name: "FrameDump", dependencies: ["CV4L2", "CTurboJPEG", "V4L2", "FrameBridge"]),
+        .target(name: "FrameDump", dependencies: ["CV4L2", "CTurboJPEG", "V4L2", "FrameBridge", system]),
         // The thin CLI.
         .executableTarget(
             name: "framedump",
@@ -60,16 +63,16 @@ let package = Package(
             dependencies: ["CMallocCounter", "CV4L2", "CTurboJPEG", "V4L2", "V4L2Simulator", "FrameBridge"]
         ),
         // Helpers shared by the test targets (pointer boxes, spy allocator, /proc counters).
-        .target(name: "FrameBridgeTestSupport", dependencies: ["FrameBridge", "V4L2"], path: "Tests/FrameBridgeTestSupport"),
-        .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport"]),
-        .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport"]),
-        .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG"]),
+        .target(name: "FrameBridgeTestSupport", dependencies: ["FrameBridge", "V4L2", system], path: "Tests/FrameBridgeTestSupport"),
+        .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
+        .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
+        .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", system]),
         // Integration tests against the real vivid driver; they run inside tools/vivid-vm.
         // Integration tests against the real uvcvideo driver and the emulated camera; they run
         // inside tools/vivid-vm --uvc.
         .testTarget(name: "UVCCameraTests", dependencies: ["UVCCamera"]),
-        .testTarget(name: "UVCTests", dependencies: ["FrameBridge", "V4L2", "UVCCamera", "FrameBridgeTestSupport"]),
-        .testTarget(name: "VividTests", dependencies: ["FrameBridge", "V4L2", "CV4L2", "FrameBridgeTestSupport"]),
+        .testTarget(name: "UVCTests", dependencies: ["FrameBridge", "V4L2", "UVCCamera", "FrameBridgeTestSupport", system]),
+        .testTarget(name: "VividTests", dependencies: ["FrameBridge", "V4L2", "CV4L2", "FrameBridgeTestSupport", system]),
     ],
     swiftLanguageModes: [.v6]
 )

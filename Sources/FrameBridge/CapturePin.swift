@@ -431,11 +431,15 @@ public final class CapturePin: Sendable {
     private func advance(timeout: Duration, clone: Holders) throws(CaptureError) -> Outcome {
         let deadline = Self.nanoseconds(timeout).map { MonotonicClock.nanoseconds() + $0 }
         var waitedForStarvation = false
+        var polled = false
         var descriptor = BufferDescriptor(index: 0, bufferType: bufferType, memory: core.streamMemoryKind)
         while true {
             if !core.fedAndStreaming.load(ordering: .acquiring) || waitedForStarvation {
                 switch prepare(&waitedForStarvation) {
-                case .fail(let error): throw error
+                case .fail(let error):
+                    // stop() between two polls of this wait ends it, as a wake-up would.
+                    if polled, error.kind == .invalidState, wasStoppedByCaller { return .woken }
+                    throw error
                 case .runHandlers(let handlers):
                     for handler in handlers { handler() }
                     continue
@@ -450,12 +454,14 @@ public final class CapturePin: Sendable {
                 milliseconds = left <= 0 ? 0 : Int32(clamping: (left + 999_999) / 1_000_000)
             }
             let events: PollEvents
+            polled = true
             do {
                 let answer = try device.poll(events: [.input, .error], wakeup: core.wakeup, timeoutMilliseconds: milliseconds)
                 if answer.woken, core.wakeup.drain().woken { return .woken }
                 events = answer.events
             } catch {
-                throw fail(error)
+                if let failure = failUnlessStopped(error) { throw failure }
+                return .woken
             }
             if events.isEmpty {
                 if let deadline, MonotonicClock.nanoseconds() >= deadline { return .timedOut }
@@ -469,12 +475,16 @@ public final class CapturePin: Sendable {
                 if error.errno == .brokenPipe {
                     throw CaptureError(.endOfStream, "\(device.path): the stream has ended (VIDIOC_DQBUF: EPIPE, the driver's last buffer was dequeued)", underlying: error)
                 }
-                throw fail(error)
+                if let failure = failUnlessStopped(error) { throw failure }
+                return .woken
             }
             guard dequeued else {
                 if events.contains(.error) {
-                    throw fail(V4L2Error(device: device.path, operation: "poll", errno: nil,
-                                         detail: "the driver reported an error (POLLERR) and has no buffer to dequeue"))
+                    if let failure = failUnlessStopped(V4L2Error(device: device.path, operation: "poll", errno: nil,
+                                                                 detail: "the driver reported an error (POLLERR) and has no buffer to dequeue")) {
+                        throw failure
+                    }
+                    return .woken
                 }
                 // EAGAIN after a readable poll: the deadline bounds how often that repeats.
                 if let deadline, MonotonicClock.nanoseconds() >= deadline { return .timedOut }
@@ -742,6 +752,15 @@ public final class CapturePin: Sendable {
     }
 
     /// Stops the stream after a fatal error and records it; returns the error to throw.
+    /// ``fail(_:)``, or nil when stop() ran on another thread while this one waited (STREAMOFF
+    /// makes poll say POLLERR and DQBUF EINVAL): the wait was ended by the stop, as if woken.
+    private func failUnlessStopped(_ error: V4L2Error) -> CaptureError? {
+        if wasStoppedByCaller { return nil }
+        let failure = fail(error)
+        if failure.kind == .invalidState, wasStoppedByCaller { return nil }
+        return failure
+    }
+
     private func fail(_ error: V4L2Error) -> CaptureError {
         let captureError: CaptureError
         if error.errno == .noSuchDevice || device.isDisconnected {

@@ -1,3 +1,4 @@
+import SystemPackage
 import FrameBridge
 import V4L2
 #if canImport(Glibc)
@@ -37,7 +38,7 @@ enum OutputDirectory {
     static func create(_ directory: String, option: String) throws(FrameDumpError) {
         var status = stat()
         if stat(directory, &status) == 0 { return }
-        if mkdir(directory, 0o755) != 0 && Errno.current != Errno(EEXIST) {
+        if mkdir(directory, 0o755) != 0 && Errno.current != Errno(rawValue: EEXIST) {
             throw .runtime("\(option) \(directory): mkdir failed: \(Errno.current)")
         }
     }

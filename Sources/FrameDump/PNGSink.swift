@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 import FrameBridge
 import V4L2
@@ -192,7 +193,7 @@ public final class PNGSink: FrameSink {
     public func createDirectory() throws(FrameDumpError) {
         var status = stat()
         if stat(directory, &status) == 0 { return }
-        if mkdir(directory, 0o755) != 0 && Errno.current != Errno(EEXIST) {
+        if mkdir(directory, 0o755) != 0 && Errno.current != Errno(rawValue: EEXIST) {
             throw .runtime("--png-dir \(directory): mkdir failed: \(Errno.current)")
         }
     }

@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 import V4L2
 #if canImport(Glibc)
@@ -503,7 +504,7 @@ final class SimulatedDevice {
                     }
                     if plane.memfd >= 0 { Glibc.close(plane.memfd) }
                 }
-                if made == 0 { return .failure(failure == .interrupted ? .outOfMemory : failure) }
+                if made == 0 { return .failure(failure == .interrupted ? .noMemory : failure) }
                 break
             }
             buffers.append(SimulatedBuffer(planes: planes, serial: registry.nextSerial))

@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 import FrameBridge
 import V4L2
@@ -9,8 +10,8 @@ import XCTest
 final class ErrorMessageTests: XCTestCase {
     func testFailedIoctlAtStartNamesDeviceIoctlAndErrno() throws {
         let cases: [(request: UInt, name: String, errno: Errno)] = [
-            (CV4L2_VIDIOC_REQBUFS, "VIDIOC_REQBUFS", .deviceBusy),
-            (CV4L2_VIDIOC_QBUF, "VIDIOC_QBUF", .outOfMemory),
+            (CV4L2_VIDIOC_REQBUFS, "VIDIOC_REQBUFS", .resourceBusy),
+            (CV4L2_VIDIOC_QBUF, "VIDIOC_QBUF", .noMemory),
             (CV4L2_VIDIOC_STREAMON, "VIDIOC_STREAMON", .ioError),
             (CV4L2_VIDIOC_QUERYBUF, "VIDIOC_QUERYBUF", .invalidArgument),
         ]
@@ -31,7 +32,7 @@ final class ErrorMessageTests: XCTestCase {
     }
 
     func testV4L2ErrorDescriptionAndHints() {
-        let busy = V4L2Error(device: "/dev/video7", operation: "VIDIOC_REQBUFS", errno: .deviceBusy)
+        let busy = V4L2Error(device: "/dev/video7", operation: "VIDIOC_REQBUFS", errno: .resourceBusy)
         XCTAssertTrue(busy.description.hasPrefix("/dev/video7: VIDIOC_REQBUFS failed: EBUSY ("), busy.description)
         XCTAssertTrue(busy.description.contains("; the device is in use"), busy.description)
         let gone = V4L2Error(device: "/dev/video7", operation: "VIDIOC_DQBUF", errno: .noSuchDevice)

@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 import FrameBridge
 import V4L2
@@ -386,7 +387,7 @@ final class MisbehavingDriverTests: XCTestCase {
     func testAllocatorReqbufsFailureFailsStartAndRetrySucceeds() throws {
         for layout in Layout.allCases {
             for kind in AllocatorKind.allCases {
-                try assertStartFailure("VIDIOC_REQBUFS", request: CV4L2_VIDIOC_REQBUFS, errno: .outOfMemory, kind: kind,
+                try assertStartFailure("VIDIOC_REQBUFS", request: CV4L2_VIDIOC_REQBUFS, errno: .noMemory, kind: kind,
                                        layout: layout, injectInsideInitialize: true, expectedSteps: { _ in ["initialize", "delete"] })
             }
         }

@@ -74,9 +74,21 @@ final class PayloadSafetyTests: XCTestCase {
         let source = directory + "/snippet.swift"
         try ("import FrameBridge\n\n" + body + "\n").write(toFile: source, atomically: true, encoding: .utf8)
         var arguments = ["-emit-sil", "-o", "/dev/null", "-swift-version", "6", "-module-cache-path", directory + "/cache", "-I", modules]
+        // The C modules FrameBridge's interface reaches: this package's (module maps SwiftPM
+        // wrote beside the build, headers in Sources) and its dependencies' own (swift-system's CSystem).
         for module in ["CV4L2", "CTurboJPEG"] {
             arguments += ["-Xcc", "-fmodule-map-file=\(binPath)/\(module).build/module.modulemap",
                           "-Xcc", "-I", "-Xcc", "\(root)/Sources/\(module)/include"]
+        }
+        let checkouts = URL(fileURLWithPath: binPath).deletingLastPathComponent().deletingLastPathComponent().path + "/checkouts"
+        for package in (try? FileManager.default.contentsOfDirectory(atPath: checkouts)) ?? [] {
+            let sources = "\(checkouts)/\(package)/Sources"
+            for target in (try? FileManager.default.contentsOfDirectory(atPath: sources)) ?? [] {
+                let include = "\(sources)/\(target)/include"
+                if FileManager.default.fileExists(atPath: include + "/module.modulemap") {
+                    arguments += ["-Xcc", "-fmodule-map-file=\(include)/module.modulemap", "-Xcc", "-I", "-Xcc", include]
+                }
+            }
         }
         let result = try Subprocess.run(swiftc, arguments + [source])
         return (result.status, result.stderr + result.text)

@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 import Dispatch
 import FrameBridge
@@ -92,7 +93,7 @@ final class SmallDefectTests: XCTestCase {
         XCTAssertTrue(growing.pin.framing.items[0].flags.contains(.canGrow))
         let backend = SimulatedV4L2Backend()
         backend.addDevice(path: capturePath, configuration: Layout.singlePlanar.deviceConfiguration())
-        XCTAssertTrue(backend.injectFault(.failNext(request: CV4L2_VIDIOC_CREATE_BUFS, errno: .notTypewriter), path: capturePath))
+        XCTAssertTrue(backend.injectFault(.failNext(request: CV4L2_VIDIOC_CREATE_BUFS, errno: .inappropriateIOCTLForDevice), path: capturePath))
         let device = try VideoDevice(path: capturePath, backend: backend)
         let framing = try AllocatorFraming.query(device: device, bufferType: .videoCapture)
         XCTAssertFalse(framing.items[0].flags.contains(.canGrow), "\(framing.items[0].flags)")

@@ -91,7 +91,11 @@ final class WaitTests: XCTestCase {
             }
             returned.signal()
         }.start()
-        usleep(100_000)
+        // Stop once the other thread is in its poll (a stop before the call is another case:
+        // the call throws, not streaming).
+        let pollsBefore = rig.backend.pollCount(path: capturePath)
+        while rig.backend.pollCount(path: capturePath) == pollsBefore { usleep(1000) }
+        usleep(20_000)
         stoppedAt.withLock { $0 = ContinuousClock.now }
         pin.stop()
         XCTAssertEqual(returned.wait(timeout: .now() + 10), .success, "stop() did not end the wait")

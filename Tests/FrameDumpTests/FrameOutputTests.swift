@@ -1,4 +1,5 @@
 @testable import FrameDump
+import SystemPackage
 import Foundation
 import V4L2
 import XCTest
