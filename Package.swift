@@ -16,6 +16,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.0"),
     ],
     targets: [
         // C shim: <linux/videodev2.h>, libv4l2, libv4lconvert, libpng, ioctl numbers as
@@ -63,7 +64,8 @@ let package = Package(
             dependencies: ["CMallocCounter", "CV4L2", "CTurboJPEG", "V4L2", "V4L2Simulator", "FrameBridge"]
         ),
         // Helpers shared by the test targets (pointer boxes, spy allocator, /proc counters).
-        .target(name: "FrameBridgeTestSupport", dependencies: ["FrameBridge", "V4L2", system], path: "Tests/FrameBridgeTestSupport"),
+        .target(name: "FrameBridgeTestSupport", dependencies: ["FrameBridge", "V4L2", system,
+                                                             .product(name: "Subprocess", package: "swift-subprocess")], path: "Tests/FrameBridgeTestSupport"),
         .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
         .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
         .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", system]),

@@ -90,7 +90,7 @@ final class PayloadSafetyTests: XCTestCase {
                 }
             }
         }
-        let result = try Subprocess.run(swiftc, arguments + [source])
+        let result = try ChildProcess.run(swiftc, arguments + [source])
         return (result.status, result.stderr + result.text)
     }
 }

@@ -9,7 +9,7 @@ import Glibc
 
 /// Issue 16 against the real vivid driver: what a new user hit.
 final class VividNewUserTests: XCTestCase {
-    typealias Run = Subprocess.Result
+    typealias Run = ChildProcess.Result
     let work = "/tmp/framedump-newuser-tests"
 
     override func setUpWithError() throws {
@@ -20,7 +20,7 @@ final class VividNewUserTests: XCTestCase {
     }
 
     private func framedump(_ arguments: [String]) throws -> Run {
-        try Subprocess.run(VividCLITests.framedump, arguments)
+        try ChildProcess.run(VividCLITests.framedump, arguments)
     }
 
     /// Items 1 and 2: at 641x361 (odd) and on the Rec. 709 HDMI input, a PNG that would come
