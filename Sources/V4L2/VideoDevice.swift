@@ -27,6 +27,18 @@ public final class VideoDevice: Sendable {
     ///
     /// - Throws: ``V4L2Error`` for `open` (missing path, permission) or for
     ///   `VIDIOC_QUERYCAP` (not a V4L2 device).
+    /// Opens the device at `path` (``init(path:backend:nonBlocking:)`` with a swift-system path).
+    public convenience init(path: FilePath, backend: any DeviceBackend = KernelBackend.shared, nonBlocking: Bool = true) throws(V4L2Error) {
+        try self.init(path: path.string, backend: backend, nonBlocking: nonBlocking)
+    }
+
+    /// The device node's path as a swift-system `FilePath`.
+    public var filePath: FilePath { FilePath(path) }
+
+    /// The open descriptor as a swift-system `FileDescriptor` (owned by this object: do not
+    /// close it).
+    public var fileDescriptor: FileDescriptor { FileDescriptor(rawValue: descriptor) }
+
     public init(path: String, backend: any DeviceBackend = KernelBackend.shared, nonBlocking: Bool = true) throws(V4L2Error) {
         var flags = O_RDWR
         if nonBlocking { flags |= O_NONBLOCK }

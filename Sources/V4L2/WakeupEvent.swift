@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 #if canImport(Glibc)
 import Glibc
@@ -24,6 +25,9 @@ public final class WakeupEvent: Sendable {
         }
         descriptor = fd
     }
+
+    /// The eventfd as a swift-system `FileDescriptor` (owned by this object).
+    public var fileDescriptor: FileDescriptor { FileDescriptor(rawValue: descriptor) }
 
     deinit { close(descriptor) }
 
