@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import FrameBridge
 import V4L2
 
@@ -85,6 +88,27 @@ public struct InputReport: Hashable, Sendable, Codable {
     public var name: String
     public var type: String
     public var status: UInt32
+    /// The status bits by name (`no signal`, ...); empty when the input is fine.
+    public var statusFlags: [String] = []
+    /// `dv-timings` (HDMI-like), `standards` (analog).
+    public var capabilities: [String] = []
+}
+
+/// What the current input of a live source (HDMI, analog) is set to and receives.
+public struct LiveSourceReport: Hashable, Sendable, Codable {
+    /// The DV timings the receiver is set to (G_DV_TIMINGS), as v4l2-ctl names them (`1280x720p60`).
+    public var dvTimings: String?
+    /// What QUERY_DV_TIMINGS detects now, or why nothing (`no signal`, `no lock`, `out of range`).
+    public var detectedDVTimings: String?
+    /// The presets (ENUM_DV_TIMINGS), by index.
+    public var dvTimingsPresets: [String] = []
+    /// The analog standard set (G_STD) and detected (QUERYSTD; `none` with no signal).
+    public var standard: String?
+    public var detectedStandard: String?
+    /// The standards (ENUMSTD).
+    public var standards: [String] = []
+    /// Whether the device can send source-change events (VIDIOC_SUBSCRIBE_EVENT answered).
+    public var sourceChangeEvents: Bool = false
 }
 
 /// A control in a report, with its range and current value.
@@ -118,6 +142,8 @@ public struct DeviceReport: Hashable, Sendable, Codable {
     public var captureBufferType: String?
     public var inputs: [InputReport]
     public var currentInput: UInt32?
+    /// DV timings or standards of the current input, when it has either.
+    public var liveSource: LiveSourceReport?
     public var currentFormat: CurrentFormatReport?
     public var formats: [FormatReport]
     public var controls: [ControlReport]
@@ -132,10 +158,18 @@ public struct DeviceReport: Hashable, Sendable, Codable {
                                       captureBufferType: caps.captureBufferType?.description, inputs: [], currentInput: nil,
                                       currentFormat: nil, formats: [], controls: [])
             if caps.canCapture {
-                report.inputs = try device.inputs().map {
-                    InputReport(index: $0.index, name: $0.name, type: $0.typeName, status: $0.status)
+                let inputs = try device.inputs()
+                report.inputs = inputs.map { input in
+                    var capabilities: [String] = []
+                    if input.capabilityFlags.contains(.dvTimings) { capabilities.append("dv-timings") }
+                    if input.capabilityFlags.contains(.standards) { capabilities.append("standards") }
+                    return InputReport(index: input.index, name: input.name, type: input.typeName, status: input.status,
+                                       statusFlags: input.statusFlags.names, capabilities: capabilities)
                 }
                 if !report.inputs.isEmpty { report.currentInput = try? device.currentInput() }
+                if let current = report.currentInput, let input = inputs.first(where: { $0.index == current }) {
+                    report.liveSource = liveSourceReport(device: device, input: input)
+                }
             }
             if let bufferType = caps.captureBufferType {
                 let format = try device.format(bufferType)
@@ -172,6 +206,38 @@ public struct DeviceReport: Hashable, Sendable, Codable {
         }
     }
 
+    /// Read-only queries of the current input's timings or standard; a query the driver
+    /// refuses leaves its field out rather than failing the report.
+    static func liveSourceReport(device: VideoDevice, input: VideoInput) -> LiveSourceReport? {
+        let capabilities = input.capabilityFlags
+        guard capabilities.contains(.dvTimings) || capabilities.contains(.standards) else { return nil }
+        var report = LiveSourceReport()
+        if capabilities.contains(.dvTimings) {
+            report.dvTimings = (try? device.dvTimings())?.description
+            do {
+                report.detectedDVTimings = try device.queryDVTimings().description
+            } catch {
+                switch error.errno?.rawValue {
+                case ENOLINK: report.detectedDVTimings = "no signal"
+                case ENOLCK: report.detectedDVTimings = "no lock"
+                case ERANGE: report.detectedDVTimings = "out of range"
+                default: report.detectedDVTimings = nil
+                }
+            }
+            report.dvTimingsPresets = ((try? device.dvTimingsPresets()) ?? []).map(\.description)
+        }
+        if capabilities.contains(.standards) {
+            report.standard = (try? device.standard()).map(StandardID.name)
+            report.detectedStandard = (try? device.queryStandard()).map(StandardID.name)
+            report.standards = ((try? device.standards()) ?? []).map(\.name)
+        }
+        if (try? device.subscribe(.sourceChange, id: input.index)) != nil {
+            report.sourceChangeEvents = true
+            try? device.unsubscribe(.sourceChange, id: input.index)
+        }
+        return report
+    }
+
     static func sizeReport(_ size: FrameSize, pixelFormat: FourCC, device: VideoDevice) throws(V4L2Error) -> SizeReport {
         switch size {
         case let .discrete(width, height):
@@ -206,8 +272,23 @@ public struct DeviceReport: Hashable, Sendable, Codable {
             text += "Inputs:\n"
             for input in inputs {
                 let mark = input.index == currentInput ? " (current)" : ""
-                text += "  \(input.index): \(input.name) [\(input.type)]\(mark)\n"
+                var line = "  \(input.index): \(input.name) [\(input.type)]\(mark)"
+                if !input.capabilities.isEmpty { line += ", \(input.capabilities.joined(separator: ", "))" }
+                line += ", status: " + (input.statusFlags.isEmpty ? "ok" : input.statusFlags.joined(separator: ", "))
+                text += line + "\n"
             }
+        }
+        if let live = liveSource {
+            text += "Live source (current input):\n"
+            if let timings = live.dvTimings { text += "  DV timings        : \(timings)\n" }
+            if let detected = live.detectedDVTimings { text += "  Detected timings  : \(detected)\n" }
+            if !live.dvTimingsPresets.isEmpty {
+                text += "  DV timings presets: \(live.dvTimingsPresets.enumerated().map { "\($0.offset): \($0.element)" }.joined(separator: ", "))\n"
+            }
+            if let standard = live.standard { text += "  Standard          : \(standard)\n" }
+            if let detected = live.detectedStandard { text += "  Detected standard : \(detected)\n" }
+            if !live.standards.isEmpty { text += "  Standards         : \(live.standards.joined(separator: ", "))\n" }
+            text += "  Source-change events: \(live.sourceChangeEvents ? "yes" : "no")\n"
         }
         if let format = currentFormat {
             text += "Current format: \(format.pixelFormat) \(format.width)x\(format.height) (\(format.bufferType), field \(format.field))"
