@@ -267,8 +267,10 @@ final class UVCCaptureTests: XCTestCase {
     }
 
     func testLibraryPinAfterUnplugReleasesEverything() throws {
-        let camera = try EmulatedCamera(["--unplug-after", "8"])
+        // Counted before the camera starts and after it has gone: its pipes to this process close
+        // when it exits (swift-subprocess reads them to their end), whatever the pin does.
         let before = (descriptors: ProcessResources.openDescriptors(), mappings: ProcessResources.deviceMappings())
+        let camera = try EmulatedCamera(["--unplug-after", "8"])
         var delivered = 0
         var failure: CaptureError?
         do {
@@ -290,8 +292,8 @@ final class UVCCaptureTests: XCTestCase {
             }
             pin.stop()
         }
-        let after = (descriptors: ProcessResources.openDescriptors(), mappings: ProcessResources.deviceMappings())
         _ = camera.waitForExit()
+        let after = (descriptors: ProcessResources.openDescriptors(), mappings: ProcessResources.deviceMappings())
         XCTAssertEqual(failure?.kind, .disconnected, "the pin's error: \(String(describing: failure))")
         XCTAssertGreaterThanOrEqual(delivered, 1)
         XCTAssertLessThanOrEqual(delivered, 8)
