@@ -20,6 +20,9 @@ public struct PinConfiguration: Sendable {
     public var errorFramePolicy: ErrorFramePolicy
     /// What happens to a compressed frame that fails validation (``CompressedFrameDefects``).
     public var corruptFramePolicy: CorruptFramePolicy
+    /// The field order to ask for (S_FMT's field). The driver may choose another (vivid's TV
+    /// input makes `none` interlaced): ``CapturePin/format`` says what is in force.
+    public var field: FieldOrder = .none
 
     public init(input: UInt32? = nil, pixelFormat: FourCC? = nil, width: UInt32? = nil, height: UInt32? = nil,
                 framesPerSecond: Double? = nil, controls: [(name: String, value: Int64)] = [],
@@ -159,7 +162,7 @@ public final class CapturePin: Sendable {
         if let width = configuration.width { format.width = width }
         if let height = configuration.height { format.height = height }
         format.planes = []
-        format.field = 1
+        format.field = configuration.field.rawValue
         let granted = commit ? try device.setFormat(format) : try device.tryFormat(format)
         let ioctl = commit ? "VIDIOC_S_FMT" : "VIDIOC_TRY_FMT"
         if let pixelFormat = configuration.pixelFormat, granted.pixelFormat != pixelFormat {

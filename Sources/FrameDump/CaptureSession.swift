@@ -153,7 +153,8 @@ public final class CaptureSession {
                     decodingSinks.append(sink)
                 case .y4m:
                     let sink = try Y4MSink(output: stream, format: format, frameInterval: pin.frameInterval,
-                                           framesPerSecond: options.format.framesPerSecond)
+                                           framesPerSecond: options.format.framesPerSecond,
+                                           standard: Self.analogStandard(device))
                     try sink.writeHeader()
                     sinks.append(sink)
                 }
@@ -199,7 +200,7 @@ public final class CaptureSession {
             if progress.framesWritten >= 2, progress.lastTimestamp > progress.firstTimestamp {
                 fps = Double(progress.framesWritten - 1) * 1e9 / Double(progress.lastTimestamp - progress.firstTimestamp)
             }
-            return CaptureSummary(device: device.path, backend: device.backend.name, pixelFormat: format.pixelFormat.description,
+            var summary = CaptureSummary(device: device.path, backend: device.backend.name, pixelFormat: format.pixelFormat.description,
                                   width: format.width, height: format.height, bufferType: format.bufferType.description,
                                   memory: options.memory.description, allocator: allocatorName, buffers: bufferCount,
                                   container: options.outputPath == nil ? nil : options.container.rawValue,
@@ -217,6 +218,8 @@ public final class CaptureSession {
                                     policy: options.corruptFramePolicy, statistics: statistics,
                                     jpegFilesWritten: jpeg?.filesWritten ?? 0, framesNotDecoded: progress.framesNotDecoded,
                                     lastDecodeError: decodingSinks.compactMap(\.lastDecodeError).last) : nil)
+            summary.field = FieldOrder.name(format.field)
+            return summary
         }
 
         /// After an unplug: waits for the same device to come back, checks that it streams the
@@ -396,6 +399,14 @@ public final class CaptureSession {
             throw error
         }
         return finished
+    }
+
+    /// The analog standard of the current input (G_STD), when it takes standards.
+    static func analogStandard(_ device: VideoDevice) -> UInt64? {
+        guard let current = try? device.currentInput(),
+              let input = (try? device.inputs())?.first(where: { $0.index == current }),
+              input.capabilityFlags.contains(.standards) else { return nil }
+        return try? device.standard()
     }
 
     /// The summary's word on direct I/O: nil without a stream.

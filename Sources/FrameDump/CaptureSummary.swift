@@ -6,6 +6,8 @@ public struct CaptureSummary: Hashable, Sendable, Codable {
     /// `kernel`, `libv4l2` or `simulator`.
     public var backend: String
     public var pixelFormat: String
+    /// The field order in force (`none` for progressive, `interlaced`, ...).
+    public var field: String = "none"
     public var width: UInt32
     public var height: UInt32
     /// `video-capture` or `video-capture-mplane`.
@@ -60,7 +62,7 @@ public struct CaptureSummary: Hashable, Sendable, Codable {
         var text = "framedump: \(device): \(framesWritten)/\(framesRequested) frames"
         if let output { text += " to \(output == "-" ? "standard output" : output) (\(container ?? "raw"))" }
         text += "\n"
-        text += "  format           : \(pixelFormat) \(width)x\(height) (\(bufferType))\n"
+        text += "  format           : \(pixelFormat) \(width)x\(height) (\(bufferType))\(field == "none" ? "" : ", field \(field)")\n"
         text += "  allocator        : \(allocator), \(buffers) buffers, \(memory) memory, backend \(backend)\n"
         text += "  frames written   : \(framesWritten)\n"
         text += "  frames dropped   : \(framesDropped)\n"

@@ -246,7 +246,7 @@ public final class Y4MConverter {
     }
 }
 
-/// Writes a YUV4MPEG2 stream: `YUV4MPEG2 W.. H.. F<num>:<den> Ip A1:1 C<tag>` and, per frame,
+/// Writes a YUV4MPEG2 stream: `YUV4MPEG2 W.. H.. F<num>:<den> I<p|t|b> A1:1 C<tag>` and, per frame,
 /// `FRAME\n` and the planar picture, with one writev per frame.
 public final class Y4MSink: FrameSink {
     public let output: FrameOutput
@@ -260,8 +260,16 @@ public final class Y4MSink: FrameSink {
     /// - Parameters:
     ///   - frameInterval: seconds per frame, from the driver; the header's rate is its inverse.
     ///   - framesPerSecond: used when the driver reports no interval (default 30).
-    public init(output: FrameOutput, format: ImageFormat, frameInterval: Fraction?, framesPerSecond: Double? = nil) throws(FrameDumpError) {
+    /// The header's interlace tag: `Ip`, `It` (top field first) or `Ib` (bottom first).
+    public let interlace: String
+
+    /// - Parameters:
+    ///   - standard: the analog standard in force (G_STD), which says the field order of
+    ///     `interlaced` frames: bottom first for 525-line (NTSC) sources, top first otherwise.
+    public init(output: FrameOutput, format: ImageFormat, frameInterval: Fraction?, framesPerSecond: Double? = nil,
+                standard: UInt64? = nil) throws(FrameDumpError) {
         self.output = output
+        interlace = try Y4MSink.interlaceTag(field: format.field, standard: standard)
         converter = try Y4MConverter(format: format)
         rate = Y4MSink.rate(frameInterval: frameInterval, framesPerSecond: framesPerSecond)
         let tag = Array("FRAME\n".utf8)
@@ -288,6 +296,22 @@ public final class Y4MSink: FrameSink {
         return (30, 1)
     }
 
+    /// y4m's `I` tag for a V4L2 field order. Frames that are not whole pictures (fields one
+    /// per buffer, or one after the other in a buffer) have no y4m form: an error, rather than
+    /// a stream that plays at half height or the wrong speed.
+    static func interlaceTag(field: UInt32, standard: UInt64?) throws(FrameDumpError) -> String {
+        switch FieldOrder(rawValue: field) {
+        case .any?, .none?, .top?, .bottom?, nil: return "Ip"
+        case .interlacedTopBottom?: return "It"
+        case .interlacedBottomTop?: return "Ib"
+        case .interlaced?:
+            if let standard, standard & StandardID.lines525 != 0, standard & (StandardID.pal | StandardID.secam) == 0 { return "Ib" }
+            return "It"
+        case .alternate?, .sequentialTopBottom?, .sequentialBottomTop?:
+            throw .usage("--container y4m: the driver delivers \(FieldOrder.name(field)) fields (not whole frames), which y4m cannot carry; ask for woven frames with --field interlaced")
+        }
+    }
+
     static func gcd(_ a: UInt32, _ b: UInt32) -> UInt32 {
         var (x, y) = (a, b)
         while y != 0 { (x, y) = (y, x % y) }
@@ -296,7 +320,7 @@ public final class Y4MSink: FrameSink {
 
     /// The stream header line, with its newline.
     public var header: String {
-        "YUV4MPEG2 W\(converter.width) H\(converter.height) F\(rate.numerator):\(rate.denominator) Ip A1:1 C\(converter.colorspaceTag)\n"
+        "YUV4MPEG2 W\(converter.width) H\(converter.height) F\(rate.numerator):\(rate.denominator) \(interlace) A1:1 C\(converter.colorspaceTag)\n"
     }
 
     /// Prepares the stream header; call once before the first frame. The header goes out in

@@ -1,4 +1,4 @@
-import FrameDump
+@testable import FrameDump
 import V4L2
 import XCTest
 
@@ -84,5 +84,26 @@ final class Y4MConverterTests: XCTestCase {
         let error = expectFrameDumpError { () throws(FrameDumpError) in try Y4MConverter.check(format) }
         XCTAssertEqual(error?.message, "--container y4m: pixel format RGB3 cannot be written as YUV4MPEG2; supported: YUYV, UYVY, NV12, NM12, YU12, YM12, GREY (use --container raw or --pixel-format)")
         XCTAssertEqual(error?.exitCode, 2)
+    }
+}
+
+/// y4m's interlace tag follows the field order in force (issue 13, item 3).
+final class Y4MInterlaceTests: XCTestCase {
+    func testTheTagFollowsTheFieldAndTheStandard() throws {
+        XCTAssertEqual(try Y4MSink.interlaceTag(field: FieldOrder.none.rawValue, standard: nil), "Ip")
+        XCTAssertEqual(try Y4MSink.interlaceTag(field: FieldOrder.interlacedTopBottom.rawValue, standard: nil), "It")
+        XCTAssertEqual(try Y4MSink.interlaceTag(field: FieldOrder.interlacedBottomTop.rawValue, standard: nil), "Ib")
+        XCTAssertEqual(try Y4MSink.interlaceTag(field: FieldOrder.interlaced.rawValue, standard: 0x0000_00FF), "It", "PAL: top first")
+        XCTAssertEqual(try Y4MSink.interlaceTag(field: FieldOrder.interlaced.rawValue, standard: 0x0000_1000), "Ib", "NTSC-M: bottom first")
+        XCTAssertEqual(try Y4MSink.interlaceTag(field: FieldOrder.interlaced.rawValue, standard: nil), "It")
+        for field in [FieldOrder.alternate, .sequentialTopBottom, .sequentialBottomTop] {
+            XCTAssertThrowsError(try Y4MSink.interlaceTag(field: field.rawValue, standard: nil)) { error in
+                let error = error as? FrameDumpError
+                XCTAssertEqual(error?.exitCode, 2)
+                XCTAssertTrue(error?.message.contains("--field interlaced") ?? false, error?.message ?? "")
+            }
+        }
+        XCTAssertEqual(FieldOrder(name: "interlaced-bt"), .interlacedBottomTop)
+        XCTAssertNil(FieldOrder(name: "woven"))
     }
 }
