@@ -24,14 +24,29 @@ public struct CaptureError: Error, Sendable, CustomStringConvertible {
         case driverViolation
     }
 
+    /// What a caller may want to tell its user more about (an application adds its own
+    /// hints, such as which of its commands lists the sizes); nil when the kind says enough.
+    public enum Reason: String, Sendable, Codable {
+        /// The device has no video capture queue.
+        case notCaptureDevice
+        /// The driver gave another frame size than the one asked for.
+        case sizeNotSupported
+        /// The device has no control of the name asked for.
+        case noSuchControl
+        /// The dmabuf exporter (a DRM node) could not be opened.
+        case exporterUnavailable
+    }
+
     public var kind: Kind
     public var message: String
     public var underlying: V4L2Error?
+    public var reason: Reason?
 
-    public init(_ kind: Kind, _ message: String, underlying: V4L2Error? = nil) {
+    public init(_ kind: Kind, _ message: String, underlying: V4L2Error? = nil, reason: Reason? = nil) {
         self.kind = kind
         self.message = message
         self.underlying = underlying
+        self.reason = reason
     }
 
     public init(_ error: V4L2Error) {

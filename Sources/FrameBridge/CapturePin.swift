@@ -135,7 +135,8 @@ public final class CapturePin: Sendable {
         let caps = device.capabilities
         guard caps.canCapture else {
             throw CaptureError(.invalidConfiguration,
-                               "\(device.path): not a video capture device (card \"\(caps.card)\", capabilities: \(caps.deviceCapabilities.names.joined(separator: ", "))); pick a capture node with `framedump list`")
+                               "\(device.path): not a video capture device (card \"\(caps.card)\", capabilities: \(caps.deviceCapabilities.names.joined(separator: ", ")))",
+                               reason: .notCaptureDevice)
         }
         guard caps.deviceCapabilities.contains(.streaming) else {
             throw CaptureError(.invalidConfiguration, "\(device.path): the driver does not support streaming I/O")
@@ -171,7 +172,8 @@ public final class CapturePin: Sendable {
         if (configuration.width != nil && granted.width != configuration.width)
             || (configuration.height != nil && granted.height != configuration.height) {
             throw CaptureError(.invalidConfiguration,
-                               "\(device.path): \(ioctl): size \(configuration.width ?? format.width)x\(configuration.height ?? format.height) is not supported for \(granted.pixelFormat); the nearest is \(granted.width)x\(granted.height) (`framedump info` lists the sizes)")
+                               "\(device.path): \(ioctl): size \(configuration.width ?? format.width)x\(configuration.height ?? format.height) is not supported for \(granted.pixelFormat); the nearest is \(granted.width)x\(granted.height) (VIDIOC_ENUM_FRAMESIZES lists the sizes)",
+                               reason: .sizeNotSupported)
         }
         return granted
     }
@@ -187,7 +189,8 @@ public final class CapturePin: Sendable {
         }
         for control in configuration.controls {
             guard let info = try device.control(named: control.name) else {
-                throw CaptureError(.invalidConfiguration, "\(device.path): no control named \(control.name) (`framedump info` lists the controls)")
+                throw CaptureError(.invalidConfiguration, "\(device.path): no control named \(control.name) (VIDIOC_QUERY_EXT_CTRL lists the controls)",
+                                   reason: .noSuchControl)
             }
             // A string or compound control has no integer value to set (S_EXT_CTRLS would say ERANGE).
             guard info.type.isNumeric else {

@@ -250,7 +250,8 @@ public final class DRMDumbBufferExporter: DMABufExporter {
         let drm = cv4l2_open(path, O_RDWR)
         guard drm >= 0 else {
             let errno = Errno.current
-            throw CaptureError(.allocator, "\(path): open failed: \(errno); load vgem (tools/vivid-vm --vgem) or name a DRM node with --dmabuf-from")
+            throw CaptureError(.allocator, "\(path): open failed: \(errno) (is the vgem module loaded? modprobe vgem)",
+                               reason: .exporterUnavailable)
         }
         var handles: [UInt32] = []
         var result: [[(fd: Int32, size: Int)]] = []

@@ -41,7 +41,7 @@ public enum AllocatorPlan {
         }
     }
 
-    /// The values `--buffers` takes, as its help shows them.
+    /// The values `--buffers` takes (``OptionValues/bufferCount(_:)`` checks them).
     public static let bufferRange = 1...AllocatorFraming.queueMaximumFrames
 
     /// The selection: the one candidate, framedump's consumer requirements, the frame count.
@@ -60,13 +60,6 @@ public enum AllocatorPlan {
     public static func checkBackend(_ backend: any DeviceBackend, memory: MemoryKind) throws(FrameDumpError) {
         if backend is LibV4L2Backend && memory != .mmap {
             throw .usage("--libv4l2 works only with --memory mmap: libv4l2 accepts VIDIOC_REQBUFS for mmap buffers only (drop --libv4l2 to capture with --memory \(memory))")
-        }
-    }
-
-    /// `--buffers N` out of ``bufferRange`` is a usage error.
-    public static func checkBuffers(_ buffers: Int?) throws(FrameDumpError) {
-        if let buffers, !bufferRange.contains(buffers) {
-            throw .usage("--buffers: \(buffers) is out of range \(bufferRange.lowerBound)...\(bufferRange.upperBound)")
         }
     }
 }

@@ -4,61 +4,6 @@ import V4L2
 import Glibc
 #endif
 
-/// The arguments of `framedump capture` as typed on the command line, before parsing.
-public struct CaptureArguments: Sendable {
-    public var device: String
-    public var count: Int
-    public var memory: String?
-    public var dmabufFrom: String?
-    public var buffers: Int?
-    public var input: Int?
-    public var pixelFormat: String?
-    public var size: String?
-    public var fps: String?
-    public var setControls: [String]
-    public var output: String?
-    public var container: String?
-    public var pngDirectory: String?
-    public var every: Int?
-    public var errorFrames: String?
-    public var corruptFrames: String?
-    public var jpegDirectory: String?
-    public var timeoutSeconds: Double?
-    public var libv4l2: Bool
-    public var directIO: String?
-    /// `--reconnect`: after an unplug, wait for the same device (bus info and card) to return.
-    public var reconnect: Bool = false
-    public var reconnectTimeoutSeconds: Double?
-
-    public init(device: String, count: Int, memory: String? = nil, dmabufFrom: String? = nil, buffers: Int? = nil,
-                input: Int? = nil, pixelFormat: String? = nil, size: String? = nil, fps: String? = nil,
-                setControls: [String] = [], output: String? = nil, container: String? = nil, pngDirectory: String? = nil,
-                every: Int? = nil, errorFrames: String? = nil, timeoutSeconds: Double? = nil, libv4l2: Bool = false,
-                directIO: String? = nil, corruptFrames: String? = nil, jpegDirectory: String? = nil) {
-        self.device = device
-        self.count = count
-        self.memory = memory
-        self.dmabufFrom = dmabufFrom
-        self.buffers = buffers
-        self.input = input
-        self.pixelFormat = pixelFormat
-        self.size = size
-        self.fps = fps
-        self.setControls = setControls
-        self.output = output
-        self.container = container
-        self.directIO = directIO
-        self.pngDirectory = pngDirectory
-        self.every = every
-        self.errorFrames = errorFrames
-        self.timeoutSeconds = timeoutSeconds
-        self.libv4l2 = libv4l2
-        self.directIO = directIO
-        self.corruptFrames = corruptFrames
-        self.jpegDirectory = jpegDirectory
-    }
-}
-
 /// The format options shared by `framing` and `capture`: input, pixel format, size, rate, controls.
 public struct FormatOptions: Sendable {
     public var input: UInt32?
@@ -76,24 +21,6 @@ public struct FormatOptions: Sendable {
         self.height = height
         self.framesPerSecond = framesPerSecond
         self.controls = controls
-    }
-
-    /// Parses the raw option values; errors name the option.
-    public static func parse(input: Int?, pixelFormat: String?, size: String?, fps: String?, setControls: [String]) throws(FrameDumpError) -> FormatOptions {
-        var options = FormatOptions()
-        if let input {
-            guard input >= 0, input <= Int(Int32.max) else { throw .usage("--input: \(input) is not a valid input number") }
-            options.input = UInt32(input)
-        }
-        if let pixelFormat { options.pixelFormat = try ArgumentParsing.fourCC(pixelFormat) }
-        if let size {
-            let parsed = try ArgumentParsing.size(size)
-            options.width = parsed.width
-            options.height = parsed.height
-        }
-        if let fps { options.framesPerSecond = try ArgumentParsing.framesPerSecond(fps) }
-        options.controls = try ArgumentParsing.controls(setControls)
-        return options
     }
 
     /// The pin configuration for these options.
@@ -161,15 +88,18 @@ public struct CaptureOptions: Sendable {
     public var frameTimeoutSeconds: Double
     /// After a disconnect, wait for the same device (same bus info and card) and go on.
     public var reconnect: Bool = false
-    /// How long to wait for it.
-    public var reconnectTimeoutSeconds: Double = 30
+    /// `--reconnect-timeout`: how long to wait for it; nil for the default.
+    public var reconnectTimeoutSeconds: Double?
+    /// The wait after a disconnect: `reconnectTimeoutSeconds`, 30 s by default.
+    public var reconnectWaitSeconds: Double { reconnectTimeoutSeconds ?? 30 }
 
     public init(devicePath: String, backend: any DeviceBackend = KernelBackend.shared, count: Int,
                 memory: MemoryKind = .mmap, dmabufSource: DMABufSource? = nil, buffers: Int? = nil,
                 format: FormatOptions = FormatOptions(), outputPath: String? = nil, container: OutputContainer = .raw,
                 directIO: DirectIOMode = .auto, pngDirectory: String? = nil, pngEvery: Int = 1, errorFramePolicy: ErrorFramePolicy = .deliver,
                 frameTimeoutSeconds: Double = 5,
-                corruptFramePolicy: CorruptFramePolicy = .skip, jpegDirectory: String? = nil) {
+                corruptFramePolicy: CorruptFramePolicy = .skip, jpegDirectory: String? = nil,
+                reconnect: Bool = false, reconnectTimeoutSeconds: Double? = nil) {
         self.devicePath = devicePath
         self.backend = backend
         self.count = count
@@ -186,52 +116,31 @@ public struct CaptureOptions: Sendable {
         self.corruptFramePolicy = corruptFramePolicy
         self.jpegDirectory = jpegDirectory
         self.frameTimeoutSeconds = frameTimeoutSeconds
+        self.reconnect = reconnect
+        self.reconnectTimeoutSeconds = reconnectTimeoutSeconds
     }
 
-    /// Parses the command-line values. `backend` replaces the kernel/libv4l2 choice (for tests).
-    public init(arguments: CaptureArguments, backend: (any DeviceBackend)? = nil) throws(FrameDumpError) {
-        let memory = try arguments.memory.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.memoryKind(text) } ?? .mmap
-        let source = try arguments.dmabufFrom.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.dmabufSource(text) }
-        let format = try FormatOptions.parse(input: arguments.input, pixelFormat: arguments.pixelFormat, size: arguments.size,
-                                             fps: arguments.fps, setControls: arguments.setControls)
-        let container = try arguments.container.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.container(text) } ?? .raw
-        let directIO = try arguments.directIO.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.directIOMode(text) } ?? .auto
-        let policy = try arguments.errorFrames.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.errorFramePolicy(text) } ?? .deliver
-        let corruptPolicy = try arguments.corruptFrames.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.corruptFramePolicy(text) } ?? .skip
-        self.init(devicePath: arguments.device,
-                  backend: backend ?? (arguments.libv4l2 ? LibV4L2Backend.shared : KernelBackend.shared),
-                  count: arguments.count, memory: memory, dmabufSource: source, buffers: arguments.buffers,
-                  format: format, outputPath: arguments.output, container: container, directIO: directIO,
-                  pngDirectory: arguments.pngDirectory, pngEvery: arguments.every ?? 1, errorFramePolicy: policy,
-                  frameTimeoutSeconds: arguments.timeoutSeconds ?? 5, corruptFramePolicy: corruptPolicy,
-                  jpegDirectory: arguments.jpegDirectory)
-        reconnect = arguments.reconnect
-        if let timeout = arguments.reconnectTimeoutSeconds {
-            guard arguments.reconnect else { throw .usage("--reconnect-timeout needs --reconnect") }
-            guard timeout > 0, timeout.isFinite else { throw .usage("--reconnect-timeout: must be a positive number of seconds, got \(timeout)") }
-            reconnectTimeoutSeconds = timeout
+    /// Checks the values that need no device: options that only mean something with another
+    /// one, and the output paths. The ranges of single values (-n, --buffers, --every,
+    /// --timeout, --size, --fps, ...) are checked once, where the command line is parsed
+    /// (``OptionValues``).
+    public func validate() throws(FrameDumpError) {
+        // A contract for code that builds options by hand, not a second check of the command
+        // line: every 0 would divide by zero in the sinks.
+        precondition(count >= 1 && pngEvery >= 1, "CaptureOptions: count and pngEvery must be at least 1 (OptionValues checks -n and --every)")
+        guard !devicePath.isEmpty else { throw .usage("-d: the device path is empty") }
+        try AllocatorPlan.checkBackend(backend, memory: memory)
+        if reconnectTimeoutSeconds != nil && !reconnect {
+            throw .usage("--reconnect-timeout needs --reconnect")
         }
-        if arguments.container != nil && arguments.output == nil {
+        if container != .raw && outputPath == nil {
             throw .usage("--container \(container.rawValue) needs -o FILE (or -o - for standard output)")
         }
-        if arguments.directIO != nil && arguments.output == nil {
+        if directIO != .auto && outputPath == nil {
             throw .usage("--direct-io \(directIO) needs -o FILE")
         }
-        if arguments.every != nil && arguments.pngDirectory == nil && arguments.jpegDirectory == nil {
+        if pngEvery != 1 && pngDirectory == nil && jpegDirectory == nil {
             throw .usage("--every needs --png-dir DIR or --jpeg-dir DIR")
-        }
-        try validate()
-    }
-
-    /// Checks the values that need no device.
-    public func validate() throws(FrameDumpError) {
-        guard !devicePath.isEmpty else { throw .usage("-d: the device path is empty") }
-        guard count >= 1 else { throw .usage("-n: the frame count must be at least 1, got \(count)") }
-        try AllocatorPlan.checkBuffers(buffers)
-        try AllocatorPlan.checkBackend(backend, memory: memory)
-        guard pngEvery >= 1 else { throw .usage("--every: must be at least 1, got \(pngEvery)") }
-        guard frameTimeoutSeconds > 0, frameTimeoutSeconds.isFinite else {
-            throw .usage("--timeout: must be a positive number of seconds, got \(frameTimeoutSeconds)")
         }
         if memory == .dmabuf && dmabufSource == nil {
             throw .usage("--memory dmabuf needs --dmabuf-from DEVICE (another V4L2 device to export buffers from, e.g. /dev/video1) or --dmabuf-from vgem")

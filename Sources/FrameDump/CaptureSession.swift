@@ -238,7 +238,7 @@ public final class CaptureSession {
             earlier.corruptSkipped += pin.statistics.corruptSkipped
             earlier.corruptDelivered += pin.statistics.corruptDelivered
             pin.stop()
-            let deadline = lost + Int64(options.reconnectTimeoutSeconds * 1e9)
+            let deadline = lost + Int64(options.reconnectWaitSeconds * 1e9)
             var found: VideoDevice?
             while found == nil {
                 if stopFlag.isRequested { return false }
@@ -252,7 +252,7 @@ public final class CaptureSession {
                 }
                 if found == nil {
                     guard Clock.monotonicNanoseconds() < deadline else {
-                        throw .runtime("\(device.path): the device was disconnected and did not come back within \(FrameDumpFormatting.decimal(options.reconnectTimeoutSeconds)) s (looked for bus \(identity.busInfo), card \(identity.card); --reconnect-timeout changes the limit)")
+                        throw .runtime("\(device.path): the device was disconnected and did not come back within \(FrameDumpFormatting.decimal(options.reconnectWaitSeconds)) s (looked for bus \(identity.busInfo), card \(identity.card); --reconnect-timeout changes the limit)")
                     }
                     usleep(200_000)
                 }

@@ -27,7 +27,6 @@ public enum FrameDumpCommands {
     public static func framing(path: String, backend: any DeviceBackend = KernelBackend.shared, memory: MemoryKind = .mmap,
                                source: DMABufSource? = nil, buffers: Int? = nil,
                                format: FormatOptions = FormatOptions()) throws(FrameDumpError) -> FramingReport {
-        try AllocatorPlan.checkBuffers(buffers)
         try AllocatorPlan.checkBackend(backend, memory: memory)
         if memory != .dmabuf, let source {
             throw .usage("--dmabuf-from \(source) is only used with --memory dmabuf")

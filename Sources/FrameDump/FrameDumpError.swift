@@ -26,15 +26,53 @@ public struct FrameDumpError: Error, Sendable, Equatable, CustomStringConvertibl
     public static func usage(_ message: String) -> FrameDumpError { FrameDumpError(.usage, message) }
     public static func runtime(_ message: String) -> FrameDumpError { FrameDumpError(.runtime, message) }
 
-    /// A device-layer error: its description already names the device, the ioctl and the errno.
+    /// A device-layer error: its description already names the device, the ioctl and the errno;
+    /// framedump adds which of its commands shows what the device offers.
     public init(_ error: V4L2Error) {
-        self.init(.runtime, error.description)
+        self.init(.runtime, FrameDumpError.withHint(error.description, FrameDumpError.hint(for: error)))
     }
 
     /// A capture error. A configuration the device cannot do (format, size, control) is a
     /// usage error; everything else is a runtime one.
     public init(_ error: CaptureError) {
-        self.init(error.kind == .invalidConfiguration ? .usage : .runtime, error.description)
+        self.init(error.kind == .invalidConfiguration ? .usage : .runtime,
+                  FrameDumpError.withHint(error.description, FrameDumpError.hint(for: error)))
+    }
+
+    /// framedump's hint for a device-layer error: the libraries say what is wrong in V4L2's
+    /// terms, the CLI says which command (or option) helps.
+    static func hint(for error: V4L2Error) -> String? {
+        guard let errno = error.errno else { return nil }
+        switch (error.operation, errno) {
+        case ("open", .noSuchFileOrDirectory):
+            return "`framedump list` shows the video devices"
+        case ("VIDIOC_QUERYCAP", .inappropriateIOCTLForDevice), ("VIDIOC_QUERYCAP", .invalidArgument):
+            return "pick a /dev/video* node (`framedump list`)"
+        case ("VIDIOC_S_FMT", .invalidArgument), ("VIDIOC_TRY_FMT", .invalidArgument):
+            return "`framedump info -d \(error.device)` lists the formats and sizes"
+        case ("VIDIOC_S_INPUT", .invalidArgument):
+            return "`framedump info -d \(error.device)` lists the inputs"
+        case ("VIDIOC_REQBUFS", .invalidArgument):
+            return "`framedump framing -d \(error.device)` lists the memory kinds"
+        default:
+            return nil
+        }
+    }
+
+    /// framedump's hint for a capture error, by its reason (or its underlying device error).
+    static func hint(for error: CaptureError) -> String? {
+        switch error.reason {
+        case .notCaptureDevice: return "pick a capture node with `framedump list`"
+        case .sizeNotSupported: return "`framedump info` lists the sizes"
+        case .noSuchControl: return "`framedump info` lists the controls"
+        case .exporterUnavailable: return "or name a DRM node with --dmabuf-from vgem:/dev/dri/cardN"
+        case nil: return error.underlying.flatMap { hint(for: $0) }
+        }
+    }
+
+    static func withHint(_ message: String, _ hint: String?) -> String {
+        guard let hint else { return message }
+        return "\(message); \(hint)"
     }
 
     /// 2 for usage errors, 1 for runtime errors.

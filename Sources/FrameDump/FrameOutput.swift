@@ -1,5 +1,6 @@
 import SystemPackage
 import CV4L2
+import CFrameDump
 import V4L2
 #if canImport(Glibc)
 import Glibc
@@ -95,7 +96,7 @@ public final class FrameOutput {
     private var statusFlags: Int32 = 0
     /// Whether O_DIRECT is set on the descriptor now.
     private var directFlagSet = false
-    private static let directFlag = cv4l2_o_direct()
+    private static let directFlag = cframedump_o_direct()
 
     /// The most segments (iovecs) one frame may have.
     public static let maximumSegments = 16
@@ -346,7 +347,7 @@ public final class FrameOutput {
         directFlagSet = true
         var memory: UInt32 = 0
         var offset: UInt32 = 0
-        guard cv4l2_statx_dio_alignment(descriptor, &memory, &offset) == 0 else {
+        guard cframedump_statx_dio_alignment(descriptor, &memory, &offset) == 0 else {
             return .active(memoryAlignment: 4096, offsetAlignment: 4096, reported: false)
         }
         guard memory > 0, offset > 0 else {

@@ -32,19 +32,19 @@ public struct V4L2Error: Error, Sendable, Hashable, CustomStringConvertible {
     static func defaultHint(operation: String, errno: Errno) -> String? {
         switch (operation, errno) {
         case ("open", .noSuchFileOrDirectory):
-            return "no such device; `framedump list` shows the video devices"
+            return "no such device node"
         case ("open", .permissionDenied), ("open", .notPermitted):
             return "no permission to open it; run as root or join the video group"
         case ("open", .resourceBusy):
             return "the device is in use by another process"
         case ("VIDIOC_QUERYCAP", .inappropriateIOCTLForDevice), ("VIDIOC_QUERYCAP", .invalidArgument):
-            return "this is not a V4L2 device; pick a /dev/video* node (`framedump list`)"
+            return "this is not a V4L2 device"
         case (_, .resourceBusy):
             return "the device is in use (another process is streaming from it, or buffers are still allocated); stop the other user and retry"
         case (_, .noSuchDevice):
             return "the device was disconnected"
         case ("VIDIOC_S_FMT", .invalidArgument), ("VIDIOC_TRY_FMT", .invalidArgument):
-            return "the driver refused this format; `framedump info -d DEVICE` lists the formats and sizes"
+            return "the driver refused this format (VIDIOC_ENUM_FMT and VIDIOC_ENUM_FRAMESIZES list what it offers)"
         case (_, .inappropriateIOCTLForDevice):
             return "the driver does not support this ioctl"
         default:

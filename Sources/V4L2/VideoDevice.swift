@@ -156,7 +156,7 @@ public final class VideoDevice: Sendable {
         var value = Int32(bitPattern: index)
         if let errno = rawIoctl(CV4L2_VIDIOC_S_INPUT, &value) {
             throw error("VIDIOC_S_INPUT", errno,
-                        hint: errno == .invalidArgument ? "input \(index) does not exist; `framedump info` lists the inputs" : nil)
+                        hint: errno == .invalidArgument ? "input \(index) does not exist (VIDIOC_ENUMINPUT lists the inputs)" : nil)
         }
     }
 
@@ -451,7 +451,7 @@ public final class VideoDevice: Sendable {
         request.memory = memory.rawValue
         if let errno = rawIoctl(CV4L2_VIDIOC_REQBUFS, &request) {
             throw error("VIDIOC_REQBUFS", errno, detail: "the driver refused \(count) \(memory) buffers",
-                        hint: errno == .invalidArgument ? "the queue may not support \(memory) memory (`framedump framing` lists the memory kinds), or the driver could not set up its queue" : nil)
+                        hint: errno == .invalidArgument ? "the queue may not support \(memory) memory (the capabilities VIDIOC_REQBUFS and VIDIOC_CREATE_BUFS report list the memory kinds), or the driver could not set up its queue" : nil)
         }
         return RequestedBuffers(count: request.count, capabilities: BufferCapabilities(rawValue: request.capabilities))
     }

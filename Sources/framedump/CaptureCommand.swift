@@ -1,4 +1,5 @@
 import ArgumentParser
+import FrameBridge
 import FrameDump
 
 struct CaptureCommand: ParsableCommand {
@@ -27,7 +28,8 @@ struct CaptureCommand: ParsableCommand {
 
     @OptionGroup var device: DeviceOptions
 
-    @Option(name: [.customShort("n"), .customLong("count")], parsing: .unconditional, help: "Frames to capture (at least 1).")
+    @Option(name: [.customShort("n"), .customLong("count")], parsing: .unconditional,
+            help: ArgumentHelp("Frames to capture (at least 1).", valueName: "N"), transform: OptionValues.frameCount)
     var count: Int
 
     @OptionGroup var memory: MemoryArguments
@@ -36,13 +38,12 @@ struct CaptureCommand: ParsableCommand {
     @Option(name: [.customShort("o"), .customLong("output")], help: ArgumentHelp("Write the stream to FILE, or - for standard output.", valueName: "FILE|-"))
     var output: String?
 
-    @Option(name: .customLong("container"), help: ArgumentHelp("The stream format: raw (default) or y4m.", valueName: "raw|y4m"))
-    var container: String?
+    @Option(name: .customLong("container"), help: "The stream format of -o (default raw).")
+    var container: OutputContainer?
 
     @Option(name: .customLong("direct-io"),
-            help: ArgumentHelp("Raw frames to a file with O_DIRECT, straight from the capture buffer: auto (default: when the file system accepts it and a frame is aligned), on (fail if the file system refuses) or off.",
-                               valueName: "auto|on|off"))
-    var directIO: String?
+            help: "Raw frames to a file with O_DIRECT, straight from the capture buffer: auto (default: when the file system accepts it and a frame is aligned), on (fail if the file system refuses) or off.")
+    var directIO: DirectIOMode?
 
     @Option(name: .customLong("png-dir"), help: ArgumentHelp("Write PNG pictures of frames (frame-000000.png, ...) into DIR.", valueName: "DIR"))
     var pngDirectory: String?
@@ -50,22 +51,26 @@ struct CaptureCommand: ParsableCommand {
     @Option(name: .customLong("jpeg-dir"), help: ArgumentHelp("MJPEG: write each frame as it came (frame-000000.jpg, ...) into DIR, each file whole or not at all.", valueName: "DIR"))
     var jpegDirectory: String?
 
-    @Option(name: .customLong("every"), parsing: .unconditional, help: ArgumentHelp("With --png-dir or --jpeg-dir: a file of every Nth frame (default 1).", valueName: "N"))
+    @Option(name: .customLong("every"), parsing: .unconditional,
+            help: ArgumentHelp("With --png-dir or --jpeg-dir: a file of every Nth frame (default 1).", valueName: "N"),
+            transform: OptionValues.every)
     var every: Int?
 
-    @Option(name: .customLong("error-frames"), help: ArgumentHelp("Frames with the ERROR flag: deliver (default) or skip.", valueName: "deliver|skip"))
-    var errorFrames: String?
+    @Option(name: .customLong("error-frames"), help: "Frames with the ERROR flag.")
+    var errorFrames: ErrorFramePolicy = .deliver
 
-    @Option(name: .customLong("corrupt-frames"), help: ArgumentHelp("Compressed frames that fail validation (empty, no SOI, truncated, bytesused > length): skip (default) or deliver.", valueName: "deliver|skip"))
-    var corruptFrames: String?
+    @Option(name: .customLong("corrupt-frames"), help: "Compressed frames that fail validation (empty, no SOI, truncated, bytesused > length).")
+    var corruptFrames: CorruptFramePolicy = .skip
 
-    @Option(name: .customLong("timeout"), help: ArgumentHelp("Fail when no frame arrives for this many seconds (default 5).", valueName: "SECONDS"))
+    @Option(name: .customLong("timeout"), parsing: .unconditional, help: ArgumentHelp("Fail when no frame arrives for this many seconds (default 5).", valueName: "SECONDS"),
+            transform: OptionValues.seconds)
     var timeout: Double?
 
     @Flag(name: .customLong("reconnect"), help: "After an unplug, wait for the same device (matched by bus info and card, not node number) and go on into the same output; the summary counts the gap.")
     var reconnect = false
 
-    @Option(name: .customLong("reconnect-timeout"), help: ArgumentHelp("With --reconnect: how long to wait for the device (default 30).", valueName: "SECONDS"))
+    @Option(name: .customLong("reconnect-timeout"), parsing: .unconditional, help: ArgumentHelp("With --reconnect: how long to wait for the device (default 30).", valueName: "SECONDS"),
+            transform: OptionValues.seconds)
     var reconnectTimeout: Double?
 
     @Flag(name: .customLong("json"), help: "Print the summary as JSON.")
@@ -75,15 +80,14 @@ struct CaptureCommand: ParsableCommand {
     var quiet = false
 
     func run() throws {
-        var arguments = CaptureArguments(device: device.device, count: count, memory: memory.memory, dmabufFrom: memory.dmabufFrom,
-                                         buffers: memory.buffers, input: format.input, pixelFormat: format.pixelFormat,
-                                         size: format.size, fps: format.fps, setControls: format.setControls, output: output,
-                                         container: container, pngDirectory: pngDirectory, every: every,
-                                         errorFrames: errorFrames, timeoutSeconds: timeout, libv4l2: device.libv4l2,
-                                         directIO: directIO, corruptFrames: corruptFrames, jpegDirectory: jpegDirectory)
-        arguments.reconnect = reconnect
-        arguments.reconnectTimeoutSeconds = reconnectTimeout
-        let options = try CaptureOptions(arguments: arguments)
+        // --container, --direct-io and --every without what they apply to are refused by
+        // validate() (run() calls it) as long as they differ from their defaults.
+        let options = CaptureOptions(devicePath: device.device, backend: device.backend, count: count, memory: memory.memory,
+                                     dmabufSource: memory.dmabufFrom, buffers: memory.buffers, format: format.options,
+                                     outputPath: output, container: container ?? .raw, directIO: directIO ?? .auto,
+                                     pngDirectory: pngDirectory, pngEvery: every ?? 1, errorFramePolicy: errorFrames,
+                                     frameTimeoutSeconds: timeout ?? 5, corruptFramePolicy: corruptFrames,
+                                     jpegDirectory: jpegDirectory, reconnect: reconnect, reconnectTimeoutSeconds: reconnectTimeout)
         StopSignals.install()
         let session = CaptureSession(options: options)
         session.progress = ProgressLine.forStandardError(quiet: quiet)

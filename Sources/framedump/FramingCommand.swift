@@ -21,11 +21,8 @@ struct FramingCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        let kind = try memory.memory.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.memoryKind(text) } ?? .mmap
-        let source = try memory.dmabufFrom.map { (text: String) throws(FrameDumpError) in try ArgumentParsing.dmabufSource(text) }
-        let formatOptions = try format.parsed()
-        let report = try FrameDumpCommands.framing(path: device.device, backend: device.backend, memory: kind, source: source,
-                                                   buffers: memory.buffers, format: formatOptions)
+        let report = try FrameDumpCommands.framing(path: device.device, backend: device.backend, memory: memory.memory,
+                                                   source: memory.dmabufFrom, buffers: memory.buffers, format: format.options)
         printOutput(json ? FrameDumpJSON.encode(report) + "\n" : report.render())
     }
 }

@@ -15,38 +15,52 @@ struct DeviceOptions: ParsableArguments {
 
 /// The format options shared by `framing` and `capture`.
 struct FormatArguments: ParsableArguments {
-    @Option(name: .customLong("input"), help: "Select video input N (VIDIOC_S_INPUT) first.")
-    var input: Int?
+    @Option(name: .customLong("input"), parsing: .unconditional, help: ArgumentHelp("Select video input N (VIDIOC_S_INPUT) first.", valueName: "N"),
+            transform: OptionValues.input)
+    var input: UInt32?
 
-    @Option(name: .customLong("pixel-format"), help: ArgumentHelp("The pixel format, a FOURCC such as YUYV or NV12.", valueName: "fourcc"))
-    var pixelFormat: String?
+    @Option(name: .customLong("pixel-format"), help: ArgumentHelp("The pixel format, a FOURCC such as YUYV or NV12.", valueName: "fourcc"),
+            transform: OptionValues.fourCC)
+    var pixelFormat: FourCC?
 
-    @Option(name: .customLong("size"), help: ArgumentHelp("The frame size, e.g. 640x480.", valueName: "WxH"))
-    var size: String?
+    @Option(name: .customLong("size"),
+            help: ArgumentHelp("The frame size, e.g. 640x480 (width and height \(OptionValues.sizeRange.lowerBound)...\(OptionValues.sizeRange.upperBound)).", valueName: "WxH"),
+            transform: OptionValues.size)
+    var size: RequestedSize?
 
-    @Option(name: .customLong("fps"), help: ArgumentHelp("Frames per second to ask for (30, 29.97 or 30000/1001).", valueName: "F"))
-    var fps: String?
+    @Option(name: .customLong("fps"), parsing: .unconditional, help: ArgumentHelp("Frames per second to ask for (30, 29.97 or 30000/1001).", valueName: "F"),
+            transform: OptionValues.framesPerSecond)
+    var fps: Double?
 
     @Option(name: .customLong("set-ctrl"),
             help: ArgumentHelp("Set a control before streaming, by the name v4l2-ctl prints (osd_text_mode=2); repeatable, or comma-separated (a=1,b=2).",
-                               valueName: "name=value"))
-    var setControls: [String] = []
+                               valueName: "name=value"),
+            transform: OptionValues.controls)
+    var setControls: [[ControlSetting]] = []
 
-    func parsed() throws(FrameDumpError) -> FormatOptions {
-        try FormatOptions.parse(input: input, pixelFormat: pixelFormat, size: size, fps: fps, setControls: setControls)
+    var options: FormatOptions {
+        FormatOptions(input: input, pixelFormat: pixelFormat, width: size?.width, height: size?.height,
+                      framesPerSecond: fps, controls: setControls.flatMap { $0 })
     }
 }
 
 /// `--memory`, `--dmabuf-from`, `--buffers`.
 struct MemoryArguments: ParsableArguments {
-    @Option(name: .customLong("memory"), help: ArgumentHelp("The memory kind of the buffers: mmap (default), userptr or dmabuf.", valueName: "mmap|userptr|dmabuf"))
-    var memory: String?
+    // Optional rather than `= .mmap`: swift-argument-parser would show the default as the
+    // raw value (V4L2_MEMORY_MMAP, 1).
+    @Option(name: .customLong("memory"), help: "The memory kind of the buffers (default mmap).")
+    var memoryKind: MemoryKind?
+
+    var memory: MemoryKind { memoryKind ?? .mmap }
 
     @Option(name: .customLong("dmabuf-from"),
-            help: ArgumentHelp("With --memory dmabuf: export buffers from another V4L2 device (VIDIOC_EXPBUF), or from vgem DRM dumb buffers.", valueName: "DEV|vgem"))
-    var dmabufFrom: String?
+            help: ArgumentHelp("With --memory dmabuf: export buffers from another V4L2 device (VIDIOC_EXPBUF), or from vgem DRM dumb buffers (vgem, vgem:/dev/dri/cardN).", valueName: "DEV|vgem"),
+            transform: OptionValues.dmabufSource)
+    var dmabufFrom: DMABufSource?
 
-    @Option(name: .customLong("buffers"), help: ArgumentHelp("Buffers to ask the allocator for (\(AllocatorPlan.bufferRange.lowerBound)...\(AllocatorPlan.bufferRange.upperBound); a count below the device's minimum is raised to it).", valueName: "N"))
+    @Option(name: .customLong("buffers"), parsing: .unconditional,
+            help: ArgumentHelp("Buffers to ask the allocator for (\(OptionValues.bufferRange.lowerBound)...\(OptionValues.bufferRange.upperBound); a count below the device's minimum is raised to it).", valueName: "N"),
+            transform: OptionValues.bufferCount)
     var buffers: Int?
 }
 

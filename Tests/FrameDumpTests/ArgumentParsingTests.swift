@@ -5,45 +5,72 @@ import XCTest
 
 final class ArgumentParsingTests: XCTestCase {
     func testSizeParsesWidthAndHeight() throws {
-        let size = try ArgumentParsing.size("640x480")
-        XCTAssertEqual(size.width, 640)
-        XCTAssertEqual(size.height, 480)
-        let upper = try ArgumentParsing.size("1280X720")
-        XCTAssertEqual(upper.width, 1280)
-        XCTAssertEqual(upper.height, 720)
+        let size = try OptionValues.size("640x480")
+        XCTAssertEqual(size, RequestedSize(width: 640, height: 480))
+        XCTAssertEqual(try OptionValues.size("1280X720"), RequestedSize(width: 1280, height: 720))
+        XCTAssertEqual(try OptionValues.size("16384x1"), RequestedSize(width: 16384, height: 1))
     }
 
-    func testMalformedSizesNameTheOption() {
-        for text in ["640", "640x", "x480", "640x480x2", "axb", "-640x480", "0x480", "640x0", "+640x480", "", "99999x10"] {
-            let error = expectFrameDumpError { () throws(FrameDumpError) in try ArgumentParsing.size(text) }
-            XCTAssertEqual(error?.kind, .usage, text)
-            XCTAssertTrue(error?.message.hasPrefix("--size") ?? false, "\(text): \(error?.message ?? "")")
+    func testMalformedSizesShowAGoodOne() {
+        for text in ["640", "640x", "x480", "640x480x2", "axb", "-640x480", "+640x480", ""] {
+            XCTAssertEqual(expectOptionValueError { () throws(OptionValueError) in try OptionValues.size(text) },
+                           OptionValueError("malformed size; expected WIDTHxHEIGHT such as 640x480"), text)
+        }
+        for text in ["0x480", "640x0", "99999x10", "16385x1"] {
+            XCTAssertEqual(expectOptionValueError { () throws(OptionValueError) in try OptionValues.size(text) },
+                           OptionValueError("out of range; width and height must be 1...16384, such as 640x480"), text)
         }
     }
 
     func testFourCC() throws {
-        XCTAssertEqual(try ArgumentParsing.fourCC("YUYV"), .yuyv)
-        XCTAssertEqual(try ArgumentParsing.fourCC("NM12"), .nv12m)
-        XCTAssertEqual(try ArgumentParsing.fourCC("Y10").description, "Y10")
+        XCTAssertEqual(try OptionValues.fourCC("YUYV"), .yuyv)
+        XCTAssertEqual(try OptionValues.fourCC("NM12"), .nv12m)
+        XCTAssertEqual(try OptionValues.fourCC("Y10").description, "Y10")
         for bad in ["", "YUYVX", "YU\u{7}V", " YUV", "ÄÖÜ"] {
-            let error = expectFrameDumpError { () throws(FrameDumpError) in try ArgumentParsing.fourCC(bad) }
-            XCTAssertTrue(error?.message.hasPrefix("--pixel-format: bad FOURCC") ?? false, bad)
-            XCTAssertEqual(error?.exitCode, 2)
+            let error = expectOptionValueError { () throws(OptionValueError) in try OptionValues.fourCC(bad) }
+            XCTAssertTrue(error?.message.hasPrefix("bad FOURCC; expected up to four characters such as YUYV or NV12") ?? false, bad)
         }
     }
 
     func testFramesPerSecond() throws {
-        XCTAssertEqual(try ArgumentParsing.framesPerSecond("30"), 30)
-        XCTAssertEqual(try ArgumentParsing.framesPerSecond("29.97"), 29.97, accuracy: 1e-9)
-        XCTAssertEqual(try ArgumentParsing.framesPerSecond("30000/1001"), 30000.0 / 1001.0, accuracy: 1e-9)
-        for bad in ["0", "-5", "abc", "30/0", "inf", "nan", "", "1/"] {
-            let error = expectFrameDumpError { () throws(FrameDumpError) in try ArgumentParsing.framesPerSecond(bad) }
-            XCTAssertTrue(error?.message.hasPrefix("--fps") ?? false, bad)
+        XCTAssertEqual(try OptionValues.framesPerSecond("30"), 30)
+        XCTAssertEqual(try OptionValues.framesPerSecond("29.97"), 29.97, accuracy: 1e-9)
+        XCTAssertEqual(try OptionValues.framesPerSecond("30000/1001"), 30000.0 / 1001.0, accuracy: 1e-9)
+        XCTAssertEqual(try OptionValues.framesPerSecond("10000"), 10000)
+        for bad in ["0", "-5", "abc", "30/0", "inf", "nan", "", "1/", "10001"] {
+            let error = expectOptionValueError { () throws(OptionValueError) in try OptionValues.framesPerSecond(bad) }
+            XCTAssertEqual(error?.message, "expected a positive frame rate up to 10000, such as 30, 29.97 or 30000/1001", bad)
+        }
+    }
+
+    /// -n, --buffers, --every, --timeout, --input: the range of each, at both ends.
+    func testCountsAndSecondsAreCheckedAtBothEnds() throws {
+        XCTAssertEqual(try OptionValues.frameCount("1"), 1)
+        XCTAssertEqual(try OptionValues.bufferCount("1"), 1)
+        XCTAssertEqual(try OptionValues.bufferCount("32"), 32)
+        XCTAssertEqual(try OptionValues.every("1"), 1)
+        XCTAssertEqual(try OptionValues.seconds("0.5"), 0.5)
+        XCTAssertEqual(try OptionValues.input("0"), 0)
+        XCTAssertEqual(try OptionValues.input("2147483647"), UInt32(Int32.max))
+        let refused: [(String, () throws(OptionValueError) -> Any, String)] = [
+            ("-n 0", { () throws(OptionValueError) in try OptionValues.frameCount("0") }, "expected a frame count of at least 1, such as 30"),
+            ("-n x", { () throws(OptionValueError) in try OptionValues.frameCount("x") }, "expected a frame count of at least 1, such as 30"),
+            ("--buffers 0", { () throws(OptionValueError) in try OptionValues.bufferCount("0") }, "expected a buffer count in 1...32, such as 4"),
+            ("--buffers 33", { () throws(OptionValueError) in try OptionValues.bufferCount("33") }, "expected a buffer count in 1...32, such as 4"),
+            ("--every 0", { () throws(OptionValueError) in try OptionValues.every("0") }, "expected a whole number of at least 1, such as 10 (a file of every 10th frame)"),
+            ("--timeout 0", { () throws(OptionValueError) in try OptionValues.seconds("0") }, "expected a positive number of seconds, such as 5 or 0.5"),
+            ("--timeout nan", { () throws(OptionValueError) in try OptionValues.seconds("nan") }, "expected a positive number of seconds, such as 5 or 0.5"),
+            ("--input -1", { () throws(OptionValueError) in try OptionValues.input("-1") }, "expected an input number such as 0 (`framedump info` lists the inputs)"),
+            ("--input 2^31", { () throws(OptionValueError) in try OptionValues.input("2147483648") }, "expected an input number such as 0 (`framedump info` lists the inputs)"),
+        ]
+        for (name, parse, message) in refused {
+            XCTAssertEqual(expectOptionValueError(parse)?.message, message, name)
         }
     }
 
     func testSetControlAcceptsRepeatsAndCommas() throws {
-        let controls = try ArgumentParsing.controls(["osd_text_mode=2", "brightness=10,contrast=-3", "hue=0x10"])
+        var controls: [ControlSetting] = []
+        for value in ["osd_text_mode=2", "brightness=10,contrast=-3", "hue=0x10"] { controls += try OptionValues.controls(value) }
         XCTAssertEqual(controls, [
             ControlSetting(name: "osd_text_mode", value: 2),
             ControlSetting(name: "brightness", value: 10),
@@ -52,75 +79,50 @@ final class ArgumentParsingTests: XCTestCase {
         ])
     }
 
-    func testMalformedSetControlNamesTheOption() {
+    func testMalformedSetControlShowsAGoodOne() {
         for bad in ["osd_text_mode", "=2", "osd_text_mode=", "osd_text_mode=two", "a=1,,b=2", "a=1,b", "a=--1"] {
-            let error = expectFrameDumpError { () throws(FrameDumpError) in try ArgumentParsing.controls([bad]) }
-            XCTAssertTrue(error?.message.hasPrefix("--set-ctrl: malformed") ?? false, "\(bad): \(error?.message ?? "")")
-            XCTAssertEqual(error?.kind, .usage)
+            let error = expectOptionValueError { () throws(OptionValueError) in try OptionValues.controls(bad) }
+            XCTAssertTrue(error?.message.hasPrefix("malformed") ?? false, "\(bad): \(error?.message ?? "")")
+            XCTAssertTrue(error?.message.contains("expected NAME=VALUE such as osd_text_mode=2") ?? false, "\(bad): \(error?.message ?? "")")
         }
     }
 
-    func testMemoryKindsAndSources() throws {
-        XCTAssertEqual(try ArgumentParsing.memoryKind("mmap"), .mmap)
-        XCTAssertEqual(try ArgumentParsing.memoryKind("userptr"), .userPointer)
-        XCTAssertEqual(try ArgumentParsing.memoryKind("DMABUF"), .dmabuf)
-        let error = expectFrameDumpError { () throws(FrameDumpError) in try ArgumentParsing.memoryKind("shm") }
-        XCTAssertEqual(error?.message, "--memory: unknown memory kind \"shm\"; expected mmap, userptr or dmabuf")
-        XCTAssertEqual(try ArgumentParsing.dmabufSource("vgem"), .vgem(nil))
-        XCTAssertEqual(try ArgumentParsing.dmabufSource("/dev/video1"), .device("/dev/video1"))
-        XCTAssertEqual(try ArgumentParsing.dmabufSource("/dev/dri/card1"), .vgem("/dev/dri/card1"))
-        XCTAssertEqual(try ArgumentParsing.container("y4m"), .y4m)
-        XCTAssertNotNil(expectFrameDumpError { () throws(FrameDumpError) in try ArgumentParsing.container("mkv") })
-        XCTAssertEqual(try ArgumentParsing.errorFramePolicy("skip"), .skip)
-        XCTAssertNotNil(expectFrameDumpError { () throws(FrameDumpError) in try ArgumentParsing.errorFramePolicy("drop") })
+    func testDMABufSources() throws {
+        XCTAssertEqual(try OptionValues.dmabufSource("vgem"), .vgem(nil))
+        XCTAssertEqual(try OptionValues.dmabufSource("VGEM"), .vgem(nil))
+        XCTAssertEqual(try OptionValues.dmabufSource("vgem:/dev/dri/card1"), .vgem("/dev/dri/card1"))
+        XCTAssertEqual(try OptionValues.dmabufSource("/dev/video1"), .device("/dev/video1"))
+        XCTAssertEqual(try OptionValues.dmabufSource("/dev/dri/card1"), .vgem("/dev/dri/card1"))
+        XCTAssertEqual(expectOptionValueError { () throws(OptionValueError) in try OptionValues.dmabufSource("vgem:") }?.message,
+                       "names no DRM node; expected vgem or vgem:/dev/dri/cardN")
+        XCTAssertEqual(expectOptionValueError { () throws(OptionValueError) in try OptionValues.dmabufSource("") }?.message,
+                       "empty; expected a V4L2 device such as /dev/video1, or vgem")
     }
 
-    func testCaptureArgumentsAreCheckedBeforeAnyDeviceIsOpened() {
-        // The device does not exist: each error must come from the option, not from open.
-        let cases: [(CaptureArguments, String)] = [
-            (CaptureArguments(device: "/nonexistent/video9", count: 0), "-n: the frame count must be at least 1, got 0"),
-            (CaptureArguments(device: "/nonexistent/video9", count: -3), "-n: the frame count must be at least 1, got -3"),
-            (CaptureArguments(device: "/nonexistent/video9", count: 1, buffers: 0), "--buffers: 0 is out of range 1...32"),
-            (CaptureArguments(device: "/nonexistent/video9", count: 1, buffers: 33), "--buffers: 33 is out of range 1...32"),
-            (CaptureArguments(device: "/nonexistent/video9", count: 1, pngDirectory: "/tmp", every: 0), "--every: must be at least 1, got 0"),
-            (CaptureArguments(device: "/nonexistent/video9", count: 1, size: "640by480"), "--size: malformed size \"640by480\"; expected WIDTHxHEIGHT such as 640x480"),
-            (CaptureArguments(device: "/nonexistent/video9", count: 1, memory: "dmabuf"), "--memory dmabuf needs --dmabuf-from"),
-            (CaptureArguments(device: "/nonexistent/video9", count: 1, memory: "ram"), "--memory: unknown memory kind"),
-            (CaptureArguments(device: "/nonexistent/video9", count: 1, dmabufFrom: "vgem"), "--dmabuf-from vgem is only used with --memory dmabuf"),
-            (CaptureArguments(device: "/nonexistent/video9", count: 1, output: "/nonexistent-dir/out.raw"), "-o /nonexistent-dir/out.raw: cannot create the file: directory /nonexistent-dir: ENOENT"),
-            (CaptureArguments(device: "/nonexistent/video9", count: 1, output: "/tmp"), "-o /tmp: is a directory"),
-            (CaptureArguments(device: "/nonexistent/video9", count: 1, container: "y4m"), "--container y4m needs -o FILE"),
-            (CaptureArguments(device: "/nonexistent/video9", count: 1, timeoutSeconds: 0), "--timeout: must be a positive number"),
-            (CaptureArguments(device: "/nonexistent/video9", count: 1, setControls: ["brightness"]), "--set-ctrl: malformed \"brightness\""),
+    /// The checks across options, made before any device is opened (the device does not exist:
+    /// each error must come from the options, not from open).
+    func testOptionsAreCheckedBeforeAnyDeviceIsOpened() {
+        let device = "/nonexistent/video9"
+        let cases: [(CaptureOptions, String)] = [
+            (CaptureOptions(devicePath: "", count: 1), "-d: the device path is empty"),
+            (CaptureOptions(devicePath: device, count: 1, memory: .dmabuf), "--memory dmabuf needs --dmabuf-from"),
+            (CaptureOptions(devicePath: device, count: 1, dmabufSource: .vgem(nil)), "--dmabuf-from vgem is only used with --memory dmabuf"),
+            (CaptureOptions(devicePath: device, count: 1, memory: .dmabuf, dmabufSource: .device(device)),
+             "--dmabuf-from /nonexistent/video9: the exporter must be another device than -d /nonexistent/video9"),
+            (CaptureOptions(devicePath: device, count: 1, outputPath: "/nonexistent-dir/out.raw"), "-o /nonexistent-dir/out.raw: cannot create the file: directory /nonexistent-dir: ENOENT"),
+            (CaptureOptions(devicePath: device, count: 1, outputPath: "/tmp"), "-o /tmp: is a directory"),
+            (CaptureOptions(devicePath: device, count: 1, container: .y4m), "--container y4m needs -o FILE"),
+            (CaptureOptions(devicePath: device, count: 1, pngEvery: 2), "--every needs --png-dir DIR or --jpeg-dir DIR"),
+            (CaptureOptions(devicePath: device, count: 1, reconnectTimeoutSeconds: 3), "--reconnect-timeout needs --reconnect"),
         ]
-        for (arguments, expected) in cases {
-            let error = expectFrameDumpError { () throws(FrameDumpError) in try CaptureOptions(arguments: arguments) }
+        for (options, expected) in cases {
+            let error = expectFrameDumpError { () throws(FrameDumpError) in try options.validate() }
             XCTAssertTrue(error?.message.hasPrefix(expected) ?? false, "expected \(expected), got \(error?.message ?? "nothing")")
             XCTAssertEqual(error?.exitCode, 2, expected)
             XCTAssertFalse(error?.message.contains("\n") ?? true)
         }
-    }
-
-    func testCaptureArgumentsParse() throws {
-        let options = try CaptureOptions(arguments: CaptureArguments(
-            device: "/dev/video3", count: 12, memory: "mmap", buffers: 6, input: 1, pixelFormat: "NV12", size: "320x180",
-            fps: "60", setControls: ["osd_text_mode=2,brightness=100"], output: "/tmp/x.y4m", container: "y4m",
-            pngDirectory: "/tmp", every: 5, errorFrames: "skip", timeoutSeconds: 2, libv4l2: true))
-        XCTAssertEqual(options.devicePath, "/dev/video3")
-        XCTAssertEqual(options.count, 12)
-        XCTAssertEqual(options.memory, .mmap)
-        XCTAssertEqual(options.buffers, 6)
-        XCTAssertEqual(options.format.input, 1)
-        XCTAssertEqual(options.format.pixelFormat, .nv12)
-        XCTAssertEqual(options.format.width, 320)
-        XCTAssertEqual(options.format.height, 180)
-        XCTAssertEqual(options.format.framesPerSecond, 60)
-        XCTAssertEqual(options.format.controls.map(\.description), ["osd_text_mode=2", "brightness=100"])
-        XCTAssertEqual(options.container, .y4m)
-        XCTAssertEqual(options.pngEvery, 5)
-        XCTAssertEqual(options.errorFramePolicy, .skip)
-        XCTAssertEqual(options.frameTimeoutSeconds, 2)
-        XCTAssertEqual(options.backend.name, "libv4l2")
+        XCTAssertNoThrow(try CaptureOptions(devicePath: device, count: 1, pngDirectory: "/tmp", pngEvery: 5, reconnect: true,
+                                            reconnectTimeoutSeconds: 3).validate())
     }
 
     func testErrorsAreOneLine() {

@@ -378,7 +378,7 @@ final class CaptureTests: XCTestCase {
 
     func testControlsAreSetBeforeStreaming() throws {
         let backend = makeBackend()
-        let controls = try ArgumentParsing.controls(["osd_text_mode=2,brightness=200"])
+        let controls = try OptionValues.controls("osd_text_mode=2,brightness=200")
         _ = try runCapture(CaptureOptions(devicePath: simulatedPath, backend: backend, count: 1, format: FormatOptions(controls: controls)))
         XCTAssertEqual(backend.controlValue(path: simulatedPath, id: 0x00f0_f001), 2)
         XCTAssertEqual(backend.controlValue(path: simulatedPath, id: 0x0098_0900), 200)

@@ -338,25 +338,25 @@ final class CaptureDirectIOTests: XCTestCase {
         XCTAssertEqual(readFile(path), expected)
     }
 
-    /// Option parsing: a bad mode is a usage error naming the option; `on` needs a regular file
-    /// and the raw container; `--direct-io` needs -o.
+    /// `on` needs a regular file and the raw container; `--direct-io` other than auto needs -o.
+    /// (A bad mode is the parser's usage error: CommandLineTests.)
     func testDirectIOOptionErrors() {
-        func arguments(_ directIO: String, output: String? = "/tmp/framedump-direct-option.raw", container: String? = nil) -> CaptureArguments {
-            CaptureArguments(device: simulatedPath, count: 1, output: output, container: container, directIO: directIO)
+        func options(_ directIO: DirectIOMode, output: String? = "/tmp/framedump-direct-option.raw", container: OutputContainer = .raw) -> CaptureOptions {
+            CaptureOptions(devicePath: simulatedPath, backend: makeBackend(), count: 1, outputPath: output, container: container, directIO: directIO)
         }
-        let cases: [(CaptureArguments, String)] = [
-            (arguments("sometimes"), "--direct-io: unknown mode \"sometimes\"; expected auto, on or off"),
-            (arguments("on", output: nil), "--direct-io on needs -o FILE"),
-            (arguments("on", output: "-"), "--direct-io on needs -o FILE, a regular file (standard output is written through the page cache)"),
-            (arguments("on", container: "y4m"), "--direct-io on needs --container raw (y4m frames start with a FRAME header, never aligned for O_DIRECT)"),
-            (arguments("on", output: "/dev/null"), "--direct-io on: -o /dev/null is not a regular file"),
+        let cases: [(CaptureOptions, String)] = [
+            (options(.on, output: nil), "--direct-io on needs -o FILE"),
+            (options(.off, output: nil), "--direct-io off needs -o FILE"),
+            (options(.on, output: "-"), "--direct-io on needs -o FILE, a regular file (standard output is written through the page cache)"),
+            (options(.on, container: .y4m), "--direct-io on needs --container raw (y4m frames start with a FRAME header, never aligned for O_DIRECT)"),
+            (options(.on, output: "/dev/null"), "--direct-io on: -o /dev/null is not a regular file"),
         ]
         for (value, message) in cases {
-            let error = expectFrameDumpError { () throws(FrameDumpError) in try CaptureOptions(arguments: value, backend: makeBackend()) }
+            let error = expectFrameDumpError { () throws(FrameDumpError) in try value.validate() }
             XCTAssertEqual(error?.kind, .usage)
             XCTAssertEqual(error?.message, message)
         }
-        XCTAssertEqual(try? CaptureOptions(arguments: arguments("OFF"), backend: makeBackend()).directIO, .off)
-        XCTAssertEqual(try? CaptureOptions(arguments: CaptureArguments(device: simulatedPath, count: 1), backend: makeBackend()).directIO, .auto)
+        XCTAssertNoThrow(try options(.off).validate())
+        XCTAssertEqual(CaptureOptions(devicePath: simulatedPath, count: 1).directIO, .auto)
     }
 }

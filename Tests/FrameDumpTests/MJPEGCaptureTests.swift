@@ -296,21 +296,13 @@ final class MJPEGCaptureTests: XCTestCase {
     // MARK: - Options, info, framing
 
     func testCorruptFramesOption() throws {
-        let parsed = try CaptureOptions(arguments: CaptureArguments(device: simulatedPath, count: 1, corruptFrames: "deliver",
-                                                                    jpegDirectory: "/tmp"), backend: camera())
-        XCTAssertEqual(parsed.corruptFramePolicy, .deliver)
-        XCTAssertEqual(parsed.jpegDirectory, "/tmp")
-        XCTAssertEqual(try CaptureOptions(arguments: CaptureArguments(device: simulatedPath, count: 1), backend: camera()).corruptFramePolicy,
-                       .skip, "skip is the default")
-        let error = expectFrameDumpError { () throws(FrameDumpError) in
-            try CaptureOptions(arguments: CaptureArguments(device: simulatedPath, count: 1, corruptFrames: "keep"), backend: camera())
-        }
-        XCTAssertEqual(error?.exitCode, 2)
-        XCTAssertEqual(error?.message, "--corrupt-frames: unknown policy \"keep\"; expected deliver or skip")
-        XCTAssertNoThrow(try CaptureOptions(arguments: CaptureArguments(device: simulatedPath, count: 1, every: 2, jpegDirectory: "/tmp"),
-                                            backend: camera()), "--every goes with --jpeg-dir too")
+        // --corrupt-frames' values and its default are the parser's (CommandLineTests); here the
+        // checks across options.
+        XCTAssertEqual(CaptureOptions(devicePath: simulatedPath, backend: camera(), count: 1).corruptFramePolicy, .skip, "skip is the default")
+        XCTAssertNoThrow(try CaptureOptions(devicePath: simulatedPath, backend: camera(), count: 1, pngEvery: 2,
+                                            corruptFramePolicy: .deliver, jpegDirectory: "/tmp").validate(), "--every goes with --jpeg-dir too")
         let lonely = expectFrameDumpError { () throws(FrameDumpError) in
-            try CaptureOptions(arguments: CaptureArguments(device: simulatedPath, count: 1, every: 2), backend: camera())
+            try CaptureOptions(devicePath: simulatedPath, backend: camera(), count: 1, pngEvery: 2).validate()
         }
         XCTAssertEqual(lonely?.message, "--every needs --png-dir DIR or --jpeg-dir DIR")
     }

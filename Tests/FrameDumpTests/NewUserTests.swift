@@ -126,9 +126,10 @@ final class NewUserTests: XCTestCase {
 
     func testLibV4L2WithUserptrOrDmabufIsAUsageErrorNamingLibV4L2() {
         for memory in ["userptr", "dmabuf"] {
-            let arguments = CaptureArguments(device: simulatedPath, count: 1, memory: memory,
-                                             dmabufFrom: memory == "dmabuf" ? "vgem" : nil, libv4l2: true)
-            let error = expectFrameDumpError { () throws(FrameDumpError) in try CaptureOptions(arguments: arguments) }
+            let options = CaptureOptions(devicePath: simulatedPath, backend: LibV4L2Backend.shared, count: 1,
+                                         memory: memory == "dmabuf" ? .dmabuf : .userPointer,
+                                         dmabufSource: memory == "dmabuf" ? .vgem(nil) : nil)
+            let error = expectFrameDumpError { () throws(FrameDumpError) in try options.validate() }
             XCTAssertEqual(error?.exitCode, 2, memory)
             XCTAssertTrue(error?.message.hasPrefix("--libv4l2 works only with --memory mmap") ?? false, error?.message ?? "")
             let framing = expectFrameDumpError { () throws(FrameDumpError) in
@@ -137,7 +138,7 @@ final class NewUserTests: XCTestCase {
             }
             XCTAssertEqual(framing?.exitCode, 2, memory)
         }
-        XCTAssertNoThrow(try CaptureOptions(arguments: CaptureArguments(device: simulatedPath, count: 1, memory: "mmap", libv4l2: true)))
+        XCTAssertNoThrow(try CaptureOptions(devicePath: simulatedPath, backend: LibV4L2Backend.shared, count: 1, memory: .mmap).validate())
     }
 
     // MARK: - 6: every --buffers count in the range works
@@ -151,12 +152,13 @@ final class NewUserTests: XCTestCase {
             XCTAssertEqual(summary.framesWritten, 2)
             XCTAssertEqual(summary.buffers, max(buffers, 3), "--buffers \(buffers)")
         }
+        // The parser of --buffers takes the same range (CommandLineTests: exit 2 naming the option).
+        for good in [AllocatorPlan.bufferRange.lowerBound, AllocatorPlan.bufferRange.upperBound] {
+            XCTAssertEqual(try OptionValues.bufferCount(String(good)), good)
+        }
         for bad in [AllocatorPlan.bufferRange.lowerBound - 1, AllocatorPlan.bufferRange.upperBound + 1] {
-            let error = expectFrameDumpError { () throws(FrameDumpError) in
-                try CaptureOptions(arguments: CaptureArguments(device: simulatedPath, count: 1, buffers: bad))
-            }
-            XCTAssertEqual(error?.exitCode, 2)
-            XCTAssertEqual(error?.message, "--buffers: \(bad) is out of range 1...32")
+            let error = expectOptionValueError { () throws(OptionValueError) in try OptionValues.bufferCount(String(bad)) }
+            XCTAssertEqual(error?.message, "expected a buffer count in 1...32, such as 4")
         }
     }
 
@@ -210,10 +212,10 @@ final class NewUserTests: XCTestCase {
         let y16BE = FourCC(rawValue: 0x2036_3159 | FourCC.bigEndianFlag)
         XCTAssertEqual(y16BE.description, "Y16 -BE")
         XCTAssertEqual(FourCC(rawValue: 0x3531_5258 | FourCC.bigEndianFlag).description, "XR15-BE")
-        XCTAssertEqual(try ArgumentParsing.fourCC("Y16 -BE"), y16BE)
-        XCTAssertEqual(try ArgumentParsing.fourCC("Y16-BE"), y16BE)
-        XCTAssertEqual(try ArgumentParsing.fourCC("0x20363159"), FourCC("Y16"))
-        XCTAssertEqual(try ArgumentParsing.fourCC("0xa0363159"), y16BE)
+        XCTAssertEqual(try OptionValues.fourCC("Y16 -BE"), y16BE)
+        XCTAssertEqual(try OptionValues.fourCC("Y16-BE"), y16BE)
+        XCTAssertEqual(try OptionValues.fourCC("0x20363159"), FourCC("Y16"))
+        XCTAssertEqual(try OptionValues.fourCC("0xa0363159"), y16BE)
         let odd = FourCC(rawValue: 0x0102_4142)
         XCTAssertEqual(odd.description, "0x01024142")
         XCTAssertEqual(FourCC(odd.description), odd)

@@ -179,11 +179,8 @@ final class ReportTests: XCTestCase {
     }
 
     func testFramingErrorsNameTheOption() {
+        // (--buffers 40 is refused by the parser: CommandLineTests.)
         let backend = makeBackend()
-        let buffers = expectFrameDumpError { () throws(FrameDumpError) in
-            try FrameDumpCommands.framing(path: simulatedPath, backend: backend, buffers: 40)
-        }
-        XCTAssertEqual(buffers?.message, "--buffers: 40 is out of range 1...32")
         let control = expectFrameDumpError { () throws(FrameDumpError) in
             try FrameDumpCommands.framing(path: simulatedPath, backend: backend,
                                           format: FormatOptions(controls: [ControlSetting(name: "nope", value: 1)]))

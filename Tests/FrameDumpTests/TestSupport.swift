@@ -49,6 +49,17 @@ func expectFrameDumpError<T>(_ body: () throws(FrameDumpError) -> T, file: Stati
     }
 }
 
+/// Runs `body`, expecting an ``OptionValueError``; fails the test when none is thrown.
+func expectOptionValueError<T>(_ body: () throws(OptionValueError) -> T, file: StaticString = #filePath, line: UInt = #line) -> OptionValueError? {
+    do {
+        let value = try body()
+        XCTFail("expected an OptionValueError, got \(value)", file: file, line: line)
+        return nil
+    } catch {
+        return error
+    }
+}
+
 /// Runs a capture with its own stop flag.
 func runCapture(_ options: CaptureOptions, stopFlag: StopFlag = StopFlag(),
                 afterFrame: ((Int) -> Void)? = nil) throws(FrameDumpError) -> CaptureSummary {

@@ -164,15 +164,4 @@ int cv4l2_write_png_rgb24_level(const char *path, const uint8_t *rgb, uint32_t w
 /// read it, -2 when it is larger than `capacity`. `width` and `height` are set either way.
 int cv4l2_read_png_rgb24(const char *path, uint8_t *rgb, size_t capacity, uint32_t *width, uint32_t *height);
 
-// MARK: - Direct I/O (framedump's raw output; the calls need _GNU_SOURCE, see fileio.c)
-
-/// The O_DIRECT open/fcntl flag, which Swift's Glibc module does not export.
-int cv4l2_o_direct(void);
-
-/// statx(2) with STATX_DIOALIGN on an open descriptor (AT_EMPTY_PATH). Returns 0 and stores
-/// stx_dio_mem_align and stx_dio_offset_align (both 0: the file does not do direct I/O);
-/// 1 when the kernel, C library or file system does not report them; -1 with errno when
-/// statx fails.
-int cv4l2_statx_dio_alignment(int fd, uint32_t *memoryAlignment, uint32_t *offsetAlignment);
-
 #endif

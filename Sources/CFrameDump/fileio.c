@@ -1,17 +1,17 @@
-// Direct-I/O helpers for framedump's raw output. They live in their own file because
-// O_DIRECT and statx(2) are declared only with _GNU_SOURCE, before any system header.
+// Direct-I/O helpers for framedump's raw output. _GNU_SOURCE must come before any system
+// header: O_DIRECT and statx(2) are declared only with it.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/stat.h>
-#include "CV4L2.h"
+#include "CFrameDump.h"
 
-int cv4l2_o_direct(void) {
+int cframedump_o_direct(void) {
     return O_DIRECT;
 }
 
-int cv4l2_statx_dio_alignment(int fd, uint32_t *memoryAlignment, uint32_t *offsetAlignment) {
+int cframedump_statx_dio_alignment(int fd, uint32_t *memoryAlignment, uint32_t *offsetAlignment) {
     *memoryAlignment = 0;
     *offsetAlignment = 0;
 #if defined(STATX_DIOALIGN)
