@@ -219,6 +219,7 @@ public final class PNGSink: FrameSink {
     /// Planes made by a `.pick` repack.
     private var picked: [(buffer: UnsafeMutableRawBufferPointer, stride: Int)] = []
     private let layout: [(offset: Int, stride: Int, size: Int)]
+    private let minimum: [Int]
     private let rgb: UnsafeMutableRawBufferPointer
     private var errorText = [CChar](repeating: 0, count: 512)
 
@@ -264,6 +265,24 @@ public final class PNGSink: FrameSink {
         return result
     }
 
+    /// The fewest bytes each buffer must bring for a picture: sizeimage, or less where an odd
+    /// size leaves the driver's last subsampled row or sample short (vivid's NV12 at 641x361
+    /// answers S_FMT with a sizeimage of 347101 and fills 346921 bytes, all the picture needs).
+    static func minimumBytes(_ format: ImageFormat, _ conversion: PictureConversion) -> [Int] {
+        let width = Int(format.width), height = Int(format.height)
+        var needed: [Int] = []
+        for (plane, layout) in zip(conversion.planes, driverLayout(format, conversion)) {
+            let rowBytes = plane.rowBytes(width), rows = plane.rows(height)
+            let shortRow = plane.horizontal > 1 && width % plane.horizontal != 0 ? plane.groupBytes : 0
+            let shortRows = plane.vertical > 1 && height % plane.vertical != 0 ? 1 : 0
+            needed.append(layout.offset + layout.stride * max(rows - shortRows - 1, 0) + rowBytes - shortRow)
+        }
+        if format.planes.count > 1 {
+            return zip(needed, format.planes).map { min($0, Int($1.sizeImage)) }
+        }
+        return [min(needed.max() ?? 0, Int(format.planes.first?.sizeImage ?? 0))]
+    }
+
     /// The conversion and colorimetry of `format`, or a usage error.
     static func plan(_ format: ImageFormat) throws(FrameDumpError) -> (PictureConversion, PictureColorimetry) {
         let name = "\(format.pixelFormat) \(format.width)x\(format.height)"
@@ -299,6 +318,7 @@ public final class PNGSink: FrameSink {
         self.format = format
         let width = Int(format.width), height = Int(format.height)
         layout = PNGSink.driverLayout(format, conversion)
+        minimum = PNGSink.minimumBytes(format, conversion)
         rgb = UnsafeMutableRawBufferPointer.allocate(byteCount: max(width * height * 3, 1), alignment: 64)
         // Staging: the driver's stride where it holds a row, else the row rounded up to 64 bytes;
         // 64 bytes of slack after the last row for swscale's vector loads.
@@ -359,10 +379,10 @@ public final class PNGSink: FrameSink {
         }
     }
 
-    /// The bytes a frame must bring: what sizeimage promised, per buffer.
+    /// A frame must bring the bytes its picture needs (``minimumBytes(_:_:)``), per buffer.
     private func checkSize(_ planes: [UnsafeRawBufferPointer], index: Int) throws(FrameDumpError) {
         for (k, bytes) in planes.enumerated() {
-            let expected = format.planes.count > 1 ? Int(format.planes[k].sizeImage) : Int(format.planes.first?.sizeImage ?? 0)
+            let expected = k < minimum.count ? minimum[k] : 0
             if bytes.count < expected {
                 throw .runtime("--png-dir: frame \(index) (\(format.pixelFormat) \(format.width)x\(format.height)) has \(bytes.count) bytes in plane \(k), expected \(expected); no picture written")
             }

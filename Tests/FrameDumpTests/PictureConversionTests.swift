@@ -154,7 +154,7 @@ final class PictureConversionTests: XCTestCase {
             XCTFail("a short frame converted")
         } catch let error as FrameDumpError {
             XCTAssertEqual(error.exitCode, 1)
-            XCTAssertTrue(error.message.contains("has 1000 bytes in plane 0, expected 462802"), error.message)
+            XCTAssertTrue(error.message.contains("has 1000 bytes in plane 0, expected 462800"), error.message)
         }
     }
 }
