@@ -37,7 +37,7 @@ struct PictureConversion: Equatable {
     enum Kind: Equatable {
         /// Y'CbCr: the matrix from ycbcr_enc (or the colorspace), the range from quantization.
         case ycbcr
-        /// Luma only (GREY, Y10...): Y'CbCr rules for the range.
+        /// Luma only (GREY, Y10...): full range unless quantization says limited.
         case luma
         /// R'G'B' (and Bayer): full range unless quantization says limited.
         case rgb
@@ -163,7 +163,9 @@ struct PictureColorimetry: Equatable {
     }
 
     /// V4L2_MAP_QUANTIZATION_DEFAULT: full range for R'G'B', HSV and the JPEG colorspace,
-    /// limited range for other Y'CbCr (and luma-only) formats.
+    /// limited range for Y'CbCr. Luma-only formats (GREY, Y10...) count as not Y'CbCr, as the
+    /// kernel's test-pattern generator passes them to the macro (`color_enc != YCBCR`) and
+    /// v4l2-ctl reports them: full range.
     static func defaultFullRange(isRGBOrHSV: Bool, colorspace: UInt32) -> Bool {
         isRGBOrHSV || colorspace == 7
     }
@@ -182,7 +184,10 @@ struct PictureColorimetry: Equatable {
         case .rgb:
             let full = format.quantization == 0 ? defaultFullRange(isRGBOrHSV: true, colorspace: format.colorspace) : format.quantization == 1
             return PictureColorimetry(matrix: SWS_CS_DEFAULT, fullRange: full, name: full ? "full-range R'G'B'" : "limited-range R'G'B'")
-        case .ycbcr, .luma:
+        case .luma:
+            let full = format.quantization == 0 ? defaultFullRange(isRGBOrHSV: true, colorspace: format.colorspace) : format.quantization == 1
+            return PictureColorimetry(matrix: SWS_CS_DEFAULT, fullRange: full, name: full ? "full-range luma" : "limited-range luma")
+        case .ycbcr:
             let encoding = format.ycbcrEncoding == 0 ? defaultEncoding(colorspace: format.colorspace) : format.ycbcrEncoding
             let full = format.quantization == 0 ? defaultFullRange(isRGBOrHSV: false, colorspace: format.colorspace) : format.quantization == 1
             let range = full ? "full range" : "limited range"

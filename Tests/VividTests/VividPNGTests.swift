@@ -219,7 +219,9 @@ final class VividPNGTests: XCTestCase {
         }
         let reference = try capture("all-RGB3", common + ["--pixel-format", "RGB3"], width: width, height: height).png
         let grey = stride(from: 0, to: reference.count, by: 3).flatMap { k -> [UInt8] in
-            let y = (0.299 * Double(reference[k]) + 0.587 * Double(reference[k + 1]) + 0.114 * Double(reference[k + 2])).rounded()
+            // vivid's generator makes its luma-only formats with these weights (13879, 46688,
+            // 4713 / 65536, BT.709's), full range.
+            let y = ((13879 * Double(reference[k]) + 46688 * Double(reference[k + 1]) + 4713 * Double(reference[k + 2])) / 65536).rounded()
             return [UInt8(y), UInt8(y), UInt8(y)]
         }
         var converted: [String] = [], refused: [String] = []
