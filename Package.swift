@@ -1,17 +1,22 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+let system = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
+
 let package = Package(
     name: "FrameBridge",
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "V4L2", targets: ["V4L2"]),
         .library(name: "FrameBridge", targets: ["FrameBridge"]),
+        .library(name: "V4L2Simulator", targets: ["V4L2Simulator"]),
         .executable(name: "framedump", targets: ["framedump"]),
         .executable(name: "uvc-camera", targets: ["uvc-camera"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.0"),
     ],
     targets: [
         // C shim: <linux/videodev2.h>, libv4l2, libv4lconvert, libpng, ioctl numbers as
@@ -30,13 +35,15 @@ let package = Package(
         // libjpeg-turbo's TurboJPEG API (Debian's libturbojpeg0-dev).
         .target(name: "CTurboJPEG", linkerSettings: [.linkedLibrary("turbojpeg")]),
         // Typed V4L2 device layer: one thin wrapper per ioctl, typed errors.
-        .target(name: "V4L2", dependencies: ["CV4L2"]),
+        .target(name: "V4L2", dependencies: ["CV4L2", system]),
         // An in-memory V4L2 device that follows the kernel's queue rules, for tests and benchmarks.
-        .target(name: "V4L2Simulator", dependencies: ["CV4L2", "CTurboJPEG", "V4L2"]),
+        .target(name: "V4L2Simulator", dependencies: ["CV4L2", "CTurboJPEG", "V4L2", system]),
         // AVStream allocator semantics: framing, allocators, selection, stream pointers.
-        .target(name: "FrameBridge", dependencies: ["CV4L2", "CTurboJPEG", "V4L2"]),
+        // Lifetimes: FramePayload is ~Escapable and its RawSpans depend on it (@_lifetime).
+        .target(name: "FrameBridge", dependencies: ["CV4L2", "CTurboJPEG", "V4L2", system],
+                swiftSettings: [.enableExperimentalFeature("Lifetimes")]),
         // The frame-dump logic behind the CLI: sinks (raw, y4m, PNG), capture session, reports.
-        .target(name: "FrameDump", dependencies: ["CV4L2", "CFrameConvert", "CTurboJPEG", "V4L2", "FrameBridge"]),
+        .target(name: "FrameDump", dependencies: ["CV4L2", "CFrameConvert", "CTurboJPEG", "V4L2", "FrameBridge", system]),
         // The thin CLI.
         .executableTarget(
             name: "framedump",
@@ -60,16 +67,17 @@ let package = Package(
             dependencies: ["CMallocCounter", "CV4L2", "CTurboJPEG", "V4L2", "V4L2Simulator", "FrameBridge", "FrameDump"]
         ),
         // Helpers shared by the test targets (pointer boxes, spy allocator, /proc counters).
-        .target(name: "FrameBridgeTestSupport", dependencies: ["FrameBridge", "V4L2"], path: "Tests/FrameBridgeTestSupport"),
-        .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport"]),
-        .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport"]),
-        .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CFrameConvert", "CTurboJPEG"]),
+        .target(name: "FrameBridgeTestSupport", dependencies: ["FrameBridge", "V4L2", system,
+                                                             .product(name: "Subprocess", package: "swift-subprocess")], path: "Tests/FrameBridgeTestSupport"),
+        .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
+        .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
+        .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CFrameConvert", "CTurboJPEG", system]),
         // Integration tests against the real vivid driver; they run inside tools/vivid-vm.
         // Integration tests against the real uvcvideo driver and the emulated camera; they run
         // inside tools/vivid-vm --uvc.
         .testTarget(name: "UVCCameraTests", dependencies: ["UVCCamera"]),
-        .testTarget(name: "UVCTests", dependencies: ["FrameBridge", "V4L2", "UVCCamera", "FrameBridgeTestSupport"]),
-        .testTarget(name: "VividTests", dependencies: ["FrameBridge", "V4L2", "CV4L2", "FrameBridgeTestSupport"]),
+        .testTarget(name: "UVCTests", dependencies: ["FrameBridge", "V4L2", "UVCCamera", "FrameBridgeTestSupport", system]),
+        .testTarget(name: "VividTests", dependencies: ["FrameBridge", "V4L2", "CV4L2", "FrameBridgeTestSupport", system]),
     ],
     swiftLanguageModes: [.v6]
 )

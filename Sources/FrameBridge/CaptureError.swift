@@ -10,10 +10,10 @@ public struct CaptureError: Error, Sendable, CustomStringConvertible {
         case fatalStreamingError
         /// The device went away (ENODEV).
         case disconnected
+        /// The driver ended the stream (EPIPE from DQBUF after its last buffer): no frame will come.
+        case endOfStream
         /// The frame was cancelled (STREAMOFF, a fatal error or a disconnect) before it was locked.
         case frameCancelled
-        /// The frame's data was asked for without a lock.
-        case notLocked
         /// An allocator could not provide what it was asked for.
         case allocator
         /// The request does not fit the pin's state (e.g. start while streaming).

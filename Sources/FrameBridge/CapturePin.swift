@@ -92,7 +92,7 @@ public final class CapturePin: Sendable {
         }
         let framing = framingCache.withLock { $0 }
         let validation: FrameValidation = !framing.isCompressed ? .uncompressed : (framing.pixelFormat.isJPEG ? .jpeg : .compressed)
-        core = PinCore(device: device, bufferType: bufferType, trailingWindow: configuration.trailingWindow,
+        core = try PinCore(device: device, bufferType: bufferType, trailingWindow: configuration.trailingWindow,
                        starvationPolicy: configuration.starvationPolicy, errorFramePolicy: configuration.errorFramePolicy,
                        corruptFramePolicy: configuration.corruptFramePolicy, validation: validation)
     }
@@ -320,6 +320,9 @@ public final class CapturePin: Sendable {
             }
             state.phase = .streaming
             state.starting = false
+            state.starvedWaiter = false
+            // A wake-up left from the previous stream's stop() must not end this stream's first wait.
+            core.wakeup.drain()
             core.publish(state)
             return nil
         }
@@ -356,23 +359,43 @@ public final class CapturePin: Sendable {
         }
         for handler in handlers { handler() }
         teardown?.run()
+        core.wake()
     }
 
-    /// Moves the leading edge onto the next filled buffer (DQBUF), waiting up to `timeoutMilliseconds`.
+    /// Makes a consumer waiting in ``advance(timeout:)`` or ``next(timeout:keepLeadingEdge:)``
+    /// return at once (false / nil), from any thread; with no wait under way, the next one
+    /// returns at once. The pin goes on streaming. ``stop()`` wakes the consumer too.
+    public func wake() {
+        core.wake()
+    }
+
+    /// The descriptor that ``wake()`` signals (an eventfd): a signal handler may pass it to
+    /// `WakeupEvent.signal(descriptor:)` (async-signal-safe) to wake the consumer, after
+    /// setting the flag the consumer checks. Valid while the pin exists.
+    public var wakeupDescriptor: Int32 { core.wakeup.descriptor }
+
+    /// Moves the leading edge onto the next filled buffer (DQBUF), waiting up to `timeout`.
     ///
     /// The frame the leading edge was on moves into the trailing window (if one is configured)
     /// or loses the edge's reference; at no references it goes back to the driver.
     ///
-    /// Call it (and ``next(timeoutMilliseconds:keepLeadingEdge:)``) from one consumer thread at a
+    /// The wait has one deadline, from the monotonic clock: however often the driver wakes the
+    /// poll without a buffer (EAGAIN), it ends when `timeout` has passed. ``stop()`` and
+    /// ``wake()`` end it at once.
+    ///
+    /// Call it (and ``next(timeout:keepLeadingEdge:)``) from one consumer thread at a
     /// time; stream pointers may be cloned, locked and released from any thread.
     ///
-    /// - Returns: true when the edge advanced, false when the timeout passed first.
+    /// - Returns: true when the edge advanced; false when the timeout passed first, or the wait
+    ///   was woken by ``stop()`` or ``wake()``.
     /// - Throws: ``CaptureError`` when the pin is not streaming, on a fatal streaming error
-    ///   (EIO) or a disconnect (ENODEV); both cancel held frames and stop the stream.
-    public func advance(timeoutMilliseconds: Int32 = 2000) throws(CaptureError) -> Bool {
-        let outcome = try advance(timeoutMilliseconds: timeoutMilliseconds, clone: .edgeOnly)
+    ///   (EIO) or a disconnect (ENODEV), both of which cancel held frames and stop the stream,
+    ///   and ``CaptureError/Kind/endOfStream`` when the driver says the stream has ended (EPIPE).
+    public func advance(timeout: Duration = .seconds(2)) throws(CaptureError) -> Bool {
+        let outcome = try advance(timeout: timeout, clone: .edgeOnly)
         switch consume outcome {
         case .timedOut: return false
+        case .woken: return false
         case .advanced: return true
         case .frame: return true
         }
@@ -380,47 +403,71 @@ public final class CapturePin: Sendable {
 
     /// Who references a newly dequeued frame.
     private enum Holders {
-        /// The leading edge only (``advance(timeoutMilliseconds:)``).
+        /// The leading edge only (``advance(timeout:)``).
         case edgeOnly
-        /// The leading edge and a pointer for the caller (``next(timeoutMilliseconds:keepLeadingEdge:)``).
+        /// The leading edge and a pointer for the caller (``next(timeout:keepLeadingEdge:)``).
         case edgeAndPointer
         /// A pointer for the caller only; the edge lets go of its previous frame.
         case pointerOnly
     }
 
-    /// What ``advance(timeoutMilliseconds:clone:)`` hands back.
+    /// What ``advance(timeout:clone:)`` hands back.
     private enum Outcome: ~Copyable {
         case timedOut
+        /// stop() or wake() ended the wait.
+        case woken
         /// The edge moved; no pointer was asked for.
         case advanced
         /// The edge moved (or, with `.pointerOnly`, a frame was taken) and here is its pointer.
         case frame(StreamPointer)
     }
 
-    private func advance(timeoutMilliseconds: Int32, clone: Holders) throws(CaptureError) -> Outcome {
-        var remaining = Int64(timeoutMilliseconds)
+    /// Nanoseconds in `timeout`, clamped to 0...; nil for a timeout too long to matter (≥ 100
+    /// years), which waits without a deadline.
+    static func nanoseconds(_ timeout: Duration) -> Int64? {
+        let (seconds, attoseconds) = timeout.components
+        if seconds < 0 { return 0 }
+        if seconds >= 100 * 365 * 86_400 { return nil }
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+
+    private func advance(timeout: Duration, clone: Holders) throws(CaptureError) -> Outcome {
+        let deadline = Self.nanoseconds(timeout).map { MonotonicClock.nanoseconds() + $0 }
         var waitedForStarvation = false
+        var polled = false
         var descriptor = BufferDescriptor(index: 0, bufferType: bufferType, memory: core.streamMemoryKind)
         while true {
             if !core.fedAndStreaming.load(ordering: .acquiring) || waitedForStarvation {
                 switch prepare(&waitedForStarvation) {
-                case .fail(let error): throw error
+                case .fail(let error):
+                    // stop() between two polls of this wait ends it, as a wake-up would.
+                    if polled, error.kind == .invalidState, wasStoppedByCaller { return .woken }
+                    throw error
                 case .runHandlers(let handlers):
                     for handler in handlers { handler() }
                     continue
                 case .ready: break
                 }
             }
-            let slice: Int32 = waitedForStarvation ? Int32(min(remaining, 20)) : Int32(min(remaining, Int64(Int32.max)))
+            // The first poll runs even with no time left, so a zero timeout still takes a
+            // frame that is ready.
+            var milliseconds: Int32 = -1
+            if let deadline {
+                let left = deadline - MonotonicClock.nanoseconds()
+                milliseconds = left <= 0 ? 0 : Int32(clamping: (left + 999_999) / 1_000_000)
+            }
             let events: PollEvents
+            polled = true
             do {
-                events = try device.poll(events: [.input, .error], timeoutMilliseconds: max(0, slice))
+                let answer = try device.poll(events: [.input, .error], wakeup: core.wakeup, timeoutMilliseconds: milliseconds)
+                if answer.woken, core.wakeup.drain().woken { return .woken }
+                events = answer.events
             } catch {
-                throw fail(error)
+                if let failure = failUnlessStopped(error) { throw failure }
+                return .woken
             }
             if events.isEmpty {
-                remaining -= Int64(slice)
-                if remaining <= 0 { return .timedOut }
+                if let deadline, MonotonicClock.nanoseconds() >= deadline { return .timedOut }
                 continue
             }
             descriptor.memory = core.streamMemoryKind
@@ -428,14 +475,22 @@ public final class CapturePin: Sendable {
             do {
                 dequeued = try device.dequeue(into: &descriptor)
             } catch {
-                if error.errno == .brokenPipe { return .timedOut }
-                throw fail(error)
+                if error.errno == .brokenPipe {
+                    throw CaptureError(.endOfStream, "\(device.path): the stream has ended (VIDIOC_DQBUF: EPIPE, the driver's last buffer was dequeued)", underlying: error)
+                }
+                if let failure = failUnlessStopped(error) { throw failure }
+                return .woken
             }
             guard dequeued else {
                 if events.contains(.error) {
-                    throw fail(V4L2Error(device: device.path, operation: "poll", errno: nil,
-                                         detail: "the driver reported an error (POLLERR) and has no buffer to dequeue"))
+                    if let failure = failUnlessStopped(V4L2Error(device: device.path, operation: "poll", errno: nil,
+                                                                 detail: "the driver reported an error (POLLERR) and has no buffer to dequeue")) {
+                        throw failure
+                    }
+                    return .woken
                 }
+                // EAGAIN after a readable poll: the deadline bounds how often that repeats.
+                if let deadline, MonotonicClock.nanoseconds() >= deadline { return .timedOut }
                 continue
             }
             let accepted = accept(&descriptor, clone: clone)
@@ -499,6 +554,7 @@ public final class CapturePin: Sendable {
                     state.statistics.starvationWaits += 1
                     waitedForStarvation = true
                 }
+                state.starvedWaiter = true
                 return .ready
             case .cancelOldestUnlocked:
                 var oldest: Int?
@@ -511,6 +567,7 @@ public final class CapturePin: Sendable {
                         state.statistics.starvationWaits += 1
                         waitedForStarvation = true
                     }
+                    state.starvedWaiter = true
                     return .ready
                 }
                 if let edge = state.leadingEdge, edge.slot == victim { state.leadingEdge = nil }
@@ -698,6 +755,15 @@ public final class CapturePin: Sendable {
     }
 
     /// Stops the stream after a fatal error and records it; returns the error to throw.
+    /// ``fail(_:)``, or nil when stop() ran on another thread while this one waited (STREAMOFF
+    /// makes poll say POLLERR and DQBUF EINVAL): the wait was ended by the stop, as if woken.
+    private func failUnlessStopped(_ error: V4L2Error) -> CaptureError? {
+        if wasStoppedByCaller { return nil }
+        let failure = fail(error)
+        if failure.kind == .invalidState, wasStoppedByCaller { return nil }
+        return failure
+    }
+
     private func fail(_ error: V4L2Error) -> CaptureError {
         let captureError: CaptureError
         if error.errno == .noSuchDevice || device.isDisconnected {
@@ -750,7 +816,8 @@ public final class CapturePin: Sendable {
         return StreamPointer(core: core, slot: slot, generation: generation, id: id, record: record)
     }
 
-    /// Advances the leading edge and returns a reference to the new frame; nil on timeout.
+    /// Advances the leading edge and returns a reference to the new frame; nil on timeout or
+    /// when ``stop()`` or ``wake()`` ended the wait.
     ///
     /// - Parameter keepLeadingEdge: true (the AVStream default) keeps the leading edge on the
     ///   new frame until the next advance, so the frame returns to the driver only after both
@@ -759,11 +826,12 @@ public final class CapturePin: Sendable {
     ///   pointer goes, which keeps one more buffer with the driver while the consumer waits
     ///   (what a dump loop wants). Then ``cloneLeadingEdge()`` returns nil and the trailing
     ///   window does not fill.
-    public func next(timeoutMilliseconds: Int32 = 2000, keepLeadingEdge: Bool = true) throws(CaptureError) -> StreamPointer? {
-        let outcome = try advance(timeoutMilliseconds: timeoutMilliseconds, clone: keepLeadingEdge ? .edgeAndPointer : .pointerOnly)
+    public func next(timeout: Duration = .seconds(2), keepLeadingEdge: Bool = true) throws(CaptureError) -> StreamPointer? {
+        let outcome = try advance(timeout: timeout, clone: keepLeadingEdge ? .edgeAndPointer : .pointerOnly)
         switch consume outcome {
         case .frame(let pointer): return pointer
         case .timedOut: return nil
+        case .woken: return nil
         case .advanced: return nil
         }
     }

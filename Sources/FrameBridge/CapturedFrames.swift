@@ -1,75 +1,166 @@
+import Dispatch
+import Synchronization
 import V4L2
 
 /// A captured frame handed out by ``CapturedFrames``: a class wrapper around a
-/// ``StreamPointer``, so it can travel through an `AsyncSequence`. The frame goes back to
-/// the driver when the last `CapturedFrame` referencing it is gone (or on ``release()``).
+/// ``StreamPointer``, so it can travel through an `AsyncSequence` and between tasks. The frame
+/// goes back to the driver when the last `CapturedFrame` referencing it is gone (or on
+/// ``release()``).
 ///
-/// Unlike ``CapturePin/next(timeoutMilliseconds:)``, each element is one small heap object;
+/// Its pointer is under a lock: ``withLockedPayload(_:)`` and ``release()`` may be called from
+/// any thread; a release waits for a payload closure under way to return.
+///
+/// Unlike ``CapturePin/next(timeout:keepLeadingEdge:)``, each element is one small heap object;
 /// use the pointer API on the hot path when every allocation counts.
-public final class CapturedFrame: @unchecked Sendable {
-    private var pointer: StreamPointer?
+public final class CapturedFrame: Sendable {
+    private let pointer: Locked<StreamPointer?>
     /// The frame's metadata.
     public let info: FrameInfo
 
     init(_ pointer: consuming StreamPointer) {
         info = pointer.info
-        self.pointer = Optional(pointer)
+        self.pointer = Locked(Optional(pointer))
     }
 
-    /// Locks the frame, runs `body` with its bytes, and unlocks.
+    /// Locks the frame, runs `body` (which cannot throw) with its bytes, and unlocks. `body`
+    /// must not call ``release()`` on this frame.
     ///
     /// - Throws: ``CaptureError/Kind/frameCancelled`` when the frame was cancelled or released.
-    public func withLockedPayload<R>(_ body: (FramePayload) throws -> R) throws -> R {
-        guard pointer != nil else {
-            throw CaptureError(.frameCancelled, "frame \(info.sequence) was released")
+    public func withLockedPayload<R>(_ body: (borrowing FramePayload) -> R) throws(CaptureError) -> R {
+        let sequence = info.sequence
+        return try pointer.withLock { (pointer: inout StreamPointer?) throws(CaptureError) -> R in
+            guard var held = pointer.take() else {
+                throw CaptureError(.frameCancelled, "frame \(sequence) was released")
+            }
+            let result: Result<R, CaptureError>
+            do throws(CaptureError) {
+                result = .success(try held.withLockedPayload(body))
+            } catch {
+                result = .failure(error)
+            }
+            pointer = consume held
+            return try result.get()
         }
-        return try pointer!.withLockedPayload(body)
     }
 
-    /// Gives the frame back now.
+    /// Locks the frame, runs `body` with its bytes, and unlocks. `body` must not call
+    /// ``release()`` on this frame.
+    ///
+    /// - Throws: ``LockedPayloadError/lock(_:)`` with ``CaptureError/Kind/frameCancelled``
+    ///   when the frame was cancelled or released; ``LockedPayloadError/body(_:)`` with `body`'s error.
+    public func withLockedPayload<R, E: Error>(_ body: (borrowing FramePayload) throws(E) -> R) throws(LockedPayloadError<E>) -> R {
+        let sequence = info.sequence
+        return try pointer.withLock { (pointer: inout StreamPointer?) throws(LockedPayloadError<E>) -> R in
+            guard var held = pointer.take() else {
+                throw .lock(CaptureError(.frameCancelled, "frame \(sequence) was released"))
+            }
+            let result: Result<R, LockedPayloadError<E>>
+            do throws(LockedPayloadError<E>) {
+                result = .success(try held.withLockedPayload(body))
+            } catch {
+                result = .failure(error)
+            }
+            pointer = consume held
+            return try result.get()
+        }
+    }
+
+    /// Gives the frame back now (QBUF once no other reference holds it).
     public func release() {
-        pointer = nil
+        let taken = pointer.withLock { $0.take() }
+        _ = consume taken
     }
 }
 
-/// The frames of a started pin as an `AsyncSequence`. Iteration polls the device in short
-/// slices so that task cancellation is noticed; when the task is cancelled, the pin stops
-/// streaming (STREAMOFF) and the sequence ends cleanly. A fatal error ends it by throwing.
+/// The frames of a started pin as an `AsyncSequence`.
+///
+/// The wait for each frame runs on a dispatch queue of the sequence's own, not on a thread of
+/// Swift's cooperative pool, so other tasks go on while the device is quiet. Cancelling the
+/// task wakes the wait at once (the pin's wake-up eventfd), stops streaming (STREAMOFF), and
+/// ends the sequence cleanly; so does ``CapturePin/stop()`` from elsewhere. A fatal error ends
+/// it by throwing.
 public struct CapturedFrames: AsyncSequence, Sendable {
     public typealias Element = CapturedFrame
     let pin: CapturePin
     let limit: Int?
+    let queue: DispatchQueue
 
     public struct AsyncIterator: AsyncIteratorProtocol {
         let pin: CapturePin
         let limit: Int?
+        let queue: DispatchQueue
         var produced = 0
 
         public mutating func next() async throws -> CapturedFrame? {
             if let limit, produced >= limit { return nil }
-            while true {
-                if Task.isCancelled {
-                    pin.stop()
-                    return nil
+            let pin = pin
+            let queue = queue
+            let cancelled = CancellationFlag()
+            let frame = try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<CapturedFrame?, any Error>) in
+                    queue.async {
+                        // The frame's reference moves to the task (consume): this thread must
+                        // not hold the last one, or the frame would go back after the consumer
+                        // let go of it.
+                        let frame: CapturedFrame?
+                        do {
+                            frame = try Self.wait(pin, cancelled: cancelled)
+                        } catch {
+                            continuation.resume(throwing: error)
+                            return
+                        }
+                        continuation.resume(returning: consume frame)
+                    }
                 }
-                if try pin.advance(timeoutMilliseconds: 50), let pointer = pin.cloneLeadingEdge() {
-                    produced += 1
+            } onCancel: {
+                cancelled.set()
+                pin.wake()
+            }
+            if cancelled.isSet {
+                pin.stop()
+                return nil
+            }
+            if frame != nil { produced += 1 }
+            return frame
+        }
+
+        /// Blocks (on the sequence's queue) until a frame, a cancellation or a stop.
+        private static func wait(_ pin: CapturePin, cancelled: CancellationFlag) throws(CaptureError) -> CapturedFrame? {
+            while !cancelled.isSet {
+                if let pointer = try pin.next(timeout: .seconds(3600), keepLeadingEdge: false) {
                     return CapturedFrame(pointer)
                 }
-                await Task.yield()
+                // Woken or timed out: end when the pin was stopped; a failure throws on the next wait.
+                if pin.wasStoppedByCaller { return nil }
             }
+            return nil
         }
     }
 
     public func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(pin: pin, limit: limit)
+        AsyncIterator(pin: pin, limit: limit, queue: queue)
     }
+}
+
+/// Set by a task's cancellation handler, read by the waiting thread.
+final class CancellationFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .releasing) }
+    var isSet: Bool { value.load(ordering: .acquiring) }
 }
 
 extension CapturePin {
     /// The pin's frames as an `AsyncSequence` (the pin must be started); `limit` ends it after
     /// that many frames.
     public func frames(limit: Int? = nil) -> CapturedFrames {
-        CapturedFrames(pin: self, limit: limit)
+        CapturedFrames(pin: self, limit: limit, queue: DispatchQueue(label: "FrameBridge.CapturedFrames \(device.path)"))
+    }
+
+    /// Whether the pin was stopped with ``stop()`` (not failed, not streaming).
+    var wasStoppedByCaller: Bool {
+        core.state.withLock { state in
+            if case .stopped = state.phase { return true }
+            return false
+        }
     }
 }

@@ -91,32 +91,89 @@ public struct FrameInfo: Sendable {
     }
 }
 
-/// The bytes of a locked frame. Valid only inside the closure it is handed to.
-public struct FramePayload {
-    /// The frame's metadata (read in place from the frame's record).
-    public var info: FrameInfo { unsafeAddress { record } }
+/// The bytes of a locked frame, handed to the closure of ``StreamPointer/withPayload(_:)``
+/// (or `withLockedPayload`).
+///
+/// Non-escapable: the payload and the `RawSpan`s it gives out cannot leave the closure, so
+/// the compiler rejects code that would read a buffer after it was unlocked, requeued or
+/// unmapped. The `unsafe...` methods hand out raw pointers for C calls (writev with
+/// O_DIRECT, libpng); those are valid only until the closure returns, and nothing checks it.
+public struct FramePayload: ~Escapable {
     let record: UnsafePointer<FrameInfo>
     let memory: UnsafePointer<FrameMemory>
+
+    @_lifetime(immortal)
+    init(record: UnsafePointer<FrameInfo>, memory: UnsafePointer<FrameMemory>) {
+        self.record = record
+        self.memory = memory
+    }
+
+    /// The frame's metadata (read in place from the frame's record).
+    public var info: FrameInfo { unsafeAddress { record } }
 
     /// The number of planes.
     public var planeCount: Int { info.planeCount }
 
     /// The payload of plane `index`: from `dataOffset` to `bytesUsed`.
-    public func plane(_ index: Int) -> UnsafeRawBufferPointer {
+    @_lifetime(copy self)
+    public func plane(_ index: Int) -> RawSpan {
+        let bytes = unsafePlaneBytes(index)
+        return _overrideLifetime(RawSpan(_unsafeBytes: bytes), copying: self)
+    }
+
+    /// A compressed frame's bytes as the driver delivered them: plane 0 from data_offset to
+    /// bytesused (for MJPEG, one whole JPEG picture unless ``FrameInfo/isCorrupt``).
+    public var compressedBytes: RawSpan {
+        @_lifetime(copy self) get { plane(0) }
+    }
+
+    /// The whole memory of plane `index` (`length` bytes).
+    @_lifetime(copy self)
+    public func planeMemory(_ index: Int) -> RawSpan {
+        let bytes = unsafePlaneMemory(index)
+        return _overrideLifetime(RawSpan(_unsafeBytes: bytes), copying: self)
+    }
+
+    /// Plane `index`'s payload as a raw pointer, for C calls. Valid only until the closure
+    /// that received this payload returns; the caller must not keep it.
+    public func unsafePlaneBytes(_ index: Int) -> UnsafeRawBufferPointer {
         precondition(index >= 0 && index < info.planeCount, "plane \(index) out of range 0..<\(info.planeCount)")
         let plane = info.planes[index]
         guard let base = memory.pointee.planes[index].address else { return UnsafeRawBufferPointer(start: nil, count: 0) }
         return UnsafeRawBufferPointer(start: base + plane.dataOffset, count: plane.payloadSize)
     }
 
-    /// A compressed frame's bytes as the driver delivered them: plane 0 from data_offset to
-    /// bytesused (for MJPEG, one whole JPEG picture unless ``FrameInfo/isCorrupt``).
-    public var compressedBytes: UnsafeRawBufferPointer { plane(0) }
+    /// ``compressedBytes`` as a raw pointer, for C calls (a JPEG decoder). Valid only until
+    /// the closure that received this payload returns.
+    public var unsafeCompressedBytes: UnsafeRawBufferPointer { unsafePlaneBytes(0) }
 
-    /// The whole memory of plane `index` (`length` bytes).
-    public func planeMemory(_ index: Int) -> UnsafeRawBufferPointer {
+    /// The whole memory of plane `index` as a raw pointer. Valid only until the closure that
+    /// received this payload returns.
+    public func unsafePlaneMemory(_ index: Int) -> UnsafeRawBufferPointer {
         precondition(index >= 0 && index < info.planeCount, "plane \(index) out of range 0..<\(info.planeCount)")
         return UnsafeRawBufferPointer(start: memory.pointee.planes[index].address, count: memory.pointee.planes[index].length)
+    }
+}
+
+/// What `withLockedPayload` throws: the lock failed (the frame was cancelled or released, or
+/// CPU access to a dmabuf could not begin), or the closure threw.
+public enum LockedPayloadError<Failure: Error>: Error, CustomStringConvertible {
+    case lock(CaptureError)
+    case body(Failure)
+
+    public var description: String {
+        switch self {
+        case .lock(let error): return error.description
+        case .body(let error): return "\(error)"
+        }
+    }
+
+    /// The lock's error, or the closure's when that is a ``CaptureError``.
+    public var captureError: CaptureError? {
+        switch self {
+        case .lock(let error): return error
+        case .body(let error): return error as? CaptureError
+        }
     }
 }
 

@@ -202,7 +202,7 @@ extension AllocatorFraming {
                     if case .success = device.bufferCapabilities(format: format, memory: kind) { kinds.append(kind) }
                 }
             }
-        case .failure(let error) where error.errno == .notTypewriter:
+        case .failure(let error) where error.errno == .inappropriateIOCTLForDevice:
             // No CREATE_BUFS (a driver without vb2's create_bufs): REQBUFS(0) frees nothing of
             // ours here (the pin has no buffers yet) and reports the same bits.
             let probe: RequestedBuffers?

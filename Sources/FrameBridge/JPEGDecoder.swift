@@ -134,10 +134,10 @@ public final class JPEGDecoder {
     /// Decodes a locked MJPEG/JPEG frame's payload to planar YUV (see ``decodeYUV(_:into:)``).
     /// A frame flagged corrupt is refused: its picture would be wrong.
     @discardableResult
-    public func decodeYUV(_ payload: FramePayload, into destination: UnsafeMutableRawBufferPointer) throws(JPEGDecodeError) -> JPEGHeader {
+    public func decodeYUV(_ payload: borrowing FramePayload, into destination: UnsafeMutableRawBufferPointer) throws(JPEGDecodeError) -> JPEGHeader {
         if payload.info.isCorrupt {
             throw JPEGDecodeError(message: "the frame is corrupt (\(payload.info.defects.names.joined(separator: ", ")))")
         }
-        return try decodeYUV(payload.compressedBytes, into: destination)
+        return try decodeYUV(payload.unsafeCompressedBytes, into: destination)
     }
 }

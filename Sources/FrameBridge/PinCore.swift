@@ -97,6 +97,11 @@ final class PinCore: Sendable {
         var pendingRequeue = false
         /// Whether lock/unlock bracket CPU reads with the allocator's sync calls (dmabuf).
         var synchronizesCPUAccess = false
+        /// The consumer waits with no buffer queued (starvation policy block): the next QBUF
+        /// signals `wakeup` so that the wait goes on at once.
+        var starvedWaiter = false
+        /// The pin's wake-up event (set once by PinCore.init).
+        var wakeup: WakeupEvent?
     }
 
     let device: VideoDevice
@@ -111,6 +116,10 @@ final class PinCore: Sendable {
     /// Mirrors of the state for the lock-free check before waiting: streaming, buffers queued
     /// to the driver, no QBUF to retry. Written under the lock, read without it.
     let fedAndStreaming = Atomic<Bool>(false)
+    /// In the consumer's poll set beside the device: stop() and wake() signal it (the wait
+    /// returns), a starved waiter's requeue nudges it (the wait goes on), so a waiting pin is
+    /// woken by a descriptor, not a timer slice.
+    let wakeup: WakeupEvent
 
     /// Updates the lock-free mirror. Called with the state locked.
     func publish(_ state: State) {
@@ -134,7 +143,12 @@ final class PinCore: Sendable {
 
     init(device: VideoDevice, bufferType: BufferType, trailingWindow: Int,
          starvationPolicy: StarvationPolicy, errorFramePolicy: ErrorFramePolicy,
-         corruptFramePolicy: CorruptFramePolicy = .skip, validation: FrameValidation = .uncompressed) {
+         corruptFramePolicy: CorruptFramePolicy = .skip, validation: FrameValidation = .uncompressed) throws(CaptureError) {
+        do {
+            wakeup = try WakeupEvent()
+        } catch {
+            throw CaptureError(error)
+        }
         self.device = device
         self.bufferType = bufferType
         self.trailingWindow = max(0, trailingWindow)
@@ -142,6 +156,12 @@ final class PinCore: Sendable {
         self.errorFramePolicy = errorFramePolicy
         self.corruptFramePolicy = corruptFramePolicy
         self.validation = validation
+        state.withLock { $0.wakeup = wakeup }
+    }
+
+    /// Makes the current (or next) wait of the consumer return at once.
+    func wake() {
+        wakeup.signal()
     }
 
     deinit {
@@ -160,6 +180,10 @@ final class PinCore: Sendable {
         do {
             try device.queue(descriptorAt: descriptors + index)
             setSlot(&state, index, .queued)
+            if state.starvedWaiter {
+                state.starvedWaiter = false
+                state.wakeup?.nudge()
+            }
             return nil
         } catch {
             setSlot(&state, index, .free)

@@ -67,20 +67,44 @@ public struct StreamPointer: ~Copyable, @unchecked Sendable {
         core.unlock(slot: slot, generation: generation, pointer: id, hasHandler: hasCancelHandler)
     }
 
-    /// Runs `body` with the frame's bytes. The pointer must be locked.
-    public func withPayload<R>(_ body: (FramePayload) throws -> R) throws -> R {
+    /// Runs `body` with the frame's bytes. The pointer must be locked (``lock()``): calling it
+    /// unlocked is a programmer error and traps.
+    public func withPayload<R, E: Error>(_ body: (borrowing FramePayload) throws(E) -> R) throws(E) -> R {
         guard let memory else {
-            throw CaptureError(.notLocked, "frame \(info.sequence): its data is reachable only while the stream pointer is locked; call lock() first")
+            preconditionFailure("frame \(info.sequence): its data is reachable only while the stream pointer is locked; call lock() first")
         }
         return try body(FramePayload(record: UnsafePointer(FrameRecord.info(record)), memory: memory))
     }
 
-    /// Locks, runs `body` with the frame's bytes, and unlocks.
-    public mutating func withLockedPayload<R>(_ body: (FramePayload) throws -> R) throws -> R {
+    /// Locks, runs `body` (which cannot throw) with the frame's bytes, and unlocks (a pointer
+    /// that was locked already stays locked).
+    ///
+    /// - Throws: ``CaptureError/Kind/frameCancelled`` when the frame was cancelled.
+    public mutating func withLockedPayload<R>(_ body: (borrowing FramePayload) -> R) throws(CaptureError) -> R {
         let wasLocked = isLocked
         try lock()
         defer { if !wasLocked { unlock() } }
-        return try withPayload(body)
+        return withPayload(body)
+    }
+
+    /// Locks, runs `body` with the frame's bytes, and unlocks (a pointer that was locked
+    /// already stays locked).
+    ///
+    /// - Throws: ``LockedPayloadError/lock(_:)`` with ``CaptureError/Kind/frameCancelled``
+    ///   when the frame was cancelled, or ``LockedPayloadError/body(_:)`` with `body`'s error.
+    public mutating func withLockedPayload<R, E: Error>(_ body: (borrowing FramePayload) throws(E) -> R) throws(LockedPayloadError<E>) -> R {
+        let wasLocked = isLocked
+        do {
+            try lock()
+        } catch {
+            throw .lock(error)
+        }
+        defer { if !wasLocked { unlock() } }
+        do {
+            return try withPayload(body)
+        } catch {
+            throw .body(error)
+        }
     }
 
     /// Registers a handler that runs once if the frame is cancelled while this pointer holds

@@ -1,3 +1,4 @@
+import SystemPackage
 import Synchronization
 import V4L2
 #if canImport(Glibc)
@@ -57,7 +58,7 @@ public final class UserPointerAllocator: AllocatorDispatch {
             let result = posix_memalign(&pointer, max(alignment, MemoryLayout<Int>.size), size)
             guard result == 0, let pointer else {
                 for plane in planes { Glibc.free(plane.address) }
-                throw CaptureError(.allocator, "\(name): posix_memalign of \(size) bytes failed: \(Errno(result))")
+                throw CaptureError(.allocator, "\(name): posix_memalign of \(size) bytes failed: \(Errno(rawValue: result))")
             }
             memset(pointer, 0, size)
             planes.append(PlaneMemory(address: pointer, length: size))

@@ -159,8 +159,6 @@ public struct CaptureOptions: Sendable {
     public var jpegDirectory: String?
     /// Fail when no frame arrives for this long.
     public var frameTimeoutSeconds: Double
-    /// How long one wait for a frame may last before the stop flag is checked again.
-    public var pollSliceMilliseconds: Int32
     /// After a disconnect, wait for the same device (same bus info and card) and go on.
     public var reconnect: Bool = false
     /// How long to wait for it.
@@ -170,7 +168,7 @@ public struct CaptureOptions: Sendable {
                 memory: MemoryKind = .mmap, dmabufSource: DMABufSource? = nil, buffers: Int? = nil,
                 format: FormatOptions = FormatOptions(), outputPath: String? = nil, container: OutputContainer = .raw,
                 directIO: DirectIOMode = .auto, pngDirectory: String? = nil, pngEvery: Int = 1, errorFramePolicy: ErrorFramePolicy = .deliver,
-                frameTimeoutSeconds: Double = 5, pollSliceMilliseconds: Int32 = 100,
+                frameTimeoutSeconds: Double = 5,
                 corruptFramePolicy: CorruptFramePolicy = .skip, jpegDirectory: String? = nil) {
         self.devicePath = devicePath
         self.backend = backend
@@ -188,7 +186,6 @@ public struct CaptureOptions: Sendable {
         self.corruptFramePolicy = corruptFramePolicy
         self.jpegDirectory = jpegDirectory
         self.frameTimeoutSeconds = frameTimeoutSeconds
-        self.pollSliceMilliseconds = pollSliceMilliseconds
     }
 
     /// Parses the command-line values. `backend` replaces the kernel/libv4l2 choice (for tests).

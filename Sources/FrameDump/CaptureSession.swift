@@ -69,7 +69,11 @@ public final class CaptureSession {
             throw FrameDumpError(error)
         }
         self.pin = pin
+        // SIGINT wakes the pin's wait at once; detached (waiting out a handler under way)
+        // before the pin, and its eventfd, can go.
+        stopFlag.attach(wakeupDescriptor: pin.wakeupDescriptor)
         defer {
+            stopFlag.detach()
             pin.stop()
             self.pin = nil
         }
@@ -270,6 +274,8 @@ public final class CaptureSession {
                     throw FrameDumpError.runtime(rejectionMessage(device: returned, candidate: candidate, rejections: result.rejections))
                 }
                 device = returned
+                stopFlag.detach()
+                stopFlag.attach(wakeupDescriptor: newPin.wakeupDescriptor)
                 pin = newPin
                 self.pin = newPin
             } catch let error as FrameDumpError {
@@ -299,7 +305,6 @@ public final class CaptureSession {
 
         let count = options.count
         let timeout = Int64(options.frameTimeoutSeconds * 1e9)
-        let slice = max(1, options.pollSliceMilliseconds)
         var lastFrameTime = Clock.monotonicNanoseconds()
         while progress.framesWritten < count {
             if stopFlag.isRequested {
@@ -310,7 +315,9 @@ public final class CaptureSession {
             // is released after the write, not at the next advance.
             var next: StreamPointer?
             do {
-                next = try pin.next(timeoutMilliseconds: slice, keepLeadingEdge: false)
+                // One wait up to the frame timeout: the stop flag wakes it (the pin's eventfd).
+                let left = max(0, timeout - (Clock.monotonicNanoseconds() - lastFrameTime))
+                next = try pin.next(timeout: .nanoseconds(left), keepLeadingEdge: false)
             } catch {
                 if error.kind == .disconnected {
                     if options.reconnect {

@@ -4,7 +4,7 @@ import V4L2
 /// Where captured frames go. A sink is called with each frame while the frame is locked.
 public protocol FrameSink: AnyObject {
     /// Writes frame number `index` (0 for the first frame of the capture).
-    func write(_ payload: FramePayload, index: Int) throws(FrameDumpError)
+    func write(_ payload: borrowing FramePayload, index: Int) throws(FrameDumpError)
     /// Called once after the last frame.
     func finish() throws(FrameDumpError)
 }
@@ -18,10 +18,10 @@ public final class RawSink: FrameSink {
         self.output = output
     }
 
-    public func write(_ payload: FramePayload, index: Int) throws(FrameDumpError) {
+    public func write(_ payload: borrowing FramePayload, index: Int) throws(FrameDumpError) {
         output.beginFrame()
         for plane in 0..<payload.planeCount {
-            output.append(payload.plane(plane))
+            output.append(payload.unsafePlaneBytes(plane))
         }
         try output.commitFrame()
     }

@@ -1,3 +1,4 @@
+import SystemPackage
 import FrameBridge
 import V4L2
 #if canImport(Glibc)
@@ -37,7 +38,7 @@ enum OutputDirectory {
     static func create(_ directory: String, option: String) throws(FrameDumpError) {
         var status = stat()
         if stat(directory, &status) == 0 { return }
-        if mkdir(directory, 0o755) != 0 && Errno.current != Errno(EEXIST) {
+        if mkdir(directory, 0o755) != 0 && Errno.current != Errno(rawValue: EEXIST) {
             throw .runtime("\(option) \(directory): mkdir failed: \(Errno.current)")
         }
     }
@@ -46,32 +47,38 @@ enum OutputDirectory {
     /// rename(2) over the final name, so a reader (or a crash, ENOSPC, SIGKILL) never sees a
     /// partial file under the final name. On failure the temporary file is removed.
     static func writeAtomically(_ bytes: UnsafeRawBufferPointer, directory: String, name: String, option: String) throws(FrameDumpError) {
-        let path = "\(directory)/\(name)"
-        let temporary = "\(directory)/.\(name).tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw .runtime("\(option): cannot create \(temporary): \(Errno.current)") }
-        var written = 0
-        while written < bytes.count {
-            let result = Glibc.write(fd, bytes.baseAddress! + written, bytes.count - written)
-            if result < 0 {
-                if Errno.current == .interrupted { continue }
-                let errno = Errno.current
-                close(fd)
-                unlink(temporary)
-                throw .runtime("\(option): writing \(temporary) failed: \(errno); \(path) was not written")
-            }
-            written += result
+        let path = FilePath(directory).appending(name)
+        let temporary = FilePath(directory).appending(".\(name).tmp")
+        let file: FileDescriptor
+        do {
+            file = try FileDescriptor.open(temporary, .writeOnly, options: [.create, .truncate, .closeOnExec],
+                                           permissions: [.ownerReadWrite, .groupRead, .otherRead])
+        } catch {
+            throw .runtime("\(option): cannot create \(temporary): \(Self.errno(error))")
         }
-        if close(fd) != 0 {
-            let errno = Errno.current
-            unlink(temporary)
-            throw .runtime("\(option): closing \(temporary) failed: \(errno); \(path) was not written")
+        do {
+            _ = try file.writeAll(bytes) // retries EINTR and short writes
+        } catch {
+            try? file.close()
+            _ = unlink(temporary.string)
+            throw .runtime("\(option): writing \(temporary) failed: \(Self.errno(error)); \(path) was not written")
         }
-        if rename(temporary, path) != 0 {
+        do {
+            try file.close()
+        } catch {
+            _ = unlink(temporary.string)
+            throw .runtime("\(option): closing \(temporary) failed: \(Self.errno(error)); \(path) was not written")
+        }
+        if rename(temporary.string, path.string) != 0 {
             let errno = Errno.current
-            unlink(temporary)
+            _ = unlink(temporary.string)
             throw .runtime("\(option): rename \(temporary) -> \(path) failed: \(errno)")
         }
+    }
+
+    /// swift-system's calls throw its `Errno`, untyped.
+    private static func errno(_ error: any Error) -> Errno {
+        (error as? Errno) ?? .ioError
     }
 }
 
@@ -111,9 +118,9 @@ public final class JPEGSink: FrameSink {
         try OutputDirectory.create(directory, option: "--jpeg-dir")
     }
 
-    public func write(_ payload: FramePayload, index: Int) throws(FrameDumpError) {
+    public func write(_ payload: borrowing FramePayload, index: Int) throws(FrameDumpError) {
         guard index % every == 0 else { return }
-        try OutputDirectory.writeAtomically(payload.compressedBytes, directory: directory, name: JPEGSink.fileName(index: index),
+        try OutputDirectory.writeAtomically(payload.unsafeCompressedBytes, directory: directory, name: JPEGSink.fileName(index: index),
                                             option: "--jpeg-dir")
         filesWritten += 1
     }

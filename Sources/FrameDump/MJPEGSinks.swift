@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 import FrameBridge
 import V4L2
@@ -94,7 +95,7 @@ public final class MJPEGY4MSink: DecodingSink {
         try result.get()
     }
 
-    public func write(_ payload: FramePayload, index: Int) throws(FrameDumpError) {
+    public func write(_ payload: borrowing FramePayload, index: Int) throws(FrameDumpError) {
         if payload.info.isCorrupt {
             framesNotDecoded += 1
             lastDecodeError = "frame \(index) is corrupt (\(payload.info.defects.names.joined(separator: ", "))): not written to the y4m stream"
@@ -102,7 +103,7 @@ public final class MJPEGY4MSink: DecodingSink {
         }
         let header: JPEGHeader
         do {
-            header = try decoder.header(payload.compressedBytes)
+            header = try decoder.header(payload.unsafeCompressedBytes)
         } catch {
             framesNotDecoded += 1
             lastDecodeError = "frame \(index): \(error.message): not written to the y4m stream"
@@ -119,7 +120,7 @@ public final class MJPEGY4MSink: DecodingSink {
             throw .runtime("--container y4m: frame \(index) is a \(header.width)x\(header.height) JPEG, larger than the format's; use --container raw or --jpeg-dir")
         }
         do {
-            try decoder.decodeYUV(payload.compressedBytes, into: buffer)
+            try decoder.decodeYUV(payload.unsafeCompressedBytes, into: buffer)
         } catch {
             framesNotDecoded += 1
             lastDecodeError = "frame \(index): \(error.message): not written to the y4m stream"
@@ -177,7 +178,7 @@ public final class MJPEGPNGSink: DecodingSink {
         try OutputDirectory.create(directory, option: "--png-dir")
     }
 
-    public func write(_ payload: FramePayload, index: Int) throws(FrameDumpError) {
+    public func write(_ payload: borrowing FramePayload, index: Int) throws(FrameDumpError) {
         guard index % every == 0 else { return }
         if payload.info.isCorrupt {
             framesNotDecoded += 1
@@ -186,7 +187,7 @@ public final class MJPEGPNGSink: DecodingSink {
         }
         let header: JPEGHeader
         do {
-            header = try decoder.decodeRGB(payload.compressedBytes, into: rgb)
+            header = try decoder.decodeRGB(payload.unsafeCompressedBytes, into: rgb)
         } catch {
             framesNotDecoded += 1
             lastDecodeError = "frame \(index): \(error.message): no PNG written"

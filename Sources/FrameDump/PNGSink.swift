@@ -1,4 +1,5 @@
 import CFrameConvert
+import SystemPackage
 import CV4L2
 import FrameBridge
 import V4L2
@@ -379,7 +380,7 @@ public final class PNGSink: FrameSink {
     public func createDirectory() throws(FrameDumpError) {
         var status = stat()
         if stat(directory, &status) == 0 { return }
-        if mkdir(directory, 0o755) != 0 && Errno.current != Errno(EEXIST) {
+        if mkdir(directory, 0o755) != 0 && Errno.current != Errno(rawValue: EEXIST) {
             throw .runtime("--png-dir \(directory): mkdir failed: \(Errno.current)")
         }
     }
@@ -458,9 +459,11 @@ public final class PNGSink: FrameSink {
         return UnsafeRawBufferPointer(rgb)
     }
 
-    public func write(_ payload: FramePayload, index: Int) throws(FrameDumpError) {
+    public func write(_ payload: borrowing FramePayload, index: Int) throws(FrameDumpError) {
         guard index % every == 0 else { return }
-        try convert((0..<payload.planeCount).map { payload.plane($0) }, index: index)
+        var planes: [UnsafeRawBufferPointer] = []
+        for plane in 0..<payload.planeCount { planes.append(payload.unsafePlaneBytes(plane)) }
+        try convert(planes, index: index)
         let path = "\(directory)/\(PNGSink.fileName(index: index))"
         let result = errorText.withUnsafeMutableBufferPointer { text in
             cv4l2_write_png_rgb24_level(path, rgb.baseAddress!.assumingMemoryBound(to: UInt8.self), format.width, format.height,

@@ -311,8 +311,8 @@ public final class Y4MSink: FrameSink {
         pendingHeader = buffer
     }
 
-    public func write(_ payload: FramePayload, index: Int) throws(FrameDumpError) {
-        try converter.convert(planeCount: payload.planeCount) { payload.plane($0) }
+    public func write(_ payload: borrowing FramePayload, index: Int) throws(FrameDumpError) {
+        try converter.convert(planeCount: payload.planeCount) { payload.unsafePlaneBytes($0) }
         output.beginFrame()
         if let header = pendingHeader { output.append(UnsafeRawBufferPointer(header)) }
         output.append(UnsafeRawBufferPointer(frameTag))

@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 #if canImport(Glibc)
 import Glibc
@@ -28,9 +29,18 @@ public protocol DeviceBackend: AnyObject, Sendable {
     /// poll(2) on a device descriptor and a wake-up eventfd. Returns the device's revents and
     /// whether the eventfd is readable. The default polls both real descriptors.
     func poll(_ descriptor: Int32, events: Int16, wakeup: Int32, timeoutMilliseconds: Int32) -> Result<(revents: Int16, woken: Bool), Errno>
+    /// poll(2) on several descriptors: device nodes of this backend and real descriptors (an
+    /// eventfd). Fills each entry's revents; returns how many are ready (0 on timeout). The
+    /// default is one poll(2) of them all.
+    func poll(_ entries: UnsafeMutableBufferPointer<pollfd>, timeoutMilliseconds: Int32) -> Result<Int32, Errno>
 }
 
 extension DeviceBackend {
+    public func poll(_ entries: UnsafeMutableBufferPointer<pollfd>, timeoutMilliseconds: Int32) -> Result<Int32, Errno> {
+        let result = Glibc.poll(entries.baseAddress, nfds_t(entries.count), timeoutMilliseconds)
+        return result >= 0 ? .success(result) : .failure(.current)
+    }
+
     public func poll(_ descriptor: Int32, events: Int16, wakeup: Int32, timeoutMilliseconds: Int32) -> Result<(revents: Int16, woken: Bool), Errno> {
         var entries = (pollfd(fd: descriptor, events: events, revents: 0), pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0))
         let result = withUnsafeMutableBytes(of: &entries) { raw in

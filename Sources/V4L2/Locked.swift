@@ -12,11 +12,14 @@ import Glibc
 /// The value lives in its own allocation rather than in a stored `var`: the mutex is what makes
 /// access exclusive, and a stored property would add a dynamic exclusivity check to every call
 /// (and to every access nested inside the closure). Nothing is allocated per call.
-public final class Locked<Value>: @unchecked Sendable {
+///
+/// `package`: the modules of this package and its tests share it; it is not API. Sendable
+/// when its value is: the lock makes the access exclusive, not the value thread-safe.
+package final class Locked<Value: ~Copyable> {
     @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
     @usableFromInline let storage: UnsafeMutablePointer<Value>
 
-    public init(_ value: Value) {
+    package init(_ value: consuming Value) {
         storage = .allocate(capacity: 1)
         storage.initialize(to: value)
         mutex = .allocate(capacity: 1)
@@ -35,9 +38,11 @@ public final class Locked<Value>: @unchecked Sendable {
 
     /// Runs `body` with the value while holding the lock. `body` must not take this lock again.
     @inlinable @inline(__always)
-    public func withLock<Result: ~Copyable, Failure: Error>(_ body: (inout Value) throws(Failure) -> Result) throws(Failure) -> Result {
+    package func withLock<Result: ~Copyable, Failure: Error>(_ body: (inout Value) throws(Failure) -> Result) throws(Failure) -> Result {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body(&storage.pointee)
     }
 }
+
+extension Locked: @unchecked Sendable where Value: Sendable & ~Copyable {}

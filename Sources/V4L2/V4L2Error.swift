@@ -1,3 +1,4 @@
+import SystemPackage
 /// A failed call on a V4L2 device, naming the device, the call (usually a `VIDIOC_*`
 /// ioctl), the errno and, where one is known, what the user can do about it.
 public struct V4L2Error: Error, Sendable, Hashable, CustomStringConvertible {
@@ -32,19 +33,19 @@ public struct V4L2Error: Error, Sendable, Hashable, CustomStringConvertible {
         switch (operation, errno) {
         case ("open", .noSuchFileOrDirectory):
             return "no such device; `framedump list` shows the video devices"
-        case ("open", .accessDenied), ("open", .permissionDenied):
+        case ("open", .permissionDenied), ("open", .notPermitted):
             return "no permission to open it; run as root or join the video group"
-        case ("open", .deviceBusy):
+        case ("open", .resourceBusy):
             return "the device is in use by another process"
-        case ("VIDIOC_QUERYCAP", .notTypewriter), ("VIDIOC_QUERYCAP", .invalidArgument):
+        case ("VIDIOC_QUERYCAP", .inappropriateIOCTLForDevice), ("VIDIOC_QUERYCAP", .invalidArgument):
             return "this is not a V4L2 device; pick a /dev/video* node (`framedump list`)"
-        case (_, .deviceBusy):
+        case (_, .resourceBusy):
             return "the device is in use (another process is streaming from it, or buffers are still allocated); stop the other user and retry"
         case (_, .noSuchDevice):
             return "the device was disconnected"
         case ("VIDIOC_S_FMT", .invalidArgument), ("VIDIOC_TRY_FMT", .invalidArgument):
             return "the driver refused this format; `framedump info -d DEVICE` lists the formats and sizes"
-        case (_, .notTypewriter):
+        case (_, .inappropriateIOCTLForDevice):
             return "the driver does not support this ioctl"
         default:
             return nil

@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 #if canImport(Glibc)
 import Glibc
@@ -26,6 +27,18 @@ public final class VideoDevice: Sendable {
     ///
     /// - Throws: ``V4L2Error`` for `open` (missing path, permission) or for
     ///   `VIDIOC_QUERYCAP` (not a V4L2 device).
+    /// Opens the device at `path` (``init(path:backend:nonBlocking:)`` with a swift-system path).
+    public convenience init(path: FilePath, backend: any DeviceBackend = KernelBackend.shared, nonBlocking: Bool = true) throws(V4L2Error) {
+        try self.init(path: path.string, backend: backend, nonBlocking: nonBlocking)
+    }
+
+    /// The device node's path as a swift-system `FilePath`.
+    public var filePath: FilePath { FilePath(path) }
+
+    /// The open descriptor as a swift-system `FileDescriptor` (owned by this object: do not
+    /// close it).
+    public var fileDescriptor: FileDescriptor { FileDescriptor(rawValue: descriptor) }
+
     public init(path: String, backend: any DeviceBackend = KernelBackend.shared, nonBlocking: Bool = true) throws(V4L2Error) {
         var flags = O_RDWR
         if nonBlocking { flags |= O_NONBLOCK }
@@ -35,7 +48,7 @@ public final class VideoDevice: Sendable {
             case .success(let opened): fd = opened
             case .failure(.interrupted): continue
             case .failure(let errno):
-                if errno == .noSuchDeviceOrAddress || errno == .noSuchDevice {
+                if errno == .noSuchAddressOrDevice || errno == .noSuchDevice {
                     throw V4L2Error(device: path, operation: "open", errno: errno,
                                     hint: "the device node exists but no driver answers it")
                 }
@@ -121,7 +134,7 @@ public final class VideoDevice: Sendable {
             input.index = index
             if let errno = rawIoctl(CV4L2_VIDIOC_ENUMINPUT, &input) {
                 if errno == .invalidArgument { break }
-                if errno == .notTypewriter && index == 0 { break }
+                if errno == .inappropriateIOCTLForDevice && index == 0 { break }
                 throw error("VIDIOC_ENUMINPUT", errno)
             }
             result.append(VideoInput(index: input.index, name: VideoDevice.string(from: input.name), type: input.type,
@@ -178,7 +191,7 @@ public final class VideoDevice: Sendable {
             size.index = index
             size.pixel_format = pixelFormat.rawValue
             if let errno = rawIoctl(CV4L2_VIDIOC_ENUM_FRAMESIZES, &size) {
-                if errno == .invalidArgument || (errno == .notTypewriter && index == 0) { break }
+                if errno == .invalidArgument || (errno == .inappropriateIOCTLForDevice && index == 0) { break }
                 throw error("VIDIOC_ENUM_FRAMESIZES", errno)
             }
             switch size.type {
@@ -210,7 +223,7 @@ public final class VideoDevice: Sendable {
             interval.width = width
             interval.height = height
             if let errno = rawIoctl(CV4L2_VIDIOC_ENUM_FRAMEINTERVALS, &interval) {
-                if errno == .invalidArgument || (errno == .notTypewriter && index == 0) { break }
+                if errno == .invalidArgument || (errno == .inappropriateIOCTLForDevice && index == 0) { break }
                 throw error("VIDIOC_ENUM_FRAMEINTERVALS", errno)
             }
             switch interval.type {
@@ -324,7 +337,7 @@ public final class VideoDevice: Sendable {
         var parm = v4l2_streamparm()
         parm.type = bufferType.rawValue
         if let errno = rawIoctl(CV4L2_VIDIOC_G_PARM, &parm) {
-            if errno == .notTypewriter { return nil }
+            if errno == .inappropriateIOCTLForDevice { return nil }
             throw error("VIDIOC_G_PARM", errno)
         }
         let tpf = parm.parm.capture.timeperframe
@@ -355,7 +368,7 @@ public final class VideoDevice: Sendable {
             var query = v4l2_query_ext_ctrl()
             query.id = id | nextControl | nextCompound
             if let errno = rawIoctl(CV4L2_VIDIOC_QUERY_EXT_CTRL, &query) {
-                if errno == .invalidArgument || errno == .notTypewriter { break }
+                if errno == .invalidArgument || errno == .inappropriateIOCTLForDevice { break }
                 throw error("VIDIOC_QUERY_EXT_CTRL", errno)
             }
             id = query.id

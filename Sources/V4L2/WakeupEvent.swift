@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 #if canImport(Glibc)
 import Glibc
@@ -7,8 +8,13 @@ import Glibc
 /// at once (GstPoll's control fd): `stop()`, a signal handler or a cancelled task signals it
 /// instead of the waiter polling in short slices.
 ///
-/// ``signal()`` is async-signal-safe (one write(2)), so a SIGINT handler may call it.
+/// Two kinds of signal share the counter: ``signal()`` adds ``wakeValue`` (2^32: "stop
+/// waiting"), ``nudge()`` adds 1 ("something changed, look again"). ``drain()`` tells them
+/// apart from the sum, so a nudge never hides a wake.
 public final class WakeupEvent: Sendable {
+    /// What ``signal()`` adds to the counter.
+    public static let wakeValue: UInt64 = 1 << 32
+
     /// The eventfd (non-blocking, close-on-exec).
     public let descriptor: Int32
 
@@ -20,19 +26,33 @@ public final class WakeupEvent: Sendable {
         descriptor = fd
     }
 
+    /// The eventfd as a swift-system `FileDescriptor` (owned by this object).
+    public var fileDescriptor: FileDescriptor { FileDescriptor(rawValue: descriptor) }
+
     deinit { close(descriptor) }
 
-    /// Makes the descriptor readable until ``drain()``. Async-signal-safe.
-    public func signal() {
+    /// Wakes the waiter: its wait returns. Async-signal-safe (one write(2)).
+    public func signal() { Self.signal(descriptor: descriptor) }
+
+    /// ``signal()`` for a descriptor kept where a signal handler can reach it. Async-signal-safe.
+    public static func signal(descriptor: Int32) {
+        var value = wakeValue
+        // EAGAIN only when the counter is near its maximum: it is readable then anyway.
+        _ = write(descriptor, &value, 8)
+    }
+
+    /// Makes the waiter look again without ending its wait (a buffer came back).
+    public func nudge() {
         var one: UInt64 = 1
-        // EAGAIN only when the counter is at its maximum: it is readable then anyway.
         _ = write(descriptor, &one, 8)
     }
 
-    /// Resets the event; returns whether it was signalled.
+    /// Resets the event. Returns whether a ``signal()`` and whether a ``nudge()`` came since the
+    /// last drain.
     @discardableResult
-    public func drain() -> Bool {
+    public func drain() -> (woken: Bool, nudged: Bool) {
         var value: UInt64 = 0
-        return read(descriptor, &value, 8) == 8
+        guard read(descriptor, &value, 8) == 8 else { return (false, false) }
+        return (value >= Self.wakeValue, value % Self.wakeValue != 0)
     }
 }

@@ -1,3 +1,4 @@
+import SystemPackage
 import V4L2
 #if canImport(Glibc)
 import Glibc
@@ -71,7 +72,7 @@ struct SimulatedControl {
         case .boolean:
             return .success(value != 0 ? 1 : 0)
         case .menu, .integerMenu:
-            guard value >= minimum && value <= maximum else { return .failure(Errno(ERANGE)) }
+            guard value >= minimum && value <= maximum else { return .failure(Errno(rawValue: ERANGE)) }
             guard let item = menu[Int(value - minimum)], !item.isEmpty else { return .failure(.invalidArgument) }
             return .success(value)
         case .button, .controlClass:

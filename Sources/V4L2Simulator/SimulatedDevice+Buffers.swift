@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 import V4L2
 #if canImport(Glibc)
@@ -27,8 +28,8 @@ extension SimulatedDevice {
         request.pointee.capabilities = bufferCapabilities
         request.pointee.flags = 0
         if let errno = verify(memory: request.pointee.memory, type: request.pointee.type) { return errno }
-        if isBusy(for: fd) { return .deviceBusy }
-        if streaming { return .deviceBusy }
+        if isBusy(for: fd) { return .resourceBusy }
+        if streaming { return .resourceBusy }
         let count = Int(request.pointee.count)
         if count == 0 || !buffers.isEmpty || (memory != 0 && memory != request.pointee.memory) {
             freeBuffers(registry: registry)
@@ -55,7 +56,7 @@ extension SimulatedDevice {
         let verified = verify(memory: create.pointee.memory, type: create.pointee.format.type)
         if create.pointee.count == 0 { return verified }
         if let verified { return verified }
-        if isBusy(for: fd) { return .deviceBusy }
+        if isBusy(for: fd) { return .resourceBusy }
         // The plane sizes asked for.
         var sizes: [UInt32] = []
         if isMultiplanar {
@@ -70,7 +71,7 @@ extension SimulatedDevice {
         }
         if sizes.contains(0) { return .invalidArgument }
         if !buffers.isEmpty && memory != create.pointee.memory { return .invalidArgument }
-        if buffers.count >= maximumBuffers { return Errno(ENOBUFS) }
+        if buffers.count >= maximumBuffers { return Errno(rawValue: ENOBUFS) }
         // The driver's queue_setup: the planes of the current format, each at least its size.
         guard sizes.count == format.planes.count else { return .invalidArgument }
         for (size, plane) in zip(sizes, format.planes) where size < plane.sizeImage { return .invalidArgument }
@@ -107,7 +108,7 @@ extension SimulatedDevice {
     }
 
     func queueBuffer(_ fd: Int32, _ raw: UnsafeMutablePointer<v4l2_buffer>, registry: SimulatedRegistry) -> Errno? {
-        if isBusy(for: fd) { return .deviceBusy }
+        if isBusy(for: fd) { return .resourceBusy }
         guard raw.pointee.type == queueType else { return .invalidArgument }
         let index = Int(raw.pointee.index)
         guard index < buffers.count else { return .invalidArgument }
@@ -214,7 +215,7 @@ extension SimulatedDevice {
     }
 
     func dequeueBuffer(_ fd: Int32, _ raw: UnsafeMutablePointer<v4l2_buffer>) -> Errno? {
-        if isBusy(for: fd) { return .deviceBusy }
+        if isBusy(for: fd) { return .resourceBusy }
         guard raw.pointee.type == queueType else { return .invalidArgument }
         // __vb2_wait_for_done_vb, non-blocking.
         if !streaming { return .invalidArgument }
@@ -315,7 +316,7 @@ extension SimulatedDevice {
     // MARK: - EXPBUF, STREAMON, STREAMOFF
 
     func exportBuffer(_ fd: Int32, _ export: UnsafeMutablePointer<v4l2_exportbuffer>) -> Errno? {
-        if isBusy(for: fd) { return .deviceBusy }
+        if isBusy(for: fd) { return .resourceBusy }
         guard export.pointee.type == queueType, memory == MemoryKind.mmap.rawValue else { return .invalidArgument }
         let index = Int(export.pointee.index)
         let plane = Int(export.pointee.plane)
@@ -334,7 +335,7 @@ extension SimulatedDevice {
     }
 
     func streamOn(_ fd: Int32, _ type: UInt32) -> Errno? {
-        if isBusy(for: fd) { return .deviceBusy }
+        if isBusy(for: fd) { return .resourceBusy }
         guard type == queueType else { return .invalidArgument }
         if streaming { return nil }
         if buffers.isEmpty { return .invalidArgument }
@@ -347,7 +348,7 @@ extension SimulatedDevice {
     }
 
     func streamOff(_ fd: Int32, _ type: UInt32) -> Errno? {
-        if isBusy(for: fd) { return .deviceBusy }
+        if isBusy(for: fd) { return .resourceBusy }
         guard type == queueType else { return .invalidArgument }
         cancel()
         return nil

@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 import V4L2
 #if canImport(Glibc)
@@ -8,7 +9,7 @@ extension SimulatedDevice {
     /// Answers one ioctl the way a V4L2 driver on videobuf2 would.
     func ioctl(_ fd: Int32, _ request: UInt, _ argument: UnsafeMutableRawPointer, registry: SimulatedRegistry) -> Errno? {
         count(request)
-        guard isV4L2 else { return .notTypewriter }
+        guard isV4L2 else { return .inappropriateIOCTLForDevice }
         if disconnected { return .noSuchDevice }
         if !faults.isEmpty,
            let errno = applyCallFault(request: request,
@@ -27,7 +28,7 @@ extension SimulatedDevice {
         case CV4L2_VIDIOC_QUERYCAP: return queryCapabilities(argument.assumingMemoryBound(to: v4l2_capability.self))
         case CV4L2_VIDIOC_ENUMINPUT: return enumerateInput(argument.assumingMemoryBound(to: v4l2_input.self))
         case CV4L2_VIDIOC_G_INPUT:
-            guard isCapture else { return .notTypewriter }
+            guard isCapture else { return .inappropriateIOCTLForDevice }
             argument.storeBytes(of: input, as: UInt32.self)
             return nil
         case CV4L2_VIDIOC_S_INPUT: return selectInput(argument.load(as: UInt32.self))
@@ -46,7 +47,7 @@ extension SimulatedDevice {
         case CV4L2_VIDIOC_S_CTRL: return setControl(argument.assumingMemoryBound(to: v4l2_control.self))
         case CV4L2_VIDIOC_G_EXT_CTRLS: return extendedControls(argument.assumingMemoryBound(to: v4l2_ext_controls.self), set: false)
         case CV4L2_VIDIOC_S_EXT_CTRLS: return extendedControls(argument.assumingMemoryBound(to: v4l2_ext_controls.self), set: true)
-        default: return .notTypewriter
+        default: return .inappropriateIOCTLForDevice
         }
     }
 
@@ -83,7 +84,7 @@ extension SimulatedDevice {
     ]
 
     func enumerateInput(_ input: UnsafeMutablePointer<v4l2_input>) -> Errno? {
-        guard isCapture else { return .notTypewriter }
+        guard isCapture else { return .inappropriateIOCTLForDevice }
         let index = Int(input.pointee.index)
         guard index < SimulatedDevice.inputs.count else { return .invalidArgument }
         let entry = SimulatedDevice.inputs[index]
@@ -97,10 +98,10 @@ extension SimulatedDevice {
     }
 
     func selectInput(_ index: UInt32) -> Errno? {
-        guard isCapture else { return .notTypewriter }
+        guard isCapture else { return .inappropriateIOCTLForDevice }
         guard Int(index) < SimulatedDevice.inputs.count else { return .invalidArgument }
         if index == input { return nil }
-        if !buffers.isEmpty { return .deviceBusy }
+        if !buffers.isEmpty { return .resourceBusy }
         input = index
         return nil
     }
@@ -183,7 +184,7 @@ extension SimulatedDevice {
             let pix = raw.pointee.fmt.pix
             chosen = negotiate(fourcc: pix.pixelformat, width: pix.width, height: pix.height)
         }
-        if commit && !buffers.isEmpty { return .deviceBusy }
+        if commit && !buffers.isEmpty { return .resourceBusy }
         write(chosen, to: raw)
         if commit { format = chosen }
         return nil
@@ -321,7 +322,7 @@ extension SimulatedDevice {
         guard let index = controls.firstIndex(where: { $0.id == id }) else { return .failure(.invalidArgument) }
         let type = controls[index].type
         guard type != .integer64, type != .controlClass else { return .failure(.invalidArgument) }
-        guard controls[index].flags & forbiddenFlag == 0 else { return .failure(.accessDenied) }
+        guard controls[index].flags & forbiddenFlag == 0 else { return .failure(.permissionDenied) }
         return .success(index)
     }
 
@@ -386,7 +387,7 @@ extension SimulatedDevice {
             }
             if !isSet && controls[index].flags & SimulatedControl.flagWriteOnly != 0 {
                 set.pointee.error_idx = UInt32(i)
-                return .accessDenied
+                return .permissionDenied
             }
         }
         if !isSet {
@@ -406,7 +407,7 @@ extension SimulatedDevice {
             let index = controls.firstIndex { $0.id == list[i].id }!
             if controls[index].flags & SimulatedControl.flagReadOnly != 0 {
                 set.pointee.error_idx = UInt32(count)
-                return .accessDenied
+                return .permissionDenied
             }
             let requested = controls[index].type == .integer64 ? list[i].value64 : Int64(list[i].value)
             switch controls[index].validate(requested) {

@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 import V4L2
 #if canImport(Glibc)
@@ -5,7 +6,8 @@ import Glibc
 #endif
 
 /// The state shared by every simulated device of a backend. Only touched under the backend's lock.
-final class SimulatedRegistry {
+/// Unchecked: only ever touched under the backend's lock.
+final class SimulatedRegistry: @unchecked Sendable {
     var devices: [SimulatedDevice] = []
     var descriptors: [Int32] = []
     var descriptorDevices: [SimulatedDevice] = []
@@ -502,7 +504,7 @@ final class SimulatedDevice {
                     }
                     if plane.memfd >= 0 { Glibc.close(plane.memfd) }
                 }
-                if made == 0 { return .failure(failure == .interrupted ? .outOfMemory : failure) }
+                if made == 0 { return .failure(failure == .interrupted ? .noMemory : failure) }
                 break
             }
             buffers.append(SimulatedBuffer(planes: planes, serial: registry.nextSerial))

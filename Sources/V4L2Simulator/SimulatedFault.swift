@@ -1,3 +1,4 @@
+import SystemPackage
 import V4L2
 
 /// A one-shot misbehaviour of a simulated device, for testing how callers cope with a

@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 import Synchronization
 import V4L2
@@ -248,6 +249,44 @@ public final class SimulatedV4L2Backend: DeviceBackend {
                 if timeoutMilliseconds > 0 && SystemCalls.monotonicNanoseconds() >= deadline { return .success((0, false)) }
                 usleep(200)
             }
+        }
+    }
+
+    /// Several descriptors at once: simulated devices answer from their queues, real ones
+    /// (an eventfd) from the kernel; checked every 200 µs until one is ready or the time is up.
+    public func poll(_ entries: UnsafeMutableBufferPointer<pollfd>, timeoutMilliseconds: Int32) -> Result<Int32, Errno> {
+        let deadline = timeoutMilliseconds > 0
+            ? SystemCalls.monotonicNanoseconds() + Int64(timeoutMilliseconds) * 1_000_000 : 0
+        var first = true
+        while true {
+            var ready: Int32 = 0
+            for i in entries.indices {
+                entries[i].revents = 0
+                let counts = first
+                let answer: PollAnswer = registry.withLock { registry in
+                    guard let device = registry.device(for: entries[i].fd), device.isV4L2 else { return .notOurs }
+                    if counts { device.polls += 1 }
+                    switch device.poll(events: entries[i].events) {
+                    case .ready(let revents): return .ready(revents)
+                    case .failed(let errno): return .failed(errno)
+                    case .notReady: return .notReady
+                    }
+                }
+                switch answer {
+                case .ready(let revents): entries[i].revents = revents
+                case .failed(let errno): return .failure(errno)
+                case .notReady: break
+                case .notOurs:
+                    guard entries[i].fd >= 0 else { break }
+                    var entry = pollfd(fd: entries[i].fd, events: entries[i].events, revents: 0)
+                    if Glibc.poll(&entry, 1, 0) == 1 { entries[i].revents = entry.revents }
+                }
+                if entries[i].revents != 0 { ready += 1 }
+            }
+            first = false
+            if ready > 0 || timeoutMilliseconds == 0 { return .success(ready) }
+            if timeoutMilliseconds > 0 && SystemCalls.monotonicNanoseconds() >= deadline { return .success(0) }
+            usleep(200)
         }
     }
 

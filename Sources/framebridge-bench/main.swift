@@ -66,7 +66,7 @@ func runChain(_ pin: CapturePin, frames: Int) -> Int {
     var count = 0
     for _ in 0..<frames {
         do {
-            guard let pointer = try pin.next(timeoutMilliseconds: 1000, keepLeadingEdge: false) else {
+            guard let pointer = try pin.next(timeout: .milliseconds(1000), keepLeadingEdge: false) else {
                 fail("the simulated device stopped delivering")
             }
             count &+= Int(pointer.info.sequence & 1)
@@ -85,11 +85,11 @@ func runBridge(_ pin: CapturePin, frames: Int) -> Int {
     var checksum = 0
     for _ in 0..<frames {
         do {
-            guard var pointer = try pin.next(timeoutMilliseconds: 1000) else {
+            guard var pointer = try pin.next(timeout: .milliseconds(1000)) else {
                 fail("the simulated device stopped delivering")
             }
             try pointer.lock()
-            checksum &+= try pointer.withPayload { Int($0.plane(0)[0]) }
+            checksum &+= pointer.withPayload { Int($0.plane(0).unsafeLoad(as: UInt8.self)) }
             pointer.unlock()
         } catch {
             fail("bridge loop: \(error)")

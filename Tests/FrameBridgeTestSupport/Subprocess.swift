@@ -1,116 +1,144 @@
+import Dispatch
 import Foundation
+import Subprocess
+import Synchronization
+import SystemPackage
+import V4L2
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Runs a program with posix_spawn and pipes, without Foundation's `Process`: inside the VM,
-/// CoreFoundation cannot create the socket pair its run loop needs ("Could not create wakeup
-/// socket pair for CFSocket") and `Process.waitUntilExit` hangs.
-public struct Subprocess {
-    public let pid: pid_t
-    private let stdoutFD: Int32
-    private let stderrFD: Int32
-
-    public struct Result {
+/// A child process for the tests, run by swift-subprocess, with the synchronous calls the tests
+/// need: read standard output line by line while it runs, signal it, wait for its end.
+///
+/// Foundation's `Process` is not used: inside the VM, CoreFoundation cannot create the socket
+/// pair its run loop needs ("Could not create wakeup socket pair for CFSocket") and
+/// `Process.waitUntilExit` hangs. swift-subprocess (posix_spawn, its own I/O) runs there.
+///
+/// Call it from a test's own thread, not from a task of the cooperative pool: the calls block
+/// while the child's I/O runs in a task.
+public final class ChildProcess: Sendable {
+    public struct Result: Sendable {
         public var status: Int32
         public var stdout: Data
         public var stderr: String
         public var text: String { String(decoding: stdout, as: UTF8.self) }
     }
 
-    public enum Failure: Error, CustomStringConvertible {
-        case spawn(String, Int32)
-        public var description: String {
-            switch self {
-            case let .spawn(path, errno): return "posix_spawn \(path): \(String(cString: strerror(errno)))"
-            }
-        }
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
     }
 
-    /// Starts `executable` with `arguments`; stdin is /dev/null, stdout and stderr are pipes.
-    public init(_ executable: String, _ arguments: [String]) throws {
-        var outPipe: [Int32] = [0, 0]
-        var errPipe: [Int32] = [0, 0]
-        guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw Failure.spawn(executable, errno) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-        for fd in [outPipe[0], outPipe[1], errPipe[0], errPipe[1]] { posix_spawn_file_actions_addclose(&actions, fd) }
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        var child: pid_t = 0
-        let result = posix_spawn(&child, executable, &actions, nil, argv, environ)
-        close(outPipe[1])
-        close(errPipe[1])
-        guard result == 0 else {
-            close(outPipe[0])
-            close(errPipe[0])
-            throw Failure.spawn(executable, result)
-        }
-        pid = child
-        stdoutFD = outPipe[0]
-        stderrFD = errPipe[0]
+    private struct State {
+        var pid: pid_t?
+        var stdout: [UInt8] = []
+        var stdoutEnded = false
+        var stderr: [UInt8] = []
+        var status: Int32?
+        var failure: String?
     }
+
+    private let state = Locked(State())
+    /// Signalled on every change of `state`, so waiters look again.
+    private let changed = DispatchSemaphore(value: 0)
+    private let waiters = Atomic<Int>(0)
+
+    /// Starts `executable` with `arguments`; stdin is /dev/null, stdout and stderr are read
+    /// as the child writes them.
+    public init(_ executable: String, _ arguments: [String]) throws {
+        let state = self.state
+        let notify = { [self] in notifyWaiters() }
+        Task.detached {
+            do {
+                let outcome = try await Subprocess.run(.path(FilePath(executable)), arguments: Arguments(arguments),
+                                            input: .none, output: .sequence, error: .sequence) { execution in
+                    state.withLock { $0.pid = execution.processIdentifier.value }
+                    notify()
+                    async let errors: Void = {
+                        for try await chunk in execution.standardError {
+                            let bytes = chunk.withUnsafeBytes { Array($0) }
+                            state.withLock { $0.stderr += bytes }
+                        }
+                    }()
+                    for try await chunk in execution.standardOutput {
+                        let bytes = chunk.withUnsafeBytes { Array($0) }
+                        state.withLock { $0.stdout += bytes }
+                        notify()
+                    }
+                    state.withLock { $0.stdoutEnded = true }
+                    notify()
+                    try await errors
+                }
+                let status: Int32
+                switch outcome.terminationStatus {
+                case .exited(let code): status = Int32(code)
+                case .signaled(let signal): status = 128 + Int32(signal)
+                }
+                state.withLock { $0.status = status }
+            } catch {
+                state.withLock { $0.failure = "\(executable): \(error)"; $0.stdoutEnded = true; $0.status = -1 }
+            }
+            notify()
+        }
+        // Wait until it runs (or failed to start), so that `pid` and `send` work at once.
+        let started = waitFor(timeoutSeconds: 60) { $0.pid != nil || $0.failure != nil }
+        if let failure = state.withLock({ $0.failure }) { throw Failure(description: failure) }
+        guard started else { throw Failure(description: "\(executable) did not start within 60 s") }
+    }
+
+    /// The child's process id.
+    public var pid: pid_t { state.withLock { $0.pid ?? -1 } }
 
     /// Reads standard output up to the first newline, for at most `timeoutSeconds`; nil when the
     /// child closed it or the time ran out first. What follows the line stays unread.
     public func readLine(timeoutSeconds: Double) -> String? {
-        var line: [UInt8] = []
-        var byte: UInt8 = 0
-        var deadline = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &deadline)
-        let end = Double(deadline.tv_sec) + Double(deadline.tv_nsec) / 1e9 + timeoutSeconds
-        while true {
-            var now = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &now)
-            let left = end - (Double(now.tv_sec) + Double(now.tv_nsec) / 1e9)
-            guard left > 0 else { return nil }
-            var fds = pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&fds, 1, Int32(min(left * 1000, 1000)) + 1)
-            if ready < 0 { if errno == EINTR { continue }; return nil }
-            if ready == 0 { continue }
-            let n = read(stdoutFD, &byte, 1)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { return nil }
-            if byte == 0x0A { return String(decoding: line, as: UTF8.self) }
-            line.append(byte)
+        var line: String?
+        _ = waitFor(timeoutSeconds: timeoutSeconds) { state in
+            if let newline = state.stdout.firstIndex(of: 0x0A) {
+                line = String(decoding: state.stdout[..<newline], as: UTF8.self)
+                state.stdout.removeSubrange(...newline)
+                return true
+            }
+            return state.stdoutEnded
         }
+        return line
     }
 
     /// Sends `signal` to the child.
-    public func send(_ signal: Int32) { kill(pid, signal) }
+    public func send(_ signal: Int32) {
+        let pid = self.pid
+        if pid > 0 { kill(pid, signal) }
+    }
 
-    /// Reads both pipes to their end, then reaps the child. Returns its exit status
+    /// Waits for the child's end, with both outputs read to their end. Returns its exit status
     /// (128 + the signal number if a signal ended it).
     public func wait() -> Result {
-        var out = Data()
-        var err = Data()
-        var open = [stdoutFD, stderrFD]
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while !open.isEmpty {
-            var fds = open.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
-            if poll(&fds, nfds_t(fds.count), 1000) < 0 && errno != EINTR { break }
-            for entry in fds where entry.revents != 0 {
-                let n = read(entry.fd, &buffer, buffer.count)
-                if n > 0 {
-                    if entry.fd == stdoutFD { out.append(contentsOf: buffer[0..<n]) } else { err.append(contentsOf: buffer[0..<n]) }
-                } else if n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN) {
-                    close(entry.fd)
-                    open.removeAll { $0 == entry.fd }
-                }
-            }
+        _ = waitFor(timeoutSeconds: .infinity) { $0.status != nil }
+        return state.withLock { state in
+            Result(status: state.status ?? -1, stdout: Data(state.stdout),
+                   stderr: String(decoding: state.stderr, as: UTF8.self) + (state.failure.map { "\n" + $0 } ?? ""))
         }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let exitStatus: Int32 = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        return Result(status: exitStatus, stdout: out, stderr: String(decoding: err, as: UTF8.self))
     }
 
     /// Runs a program to its end.
     public static func run(_ executable: String, _ arguments: [String]) throws -> Result {
-        try Subprocess(executable, arguments).wait()
+        try ChildProcess(executable, arguments).wait()
+    }
+
+    /// Blocks until `condition` holds (checked under the lock, after every change) or the time
+    /// is up; returns whether it held.
+    private func waitFor(timeoutSeconds: Double, _ condition: (inout State) -> Bool) -> Bool {
+        let deadline = DispatchTime.now() + (timeoutSeconds.isFinite ? timeoutSeconds : 1e9)
+        waiters.add(1, ordering: .sequentiallyConsistent)
+        defer { waiters.subtract(1, ordering: .sequentiallyConsistent) }
+        while true {
+            if state.withLock(condition) { return true }
+            if changed.wait(timeout: deadline) == .timedOut { return state.withLock(condition) }
+        }
+    }
+
+    private func notifyWaiters() {
+        for _ in 0..<max(1, waiters.load(ordering: .sequentiallyConsistent)) { changed.signal() }
     }
 }
+

@@ -65,47 +65,34 @@ public final class HeldFrame {
     }
 }
 
-/// A lock ThreadSanitizer understands, for state the tests share between threads.
-///
-/// Synchronization.Mutex is not used for that: on Linux its contended path hands the lock over
-/// in the kernel (PI futex), which ThreadSanitizer does not see, so it reports races on data
-/// the mutex does protect. NSLock is a pthread mutex, which ThreadSanitizer intercepts.
-public final class NSLocked<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
-
-    public init(_ value: Value) { self.value = value }
-
-    public func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&value)
-    }
-}
-
 /// A stream pointer that can cross into another task or thread and be used and released there.
-public final class SharedFrame: @unchecked Sendable {
-    private let lock = NSLock()
-    private var pointer: StreamPointer?
+public final class SharedFrame: Sendable {
+    private let pointer: Locked<StreamPointer?>
     public let info: FrameInfo
 
     public init(_ pointer: consuming StreamPointer) {
         info = pointer.info
-        self.pointer = Optional(pointer)
+        self.pointer = Locked(Optional(pointer))
     }
 
     /// Locks the frame, runs `body` with its bytes, unlocks. Nil when already released.
-    public func withLockedPayload<R>(_ body: (FramePayload) throws -> R) throws -> R? {
-        lock.lock()
-        defer { lock.unlock() }
-        guard pointer != nil else { return nil }
-        return try pointer!.withLockedPayload(body)
+    public func withLockedPayload<R>(_ body: (borrowing FramePayload) -> R) throws(CaptureError) -> R? {
+        try pointer.withLock { (pointer: inout StreamPointer?) throws(CaptureError) -> R? in
+            guard var held = pointer.take() else { return nil }
+            let result: Result<R, CaptureError>
+            do throws(CaptureError) {
+                result = .success(try held.withLockedPayload(body))
+            } catch {
+                result = .failure(error)
+            }
+            pointer = consume held
+            return try result.get()
+        }
     }
 
     public func release() {
-        lock.lock()
-        pointer = nil
-        lock.unlock()
+        let taken = pointer.withLock { $0.take() }
+        _ = consume taken
     }
 }
 
@@ -120,7 +107,7 @@ public final class Counter: Sendable {
 /// Messages collected from other threads, reported on the test's thread.
 public final class ProblemLog: Sendable {
     public init() {}
-    private let entries = NSLocked<[String]>([])
+    private let entries = Locked<[String]>([])
     public func add(_ problem: String) { entries.withLock { $0.append(problem) } }
     public var all: [String] { entries.withLock { $0 } }
 }
@@ -132,8 +119,8 @@ public final class ProblemLog: Sendable {
 /// initialized a rejected allocator.
 public final class SpyAllocator: AllocatorDispatch {
     public let wrapped: any AllocatorDispatch
-    private let calls = NSLocked<[String]>([])
-    private let cpuAccess = NSLocked<(begin: Int, end: Int)>((0, 0))
+    private let calls = Locked<[String]>([])
+    private let cpuAccess = Locked<(begin: Int, end: Int)>((0, 0))
     /// Runs at the start of initialize, before the wrapped allocator's (e.g. to inject a fault
     /// into the allocator's own VIDIOC_REQBUFS).
     private let beforeInitialize: (@Sendable () -> Void)?
@@ -223,4 +210,9 @@ public enum ProcessResources {
         }
         return String(decoding: bytes, as: UTF8.self).split(separator: "\n")
     }
+}
+
+extension RawSpan {
+    /// A copy of the bytes (for comparisons in tests).
+    public var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
 }

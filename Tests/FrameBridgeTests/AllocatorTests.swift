@@ -43,7 +43,7 @@ final class AllocatorTests: XCTestCase {
         var previous: UInt32?
         var indexes = Set<Int>()
         for _ in 0..<frames {
-            var pointer = try unwrapPointer(try rig.pin.next(timeoutMilliseconds: 2000), "\(context): no frame", file: file, line: line)
+            var pointer = try unwrapPointer(try rig.pin.next(timeout: .milliseconds(2000)), "\(context): no frame", file: file, line: line)
             let info = pointer.info
             indexes.insert(info.index)
             if let previous { XCTAssertEqual(info.sequence, previous + 1, context, file: file, line: line) }
@@ -62,7 +62,7 @@ final class AllocatorTests: XCTestCase {
             let payloadSizes = rig.payloadSizes
             let problem = try pointer.withLockedPayload { payload -> String? in
                 for p in 0..<payload.planeCount {
-                    let memory = payload.planeMemory(p)
+                    let memory = payload.unsafePlaneMemory(p)
                     if kind == .userPointer {
                         if Int(bitPattern: memory.baseAddress) % pageSize != 0 { return "plane \(p) memory is not page-aligned" }
                         let rounded = (rig.sizeImages[p] + pageSize - 1) / pageSize * pageSize
@@ -134,7 +134,7 @@ final class AllocatorTests: XCTestCase {
             try rig.pin.start(rig.selection(.dmabuf, frameCount: 4))
             var pointer = try unwrapPointer(try rig.pin.next())
             let planeLengths = try pointer.withLockedPayload { payload in
-                (0..<payload.planeCount).map { payload.planeMemory($0).count }
+                (0..<payload.planeCount).map { payload.unsafePlaneMemory($0).count }
             }
             // Each plane is one of the exporter's buffers, sizeimage long (QUERYBUF's length there).
             XCTAssertEqual(planeLengths, rig.sizeImages, "\(layout)")

@@ -59,9 +59,9 @@ final class CompressedCaptureTests: XCTestCase {
         // A user-memory stream sized to the framing captures whole frames.
         let result = try pin.start(AllocatorSelection(candidates: [UserPointerAllocator()]))
         XCTAssertFalse(result.fellBackToDefault)
-        var frame = try unwrapPointer(try pin.next(timeoutMilliseconds: 1000))
+        var frame = try unwrapPointer(try pin.next(timeout: .milliseconds(1000)))
         try frame.withLockedPayload { payload in
-            XCTAssertEqual(Array(payload.compressedBytes), picture(Int(payload.info.sequence) % 2))
+            XCTAssertEqual(payload.compressedBytes.bytes, picture(Int(payload.info.sequence) % 2))
             XCTAssertEqual(payload.info.planes[0].length, 61_440, "page-rounded 60,000")
         }
         frame.release()
@@ -91,7 +91,7 @@ final class CompressedCaptureTests: XCTestCase {
         try pin.start()
         for fault in faults { XCTAssertTrue(backend.injectFault(fault, path: path)) }
         for _ in 0..<count {
-            var frame = try unwrapPointer(try pin.next(timeoutMilliseconds: 1000))
+            var frame = try unwrapPointer(try pin.next(timeout: .milliseconds(1000)))
             try frame.withLockedPayload(body)
             frame.release()
         }
@@ -106,14 +106,14 @@ final class CompressedCaptureTests: XCTestCase {
         for fault in faults {
             if let fault { XCTAssertTrue(backend.injectFault(fault, path: path)) }
             XCTAssertEqual(backend.produceFrames(path: path, count: 1), 1)
-            guard var frame = try pin.next(timeoutMilliseconds: 60) else {
+            guard var frame = try pin.next(timeout: .milliseconds(60)) else {
                 answers.append(nil)
                 continue
             }
             try frame.withLockedPayload { payload in
-                answers.append((payload.info.defects, payload.compressedBytes.count, payload.info.planes[0].length, payload.info.sequence))
+                answers.append((payload.info.defects, payload.compressedBytes.byteCount, payload.info.planes[0].length, payload.info.sequence))
                 if !payload.info.isCorrupt {
-                    XCTAssertEqual(Array(payload.compressedBytes), self.picture(Int(payload.info.sequence) % 2))
+                    XCTAssertEqual(payload.compressedBytes.bytes, self.picture(Int(payload.info.sequence) % 2))
                 }
             }
             frame.release()
@@ -172,7 +172,7 @@ final class CompressedCaptureTests: XCTestCase {
         let (backend, pin) = try makePin(SimulatedMJPEG(variants: 1, trailingPadding: 512))
         try capture(pin, backend, count: 3, faults: []) { payload in
             XCTAssertFalse(payload.info.isCorrupt)
-            XCTAssertEqual(payload.compressedBytes.count, self.picture(0).count + 512)
+            XCTAssertEqual(payload.compressedBytes.byteCount, self.picture(0).count + 512)
         }
         XCTAssertEqual(pin.statistics.corruptSkipped, 0)
         pin.stop()
@@ -189,7 +189,7 @@ final class CompressedCaptureTests: XCTestCase {
         let (backend, pin) = try makePin(pixelFormat: .yuyv)
         try capture(pin, backend, count: 3, faults: [.bytesUsedZero]) { payload in
             XCTAssertFalse(payload.info.isCorrupt)
-            XCTAssertEqual(payload.compressedBytes.count, 320 * 180 * 2)
+            XCTAssertEqual(payload.compressedBytes.byteCount, 320 * 180 * 2)
         }
         XCTAssertEqual(pin.statistics.driverViolations, 1, "bytesused 0 stays a violation for uncompressed formats")
         XCTAssertEqual(pin.statistics.corruptSkipped, 0)

@@ -132,7 +132,7 @@ final class FuzzTests: XCTestCase {
                 if starved {
                     // Starved: must not deliver (and must not wait long).
                     do {
-                        if gotFrame(try rig.pin.next(timeoutMilliseconds: 0)) { fail("a frame arrived with every buffer held", step) }
+                        if gotFrame(try rig.pin.next(timeout: .milliseconds(0))) { fail("a frame arrived with every buffer held", step) }
                     } catch {
                         fail("next() while starved: \(error)", step)
                     }
@@ -140,7 +140,7 @@ final class FuzzTests: XCTestCase {
                 }
                 let pointer: StreamPointer?
                 do {
-                    pointer = try rig.pin.next(timeoutMilliseconds: 500)
+                    pointer = try rig.pin.next(timeout: .milliseconds(500))
                 } catch {
                     fail("next(): \(error)", step)
                     return

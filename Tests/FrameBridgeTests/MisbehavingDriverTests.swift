@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 import FrameBridge
 import V4L2
@@ -33,7 +34,7 @@ final class MisbehavingDriverTests: XCTestCase {
         var delivered: [UInt32] = []
         var indexes = Set<Int>()
         for _ in 0..<16 {
-            var pointer = try unwrapPointer(try rig.pin.next(timeoutMilliseconds: 1000), "\(context): the pin stopped delivering",
+            var pointer = try unwrapPointer(try rig.pin.next(timeout: .milliseconds(1000)), "\(context): the pin stopped delivering",
                                             file: file, line: line)
             delivered.append(pointer.info.sequence)
             indexes.insert(pointer.info.index)
@@ -57,7 +58,7 @@ final class MisbehavingDriverTests: XCTestCase {
         _ = consume held
         // No buffer lost: all four keep circulating and are accounted for.
         for _ in 0..<8 {
-            let pointer = try unwrapPointer(try rig.pin.next(timeoutMilliseconds: 1000), file: file, line: line)
+            let pointer = try unwrapPointer(try rig.pin.next(timeout: .milliseconds(1000)), file: file, line: line)
             indexes.insert(pointer.info.index)
         }
         XCTAssertEqual(indexes, Set(0..<4), "\(context): a buffer stopped circulating", file: file, line: line)
@@ -105,7 +106,7 @@ final class MisbehavingDriverTests: XCTestCase {
             for fault in faults { rig.inject(fault) }
             let payloadSizes = rig.payloadSizes
             for _ in 0..<20 {
-                var pointer = try unwrapPointer(try rig.pin.next(timeoutMilliseconds: 1000), "\(layout): stalled")
+                var pointer = try unwrapPointer(try rig.pin.next(timeout: .milliseconds(1000)), "\(layout): stalled")
                 XCTAssertNil(try pointer.withLockedPayload { payloadProblem($0, payloadSizes: payloadSizes) })
                 rig.assertAccounted("\(layout)")
             }
@@ -213,14 +214,14 @@ final class MisbehavingDriverTests: XCTestCase {
             var sequences: [UInt32] = []
             let payloadSizes = rig.payloadSizes
             for _ in 0..<10 {
-                var pointer = try unwrapPointer(try rig.pin.next(timeoutMilliseconds: 1000), "\(layout): EINTR stopped the stream")
+                var pointer = try unwrapPointer(try rig.pin.next(timeout: .milliseconds(1000)), "\(layout): EINTR stopped the stream")
                 sequences.append(pointer.info.sequence)
                 XCTAssertNil(try pointer.withLockedPayload { payloadProblem($0, payloadSizes: payloadSizes) })
             }
             if !rig.backend.pendingFaults(path: capturePath).isEmpty {
                 // The storm outlasted ten frames: keep streaming through it.
                 for _ in 0..<200 where !rig.backend.pendingFaults(path: capturePath).isEmpty {
-                    XCTAssertTrue(try rig.pin.advance(timeoutMilliseconds: 1000))
+                    XCTAssertTrue(try rig.pin.advance(timeout: .milliseconds(1000)))
                 }
             }
             XCTAssertEqual(rig.backend.pendingFaults(path: capturePath), [], "the storm was consumed")
@@ -244,7 +245,7 @@ final class MisbehavingDriverTests: XCTestCase {
             rig.inject(.wouldBlock(40))
             var sequences: [UInt32] = []
             for _ in 0..<5 {
-                sequences.append(try unwrapPointer(try rig.pin.next(timeoutMilliseconds: 1000), "\(layout): EAGAIN stopped the stream").info.sequence)
+                sequences.append(try unwrapPointer(try rig.pin.next(timeout: .milliseconds(1000)), "\(layout): EAGAIN stopped the stream").info.sequence)
             }
             XCTAssertEqual(sequences, [1, 2, 3, 4, 5])
             XCTAssertEqual(rig.backend.pendingFaults(path: capturePath), [])
@@ -268,7 +269,7 @@ final class MisbehavingDriverTests: XCTestCase {
             locked.registerCancelHandler()
             try locked.lock()
             rig.inject(.fatalError)
-            let error = expectCaptureError { () throws(CaptureError) in try rig.pin.advance(timeoutMilliseconds: 1000) }
+            let error = expectCaptureError { () throws(CaptureError) in try rig.pin.advance(timeout: .milliseconds(1000)) }
             XCTAssertEqual(error?.kind, .fatalStreamingError, "\(String(describing: error))")
             XCTAssertTrue(error?.message.contains(capturePath) ?? false)
             XCTAssertTrue(error?.message.contains("fatal driver error") ?? false, "\(String(describing: error))")
@@ -283,7 +284,7 @@ final class MisbehavingDriverTests: XCTestCase {
             XCTAssertEqual(locked.cancelRuns.value, 1)
             XCTAssertFalse(rig.pin.isStreaming)
             XCTAssertEqual(rig.pin.failure?.kind, .fatalStreamingError)
-            let again = expectCaptureError { () throws(CaptureError) in try rig.pin.advance(timeoutMilliseconds: 10) }
+            let again = expectCaptureError { () throws(CaptureError) in try rig.pin.advance(timeout: .milliseconds(10)) }
             XCTAssertEqual(again?.kind, .fatalStreamingError, "a failed pin keeps failing until restarted")
             XCTAssertEqual(rig.pin.statistics.cancelledFrames, 2)
             XCTAssertFalse(rig.queue.hasFatalError, "STREAMOFF cleared the driver's error state")
@@ -307,7 +308,7 @@ final class MisbehavingDriverTests: XCTestCase {
             let held = HeldFrame(try unwrapPointer(try rig.pin.next()))
             held.registerCancelHandler()
             rig.inject(.disconnect)
-            let error = expectCaptureError { () throws(CaptureError) in try rig.pin.advance(timeoutMilliseconds: 1000) }
+            let error = expectCaptureError { () throws(CaptureError) in try rig.pin.advance(timeout: .milliseconds(1000)) }
             XCTAssertEqual(error?.kind, .disconnected, "\(String(describing: error))")
             XCTAssertTrue(error?.message.contains(capturePath) ?? false, "\(String(describing: error))")
             XCTAssertTrue(error?.message.contains("ENODEV") ?? false, "\(String(describing: error))")
@@ -386,7 +387,7 @@ final class MisbehavingDriverTests: XCTestCase {
     func testAllocatorReqbufsFailureFailsStartAndRetrySucceeds() throws {
         for layout in Layout.allCases {
             for kind in AllocatorKind.allCases {
-                try assertStartFailure("VIDIOC_REQBUFS", request: CV4L2_VIDIOC_REQBUFS, errno: .outOfMemory, kind: kind,
+                try assertStartFailure("VIDIOC_REQBUFS", request: CV4L2_VIDIOC_REQBUFS, errno: .noMemory, kind: kind,
                                        layout: layout, injectInsideInitialize: true, expectedSteps: { _ in ["initialize", "delete"] })
             }
         }

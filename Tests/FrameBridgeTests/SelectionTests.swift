@@ -162,7 +162,7 @@ final class SelectionTests: XCTestCase {
             let result = try rig.pin.start(AllocatorSelection(candidates: [UserPointerAllocator(alignment: 2 * pageSize)]))
             XCTAssertEqual(result.chosen.memoryKind, .userPointer)
             var pointer = try unwrapPointer(try rig.pin.next())
-            let aligned = try pointer.withLockedPayload { Int(bitPattern: $0.planeMemory(0).baseAddress) % (2 * pageSize) == 0 }
+            let aligned = try pointer.withLockedPayload { Int(bitPattern: $0.unsafePlaneMemory(0).baseAddress) % (2 * pageSize) == 0 }
             XCTAssertTrue(aligned)
             _ = consume pointer
             rig.pin.stop()

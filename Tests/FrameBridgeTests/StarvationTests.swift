@@ -28,13 +28,13 @@ final class StarvationTests: XCTestCase {
             XCTAssertEqual(rig.pin.bufferCounts.queued, 0)
             XCTAssertEqual(rig.queue.dequeuedCount, 4, "the consumer holds every buffer")
             let start = ContinuousClock.now
-            XCTAssertFalse(try rig.pin.advance(timeoutMilliseconds: 100), "\(layout): nothing can arrive")
+            XCTAssertFalse(try rig.pin.advance(timeout: .milliseconds(100)), "\(layout): nothing can arrive")
             let waited = milliseconds(since: start)
             XCTAssertGreaterThanOrEqual(waited, 90, "advance returned before its timeout")
             XCTAssertLessThan(waited, 2000)
             XCTAssertEqual(rig.pin.statistics.starvationWaits, 1)
             XCTAssertEqual(rig.pin.statistics.starvationCancels, 0)
-            XCTAssertFalse(gotFrame(try rig.pin.next(timeoutMilliseconds: 20)))
+            XCTAssertFalse(gotFrame(try rig.pin.next(timeout: .milliseconds(20))))
             XCTAssertEqual(rig.pin.statistics.starvationWaits, 2, "each starved wait is counted once")
             for frame in held {
                 XCTAssertTrue(frame.isValid, "block never cancels")
@@ -45,7 +45,7 @@ final class StarvationTests: XCTestCase {
             let released = held.removeFirst()
             let releasedIndex = released.index
             released.release()
-            let next = try unwrapPointer(try rig.pin.next(timeoutMilliseconds: 1000), "\(layout): a released frame did not feed the driver")
+            let next = try unwrapPointer(try rig.pin.next(timeout: .milliseconds(1000)), "\(layout): a released frame did not feed the driver")
             XCTAssertEqual(next.info.index, releasedIndex)
             XCTAssertEqual(next.info.sequence, 4)
             XCTAssertEqual(rig.pin.statistics.starvationWaits, 2)
@@ -71,7 +71,7 @@ final class StarvationTests: XCTestCase {
             XCTAssertTrue(try rig.pin.advance()) // the third buffer, held by the edge alone
             let edgeIndex = try unwrapPointer(rig.pin.cloneLeadingEdge()).info.index
             XCTAssertEqual(rig.pin.bufferCounts.queued, 0)
-            XCTAssertTrue(try rig.pin.advance(timeoutMilliseconds: 1000), "\(policy): the edge's frame fed the driver")
+            XCTAssertTrue(try rig.pin.advance(timeout: .milliseconds(1000)), "\(policy): the edge's frame fed the driver")
             XCTAssertEqual(try unwrapPointer(rig.pin.cloneLeadingEdge()).info.index, edgeIndex)
             let stats = rig.pin.statistics
             XCTAssertEqual(stats.starvationWaits, 0, "\(policy)")
@@ -92,7 +92,7 @@ final class StarvationTests: XCTestCase {
             XCTAssertEqual(rig.pin.bufferCounts.queued, 0)
             let oldest = held[0]
             let start = ContinuousClock.now
-            let next = try unwrapPointer(try rig.pin.next(timeoutMilliseconds: 1000), "\(layout): cancel-oldest did not feed the driver")
+            let next = try unwrapPointer(try rig.pin.next(timeout: .milliseconds(1000)), "\(layout): cancel-oldest did not feed the driver")
             XCTAssertLessThan(milliseconds(since: start), 500, "no waiting with cancel-oldest")
             XCTAssertEqual(next.info.index, oldest.index, "the oldest frame's buffer was refilled")
             XCTAssertEqual(next.info.sequence, 4)
@@ -137,7 +137,7 @@ final class StarvationTests: XCTestCase {
             try held[2].lock()
             let payloadSizes = rig.payloadSizes
             // Starved: the oldest unlocked frame (held[1]) goes, not the locked oldest (held[0]).
-            var pointer = try unwrapPointer(try rig.pin.next(timeoutMilliseconds: 1000))
+            var pointer = try unwrapPointer(try rig.pin.next(timeout: .milliseconds(1000)))
             XCTAssertEqual(pointer.info.index, held[1].index, "\(layout)")
             XCTAssertEqual(held[1].cancelRuns.value, 1)
             XCTAssertFalse(held[1].isValid)
@@ -146,13 +146,13 @@ final class StarvationTests: XCTestCase {
             XCTAssertNil(try held[0].withPayload { payloadProblem($0, payloadSizes: payloadSizes) }, "the locked frame's data is intact")
             // Hold the new frame too and lock it: next, held[3] is the only unlocked one.
             try pointer.lock()
-            let third = try unwrapPointer(try rig.pin.next(timeoutMilliseconds: 1000))
+            let third = try unwrapPointer(try rig.pin.next(timeout: .milliseconds(1000)))
             XCTAssertEqual(third.info.index, held[3].index)
             XCTAssertEqual(held[3].cancelRuns.value, 1)
             // Now every held frame is locked except `third` (held by a pointer and the edge).
             var thirdLocked = third
             try thirdLocked.lock()
-            XCTAssertFalse(try rig.pin.advance(timeoutMilliseconds: 60), "every frame is locked: the pin waits")
+            XCTAssertFalse(try rig.pin.advance(timeout: .milliseconds(60)), "every frame is locked: the pin waits")
             XCTAssertEqual(rig.pin.statistics.starvationWaits, 1)
             XCTAssertEqual(rig.pin.statistics.starvationCancels, 2)
             for index in [0, 2] {
@@ -161,12 +161,12 @@ final class StarvationTests: XCTestCase {
                 XCTAssertNil(try held[index].withPayload { payloadProblem($0, payloadSizes: payloadSizes) })
             }
             XCTAssertTrue(pointer.isValid)
-            XCTAssertNil(try pointer.withPayload { payloadProblem($0, payloadSizes: payloadSizes) })
+            XCTAssertNil(pointer.withPayload { payloadProblem($0, payloadSizes: payloadSizes) })
             XCTAssertTrue(thirdLocked.isValid)
             // Unlocking one makes it the victim of the next starvation.
             pointer.unlock()
             let victim = pointer.info.index
-            let fourth = try unwrapPointer(try rig.pin.next(timeoutMilliseconds: 1000))
+            let fourth = try unwrapPointer(try rig.pin.next(timeout: .milliseconds(1000)))
             XCTAssertEqual(fourth.info.index, victim)
             XCTAssertFalse(pointer.isValid)
             XCTAssertTrue(held[0].isValid && held[2].isValid && thirdLocked.isValid)

@@ -16,7 +16,7 @@ final class StreamPointerTests: XCTestCase {
             XCTAssertFalse(gotFrame(rig.pin.cloneLeadingEdge()), "no leading edge before the first frame")
             var sequences: [UInt32] = []
             for _ in 0..<10 {
-                XCTAssertTrue(try rig.pin.advance(timeoutMilliseconds: 1000))
+                XCTAssertTrue(try rig.pin.advance(timeout: .milliseconds(1000)))
                 let edge = try unwrapPointer(rig.pin.cloneLeadingEdge())
                 sequences.append(edge.info.sequence)
                 // A second clone of the same edge is the same frame.
@@ -182,7 +182,7 @@ final class StreamPointerTests: XCTestCase {
         for _ in 0..<3 { XCTAssertTrue(try rig.pin.advance()) }
         XCTAssertEqual(rig.pin.bufferCounts.queued, 0)
         XCTAssertEqual(rig.queue.dequeuedCount, 4)
-        XCTAssertTrue(try rig.pin.advance(timeoutMilliseconds: 1000), "the window released its oldest frame to feed the driver")
+        XCTAssertTrue(try rig.pin.advance(timeout: .milliseconds(1000)), "the window released its oldest frame to feed the driver")
         XCTAssertEqual(rig.pin.statistics.starvationWaits, 0)
         XCTAssertTrue(held.isValid, "a frame held by a pointer is not touched by the window")
         rig.pin.stop()
@@ -194,22 +194,15 @@ final class StreamPointerTests: XCTestCase {
             try rig.pin.start()
             var pointer = try unwrapPointer(try rig.pin.next())
             XCTAssertFalse(pointer.isLocked)
-            XCTAssertThrowsError(try pointer.withPayload { _ in () }) { error in
-                XCTAssertEqual((error as? CaptureError)?.kind, .notLocked)
-                XCTAssertTrue("\(error)".contains("lock()"), "\(error)")
-            }
             try pointer.lock()
             XCTAssertTrue(pointer.isLocked)
             try pointer.lock() // locking twice is harmless
             let payloadSizes = rig.payloadSizes
-            XCTAssertNil(try pointer.withPayload { payloadProblem($0, payloadSizes: payloadSizes) }, "\(layout)")
-            let planes = try pointer.withPayload { $0.planeCount }
+            XCTAssertNil(pointer.withPayload { payloadProblem($0, payloadSizes: payloadSizes) }, "\(layout)")
+            let planes = pointer.withPayload { $0.planeCount }
             XCTAssertEqual(planes, layout.planeCount)
             pointer.unlock()
             XCTAssertFalse(pointer.isLocked)
-            XCTAssertThrowsError(try pointer.withPayload { _ in () }) { error in
-                XCTAssertEqual((error as? CaptureError)?.kind, .notLocked)
-            }
             // withLockedPayload locks and unlocks around the body; on a locked pointer it stays locked.
             XCTAssertEqual(try pointer.withLockedPayload { $0.info.sequence }, pointer.info.sequence)
             XCTAssertFalse(pointer.isLocked)
@@ -303,7 +296,7 @@ final class StreamPointerTests: XCTestCase {
                 rig.pin.stop()
                 rig.pin.stop() // stop twice is harmless
                 XCTAssertEqual(rig.pin.statistics.delivered, 3, "statistics stay readable after stop")
-                XCTAssertThrowsError(try rig.pin.advance(timeoutMilliseconds: 10)) { error in
+                XCTAssertThrowsError(try rig.pin.advance(timeout: .milliseconds(10))) { error in
                     XCTAssertEqual((error as? CaptureError)?.kind, .invalidState)
                 }
                 try rig.pin.start(rig.selection(kind))

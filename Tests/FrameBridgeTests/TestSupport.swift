@@ -172,7 +172,7 @@ func patternMismatch(_ bytes: UnsafeRawBufferPointer, sequence: UInt32, plane: I
 /// Why a locked frame's bytes are not what the simulator wrote, or nil: every plane's payload
 /// (from data_offset) has `payloadSizes[p]` bytes of the pattern of the frame's sequence, and
 /// the data_offset header of plane 0 is the pattern too.
-func payloadProblem(_ payload: FramePayload, payloadSizes: [Int]) -> String? {
+func payloadProblem(_ payload: borrowing FramePayload, payloadSizes: [Int]) -> String? {
     let sequence = payload.info.sequence
     guard payload.planeCount == payloadSizes.count else {
         return "frame \(sequence) has \(payload.planeCount) planes, expected \(payloadSizes.count)"
@@ -180,14 +180,14 @@ func payloadProblem(_ payload: FramePayload, payloadSizes: [Int]) -> String? {
     for p in 0..<payload.planeCount {
         let info = payload.info.planes[p]
         let bytes = payload.plane(p)
-        if bytes.count != payloadSizes[p] {
-            return "frame \(sequence) plane \(p): payload of \(bytes.count) bytes, expected \(payloadSizes[p])"
+        if bytes.byteCount != payloadSizes[p] {
+            return "frame \(sequence) plane \(p): payload of \(bytes.byteCount) bytes, expected \(payloadSizes[p])"
         }
-        if let offset = patternMismatch(bytes, sequence: sequence, plane: p, startOffset: info.dataOffset) {
+        if let offset = bytes.withUnsafeBytes({ patternMismatch($0, sequence: sequence, plane: p, startOffset: info.dataOffset) }) {
             return "frame \(sequence) plane \(p): payload differs from the pattern at byte \(offset) (data_offset \(info.dataOffset))"
         }
         if info.dataOffset > 0 {
-            let memory = payload.planeMemory(p)
+            let memory = payload.unsafePlaneMemory(p)
             guard memory.count >= info.dataOffset else { return "frame \(sequence) plane \(p): memory smaller than data_offset" }
             let header = UnsafeRawBufferPointer(rebasing: memory[0..<info.dataOffset])
             if let offset = patternMismatch(header, sequence: sequence, plane: p, startOffset: 0) {

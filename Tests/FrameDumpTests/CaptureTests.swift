@@ -330,7 +330,8 @@ final class CaptureTests: XCTestCase {
         let elapsed = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
         XCTAssertTrue(summary.interrupted)
         XCTAssertEqual(summary.framesWritten, 0)
-        XCTAssertLessThan(elapsed, 5, "the loop notices the flag within a poll slice")
+        print("capture: stop flag set at 0.3 s, capture returned at \(elapsed) s")
+        XCTAssertLessThan(elapsed, 2, "the flag wakes the pin's wait (its eventfd); the wait itself would last the 30 s frame timeout")
     }
 
     func testNoFrameTimesOutNamingTheDevice() {
@@ -338,7 +339,7 @@ final class CaptureTests: XCTestCase {
         let path = makeTemporaryDirectory(self) + "/none.raw"
         let error = expectFrameDumpError { () throws(FrameDumpError) in
             try runCapture(CaptureOptions(devicePath: simulatedPath, backend: backend, count: 2, outputPath: path,
-                                          frameTimeoutSeconds: 0.3, pollSliceMilliseconds: 50))
+                                          frameTimeoutSeconds: 0.3))
         }
         XCTAssertTrue(error?.message.hasPrefix("/dev/video0: no frame arrived for 0.3 s") ?? false, error?.message ?? "")
         XCTAssertEqual(error?.exitCode, 1)

@@ -1,4 +1,5 @@
-import FrameDump
+@testable import FrameDump
+import SystemPackage
 import Foundation
 import V4L2
 import XCTest
@@ -171,5 +172,25 @@ final class StopSignalTests: XCTestCase {
         signal(SIGINT, SIG_DFL)
         signal(SIGTERM, SIG_DFL)
         signal(SIGPIPE, SIG_DFL)
+    }
+}
+
+/// FrameOutput.create leaves nothing behind when it fails after creating the file (issue 14).
+final class FrameOutputCreateTests: XCTestCase {
+    func testFailedTruncateRemovesTheFileItCreated() throws {
+        let directory = makeTemporaryDirectory(self)
+        let path = directory + "/new.raw"
+        let error = expectFrameDumpError { () throws(FrameDumpError) in
+            _ = try FrameOutput.create(path: path, frameCapacity: 1, directIO: .off, truncate: { _ in errno = EIO; return -1 })
+        }
+        XCTAssertTrue(error?.message.contains("ftruncate failed: EIO") ?? false, error?.message ?? "")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path), "a file this call created is removed")
+
+        let existing = directory + "/existing.raw"
+        XCTAssertTrue(FileManager.default.createFile(atPath: existing, contents: Data([1, 2, 3])))
+        _ = expectFrameDumpError { () throws(FrameDumpError) in
+            _ = try FrameOutput.create(path: existing, frameCapacity: 1, directIO: .off, truncate: { _ in errno = EIO; return -1 })
+        }
+        XCTAssertEqual(readFile(existing), [1, 2, 3], "a file that was there is left as it was")
     }
 }

@@ -192,7 +192,7 @@ final class NewUserTests: XCTestCase {
         XCTAssertEqual(tried.framing.items.first?.frameSizeMinimum, 320 * 180 * 3 / 2)
         XCTAssertEqual(backend.ioctlCount(path: simulatedPath, request: setFormatRequest), setFormats, "no S_FMT")
         XCTAssertEqual(backend.ioctlCount(path: simulatedPath, request: requestBuffersRequest), requests, "no REQBUFS")
-        XCTAssertTrue(try pin.advance(timeoutMilliseconds: 1000), "the other handle still streams")
+        XCTAssertTrue(try pin.advance(timeout: .milliseconds(1000)), "the other handle still streams")
         XCTAssertEqual(try streaming.format(.videoCapture).pixelFormat, .yuyv, "the format in force is unchanged")
     }
 

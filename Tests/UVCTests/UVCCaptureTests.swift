@@ -279,13 +279,13 @@ final class UVCCaptureTests: XCTestCase {
             XCTAssertGreaterThan(ProcessResources.openDescriptors(), before.descriptors)
             do {
                 while delivered < 100 {
-                    guard var frame = try pin.next(timeoutMilliseconds: 5000) else { break }
+                    guard var frame = try pin.next(timeout: .milliseconds(5000)) else { break }
                     try frame.withLockedPayload { payload in
-                        XCTAssertEqual(payload.plane(0).count, UVC.frameBytes)
+                        XCTAssertEqual(payload.plane(0).byteCount, UVC.frameBytes)
                     }
                     delivered += 1
                 }
-            } catch let error as CaptureError {
+            } catch {
                 failure = error
             }
             pin.stop()
@@ -303,7 +303,7 @@ final class UVCCaptureTests: XCTestCase {
     func testReconnectGoesOnIntoTheSameOutput() throws {
         let first = try EmulatedCamera(["--unplug-after", "10"])
         let output = "\(work)/reconnect.raw"
-        let capture = try Subprocess(UVC.framedump, ["capture", "-d", first.node, "-n", "25", "-o", output, "--json",
+        let capture = try ChildProcess(UVC.framedump, ["capture", "-d", first.node, "-n", "25", "-o", output, "--json",
                                                      "--reconnect", "--reconnect-timeout", "120"] + yuyv)
         _ = first.waitForExit()
         let second = try EmulatedCamera()
@@ -332,8 +332,8 @@ final class UVCCaptureTests: XCTestCase {
         let a = try EmulatedCamera(port: 0)
         let b = try EmulatedCamera(port: 1, ["--serial", "FB-UVC-B"])
         XCTAssertNotEqual(a.node, b.node)
-        let runA = try Subprocess(UVC.framedump, ["capture", "-d", a.node, "-n", "15", "-o", "\(work)/a.raw"] + yuyv)
-        let runB = try Subprocess(UVC.framedump, ["capture", "-d", b.node, "-n", "15", "-o", "\(work)/b.raw"] + yuyv)
+        let runA = try ChildProcess(UVC.framedump, ["capture", "-d", a.node, "-n", "15", "-o", "\(work)/a.raw"] + yuyv)
+        let runB = try ChildProcess(UVC.framedump, ["capture", "-d", b.node, "-n", "15", "-o", "\(work)/b.raw"] + yuyv)
         let resultA = runA.wait(), resultB = runB.wait()
         XCTAssertEqual(resultA.status, 0, resultA.stderr)
         XCTAssertEqual(resultB.status, 0, resultB.stderr)
@@ -371,8 +371,8 @@ final class UVCSelectionTests: XCTestCase {
             XCTAssertTrue(result.chosen.name.contains("kernel-pool"), result.chosen.name)
             var frames = 0
             while frames < 3 {
-                guard var frame = try pin.next(timeoutMilliseconds: 5000) else { break }
-                try frame.withLockedPayload { payload in XCTAssertGreaterThan(payload.plane(0).count, 0) }
+                guard var frame = try pin.next(timeout: .milliseconds(5000)) else { break }
+                try frame.withLockedPayload { payload in XCTAssertGreaterThan(payload.plane(0).byteCount, 0) }
                 frames += 1
             }
             XCTAssertEqual(frames, 3, "\(format): the fallback did not stream")

@@ -65,11 +65,11 @@ enum UVC {
 
     /// Runs a program to its end.
     @discardableResult
-    static func run(_ executable: String, _ arguments: [String]) throws -> Subprocess.Result {
-        try Subprocess.run(executable, arguments)
+    static func run(_ executable: String, _ arguments: [String]) throws -> ChildProcess.Result {
+        try ChildProcess.run(executable, arguments)
     }
 
-    static func json(_ result: Subprocess.Result) throws -> [String: Any] {
+    static func json(_ result: ChildProcess.Result) throws -> [String: Any] {
         let object = try JSONSerialization.jsonObject(with: result.stdout)
         return try XCTUnwrap(object as? [String: Any], "not a JSON object: \(result.text)")
     }
@@ -85,8 +85,8 @@ struct CameraFailure: Error, CustomStringConvertible {
 final class EmulatedCamera {
     let port: Int
     let node: String
-    private var process: Subprocess?
-    private(set) var result: Subprocess.Result?
+    private var process: ChildProcess?
+    private(set) var result: ChildProcess.Result?
 
     init(port: Int = 0, _ arguments: [String] = [], file: StaticString = #filePath, line: UInt = #line) throws {
         guard UVC.requested else {
@@ -97,7 +97,7 @@ final class EmulatedCamera {
             throw CameraFailure("no uvc-camera")
         }
         self.port = port
-        let process = try Subprocess(UVC.camera, ["--port", "\(port)"] + arguments)
+        let process = try ChildProcess(UVC.camera, ["--port", "\(port)"] + arguments)
         guard let node = process.readLine(timeoutSeconds: 90) else {
             process.send(SIGTERM)
             let result = process.wait()
@@ -128,7 +128,7 @@ final class EmulatedCamera {
     }
 
     /// Waits for the camera to unplug itself (--unplug-after) and returns its exit.
-    func waitForExit() -> Subprocess.Result {
+    func waitForExit() -> ChildProcess.Result {
         if let process {
             result = process.wait()
             self.process = nil

@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 import V4L2
 import V4L2Simulator
@@ -130,7 +131,7 @@ final class ControlTests: XCTestCase {
     func testOutOfRangeMenuValueIsERANGEAndLeavesTheValue() throws {
         let device = try VideoDevice(path: videoPath, backend: makeBackend())
         let error = expectError { () throws(V4L2Error) in try device.setControlValue(osdTextMode, 5, type: .menu) }
-        XCTAssertEqual(error?.errno, Errno(ERANGE))
+        XCTAssertEqual(error?.errno, Errno(rawValue: ERANGE))
         XCTAssertEqual(error?.operation, "VIDIOC_S_EXT_CTRLS")
         XCTAssertTrue(error?.detail?.contains("f0f001") ?? false, error?.detail ?? "")
         XCTAssertEqual(try device.controlValue(osdTextMode), 0)
@@ -144,8 +145,8 @@ final class ControlTests: XCTestCase {
         XCTAssertEqual(expectError { () throws(V4L2Error) in try device.controlValue(0x0098_0999) }?.errno, .invalidArgument)
         XCTAssertEqual(try device.controlValue(ControlID.minimumBuffersForCapture), 3)
         XCTAssertEqual(expectError { () throws(V4L2Error) in try device.setControlValue(ControlID.minimumBuffersForCapture, 5) }?.errno,
-                       .accessDenied)
-        XCTAssertEqual(expectError { () throws(V4L2Error) in try device.controlValue(button) }?.errno, .accessDenied)
+                       .permissionDenied)
+        XCTAssertEqual(expectError { () throws(V4L2Error) in try device.controlValue(button) }?.errno, .permissionDenied)
     }
 
     func testPressingAButton() throws {
@@ -181,7 +182,7 @@ final class ControlTests: XCTestCase {
             let errno = device.raw(CV4L2_VIDIOC_S_EXT_CTRLS, &controls)
             return (errno, controls.error_idx)
         }
-        XCTAssertEqual(invalid.0, Errno(ERANGE))
+        XCTAssertEqual(invalid.0, Errno(rawValue: ERANGE))
         XCTAssertEqual(invalid.1, 2, "a validation failure on set has error_idx = count")
         XCTAssertEqual(try device.controlValue(brightness), 128, "nothing is applied when one control fails")
         // A class other than the controls' is EINVAL.

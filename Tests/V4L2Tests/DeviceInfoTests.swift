@@ -21,7 +21,7 @@ final class DeviceInfoTests: XCTestCase {
         backend.addNonV4L2File(path: "/dev/null0")
         let error = expectError { () throws(V4L2Error) in try VideoDevice(path: "/dev/null0", backend: backend) }
         XCTAssertEqual(error?.operation, "VIDIOC_QUERYCAP")
-        XCTAssertEqual(error?.errno, .notTypewriter)
+        XCTAssertEqual(error?.errno, .inappropriateIOCTLForDevice)
         XCTAssertTrue(error?.hint?.contains("not a V4L2 device") ?? false)
         XCTAssertEqual(backend.ioctlCount(path: "/dev/null0", request: CV4L2_VIDIOC_QUERYCAP), 1)
         XCTAssertEqual(backend.openDescriptorCount, 0, "VideoDevice.init must close the descriptor it opened")
@@ -34,7 +34,7 @@ final class DeviceInfoTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(fcntl(fd, F_GETFD), 0, "the descriptor must be a real open one")
         var input = v4l2_input()
         XCTAssertEqual(withUnsafeMutablePointer(to: &input) { backend.ioctl(fd, request: CV4L2_VIDIOC_ENUMINPUT, argument: $0) },
-                       .notTypewriter)
+                       .inappropriateIOCTLForDevice)
         XCTAssertNil(backend.close(fd))
         XCTAssertLessThan(fcntl(fd, F_GETFD), 0, "close must close the real descriptor")
     }
@@ -109,7 +109,7 @@ final class DeviceInfoTests: XCTestCase {
     func testSelectingAnotherInputWhileBuffersAreAllocatedIsEBUSY() throws {
         let device = try VideoDevice(path: videoPath, backend: makeBackend())
         try device.requestBuffers(count: 2, bufferType: .videoCapture, memory: .mmap)
-        XCTAssertEqual(expectError { () throws(V4L2Error) in try device.selectInput(1) }?.errno, .deviceBusy)
+        XCTAssertEqual(expectError { () throws(V4L2Error) in try device.selectInput(1) }?.errno, .resourceBusy)
         try device.selectInput(0) // the current input is fine
         try device.requestBuffers(count: 0, bufferType: .videoCapture, memory: .mmap)
         try device.selectInput(1)
@@ -223,7 +223,7 @@ final class DeviceInfoTests: XCTestCase {
         let backend = makeBackend()
         let device = try VideoDevice(path: videoPath, backend: backend)
         var dummy: UInt64 = 0
-        XCTAssertEqual(device.raw(0xdead_beef, &dummy), .notTypewriter)
+        XCTAssertEqual(device.raw(0xdead_beef, &dummy), .inappropriateIOCTLForDevice)
         _ = try device.formats(.videoCapture)
         XCTAssertEqual(backend.ioctlCount(path: videoPath, request: CV4L2_VIDIOC_ENUM_FMT), 4, "3 formats and the EINVAL that ends the list")
         XCTAssertEqual(backend.ioctlCount(path: videoPath, request: CV4L2_VIDIOC_QUERYCAP), 1)

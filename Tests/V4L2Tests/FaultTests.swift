@@ -194,12 +194,12 @@ final class FaultTests: XCTestCase {
     func testFailNextFailsOnlyTheNextCallOfThatRequest() throws {
         let backend = makeBackend()
         let device = try VideoDevice(path: videoPath, backend: backend)
-        backend.injectFault(.failNext(request: CV4L2_VIDIOC_REQBUFS, errno: .outOfMemory), path: videoPath)
+        backend.injectFault(.failNext(request: CV4L2_VIDIOC_REQBUFS, errno: .noMemory), path: videoPath)
         backend.injectFault(.failNext(request: CV4L2_VIDIOC_STREAMON, errno: .ioError), path: videoPath)
         backend.injectFault(.failNext(request: CV4L2_VIDIOC_QBUF, errno: .invalidArgument), path: videoPath)
         XCTAssertEqual(backend.pendingFaults(path: videoPath).count, 3)
         XCTAssertEqual(expectError { () throws(V4L2Error) in try device.requestBuffers(count: 2, bufferType: .videoCapture, memory: .mmap) }?.errno,
-                       .outOfMemory)
+                       .noMemory)
         XCTAssertEqual(backend.queueState(path: videoPath)?.bufferCount, 0, "a failed call has no effect")
         try device.requestBuffers(count: 2, bufferType: .videoCapture, memory: .mmap)
         let first = try device.queryBuffer(index: 0, bufferType: .videoCapture, memory: .mmap)

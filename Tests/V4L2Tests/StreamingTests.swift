@@ -1,3 +1,4 @@
+import SystemPackage
 import CV4L2
 import Foundation
 import V4L2
@@ -214,7 +215,7 @@ final class StreamingTests: XCTestCase {
         let device = try VideoDevice(path: videoPath, backend: makeBackend())
         try device.startMMAPStreaming()
         let error = expectError { () throws(V4L2Error) in try device.requestBuffers(count: 0, bufferType: .videoCapture, memory: .mmap) }
-        XCTAssertEqual(error?.errno, .deviceBusy)
+        XCTAssertEqual(error?.errno, .resourceBusy)
         XCTAssertTrue(error?.hint?.contains("in use") ?? false)
         try device.streamOff(.videoCapture)
         try device.requestBuffers(count: 0, bufferType: .videoCapture, memory: .mmap)
@@ -225,7 +226,7 @@ final class StreamingTests: XCTestCase {
         try device.requestBuffers(count: 2, bufferType: .videoCapture, memory: .mmap)
         let wanted = ImageFormat(bufferType: .videoCapture, width: 1280, height: 720, pixelFormat: .yuyv)
         let error = expectError { () throws(V4L2Error) in try device.setFormat(wanted) }
-        XCTAssertEqual(error?.errno, .deviceBusy)
+        XCTAssertEqual(error?.errno, .resourceBusy)
         XCTAssertEqual(error?.operation, "VIDIOC_S_FMT")
         XCTAssertEqual(try device.tryFormat(wanted).width, 1280, "TRY_FMT still works")
         XCTAssertEqual(try device.format(.videoCapture).width, 640)
@@ -267,7 +268,7 @@ final class StreamingTests: XCTestCase {
         let format = try device.format(.videoCapture)
         XCTAssertEqual(try device.createBuffers(count: 10, memory: .mmap, format: format).count, 4)
         XCTAssertEqual(expectError { () throws(V4L2Error) in try device.createBuffers(count: 1, memory: .mmap, format: format) }?.errno,
-                       Errno(ENOBUFS))
+                       Errno(rawValue: ENOBUFS))
     }
 
     func testStreamOnNeedsBuffersAndDefersFramesUntilTheMinimumIsQueued() throws {
@@ -305,14 +306,14 @@ final class StreamingTests: XCTestCase {
         let other = try VideoDevice(path: videoPath, backend: backend)
         try owner!.startMMAPStreaming()
         XCTAssertEqual(expectError { () throws(V4L2Error) in try other.requestBuffers(count: 2, bufferType: .videoCapture, memory: .mmap) }?.errno,
-                       .deviceBusy)
+                       .resourceBusy)
         XCTAssertEqual(expectError { () throws(V4L2Error) in try other.dequeue(bufferType: .videoCapture, memory: .mmap) }?.errno,
-                       .deviceBusy)
-        XCTAssertEqual(expectError { () throws(V4L2Error) in try other.streamOff(.videoCapture) }?.errno, .deviceBusy)
+                       .resourceBusy)
+        XCTAssertEqual(expectError { () throws(V4L2Error) in try other.streamOff(.videoCapture) }?.errno, .resourceBusy)
         XCTAssertEqual(try other.queryBuffer(index: 0, bufferType: .videoCapture, memory: .mmap).index, 0, "anyone may QUERYBUF")
         XCTAssertEqual(expectError { () throws(V4L2Error) in
             try other.setFormat(ImageFormat(bufferType: .videoCapture, width: 320, height: 180, pixelFormat: .yuyv))
-        }?.errno, .deviceBusy)
+        }?.errno, .resourceBusy)
         owner = nil // closes the descriptor
         let state = try XCTUnwrap(backend.queueState(path: videoPath))
         XCTAssertEqual(state.bufferCount, 0)

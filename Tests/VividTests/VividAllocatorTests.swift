@@ -97,7 +97,7 @@ final class VividAllocatorTests: XCTestCase {
         XCTAssertTrue(result.rejections[1].reason.contains("frame size 1000 bytes is below the minimum \(pin.framing.items[0].frameSizeMinimum)"), result.rejections[1].reason)
         XCTAssertEqual(lacking.steps, [], "a rejected allocator must never be initialized")
         XCTAssertEqual(small.steps, [])
-        XCTAssertTrue(gotFrame(try pin.next(timeoutMilliseconds: 10_000)))
+        XCTAssertTrue(gotFrame(try pin.next(timeout: .milliseconds(10_000))))
         XCTAssertEqual(pin.selection?.rejections.count, 2)
     }
 
@@ -125,12 +125,12 @@ final class VividAllocatorTests: XCTestCase {
         XCTAssertEqual(total, 8)
         var held: [HeldFrame] = []
         for _ in 0..<3 {
-            held.append(HeldFrame(try unwrapPointer(try pin.next(timeoutMilliseconds: 10_000))))
+            held.append(HeldFrame(try unwrapPointer(try pin.next(timeout: .milliseconds(10_000)))))
         }
         let heldIndexes = Set(held.map(\.index))
         XCTAssertEqual(heldIndexes.count, 3)
         for _ in 0..<50 {
-            XCTAssertTrue(try pin.advance(timeoutMilliseconds: 10_000), "the driver stopped while 3 clones were held")
+            XCTAssertTrue(try pin.advance(timeout: .milliseconds(10_000)), "the driver stopped while 3 clones were held")
             XCTAssertGreaterThanOrEqual(pin.bufferCounts.held, 4) // 3 clones + the leading edge
         }
         held.removeAll()
@@ -138,10 +138,10 @@ final class VividAllocatorTests: XCTestCase {
         XCTAssertEqual(pin.bufferCounts.queued, total - 1)
         var seen = Set<Int>()
         for _ in 0..<947 {
-            guard try pin.advance(timeoutMilliseconds: 10_000) else { return XCTFail("stalled") }
+            guard try pin.advance(timeout: .milliseconds(10_000)) else { return XCTFail("stalled") }
             var pointer = try unwrapPointer(pin.cloneLeadingEdge())
             seen.insert(pointer.info.index)
-            try pointer.withLockedPayload { XCTAssertEqual($0.plane(0).count, 320 * 180 * 2) }
+            try pointer.withLockedPayload { XCTAssertEqual($0.plane(0).byteCount, 320 * 180 * 2) }
         }
         let stats = pin.statistics
         XCTAssertEqual(stats.delivered, 1000)
@@ -156,7 +156,7 @@ final class VividAllocatorTests: XCTestCase {
         let device = try Vivid.open()
         let pin = try CapturePin(device: device, configuration: Vivid.deterministic())
         try pin.start()
-        var pointer = try unwrapPointer(try pin.next(timeoutMilliseconds: 10_000))
+        var pointer = try unwrapPointer(try pin.next(timeout: .milliseconds(10_000)))
         let cancelled = expectation(description: "cancel handler ran")
         pointer.onCancel { cancelled.fulfill() }
         pin.stop()
@@ -166,13 +166,11 @@ final class VividAllocatorTests: XCTestCase {
             XCTAssertEqual((error as? CaptureError)?.kind, .frameCancelled)
             XCTAssertTrue("\(error)".contains("STREAMOFF"), "\(error)")
         }
-        XCTAssertThrowsError(try pointer.withPayload { _ in }) { error in
-            XCTAssertEqual((error as? CaptureError)?.kind, .notLocked)
-        }
+        XCTAssertFalse(pointer.isLocked)
         _ = consume pointer
         XCTAssertNil(pin.allocator, "the allocator is deleted once the last pointer is gone")
         try pin.start()
-        XCTAssertTrue(gotFrame(try pin.next(timeoutMilliseconds: 10_000)), "the pin restarts after stop")
+        XCTAssertTrue(gotFrame(try pin.next(timeout: .milliseconds(10_000))), "the pin restarts after stop")
         pin.stop()
     }
 
@@ -183,7 +181,7 @@ final class VividAllocatorTests: XCTestCase {
         let pin = try CapturePin(device: device, configuration: configuration)
         try pin.start(AllocatorSelection(frameCount: 6))
         defer { pin.stop() }
-        for _ in 0..<6 { XCTAssertTrue(try pin.advance(timeoutMilliseconds: 10_000)) }
+        for _ in 0..<6 { XCTAssertTrue(try pin.advance(timeout: .milliseconds(10_000))) }
         XCTAssertEqual(pin.bufferCounts.held, 3, "leading edge + 2 trailing")
         XCTAssertEqual(pin.bufferCounts.queued, 3)
     }
@@ -193,13 +191,13 @@ final class VividAllocatorTests: XCTestCase {
         let pin = try CapturePin(device: device, configuration: Vivid.deterministic(width: 320, height: 180, fps: 60))
         try pin.start(AllocatorSelection(frameCount: 4))
         defer { pin.stop() }
-        XCTAssertTrue(try pin.advance(timeoutMilliseconds: 10_000))
+        XCTAssertTrue(try pin.advance(timeout: .milliseconds(10_000)))
         try pin.addFrames(2)
         let counts = pin.bufferCounts
         XCTAssertEqual(counts.queued + counts.held + counts.free, 6)
         var seen = Set<Int>()
         for _ in 0..<30 {
-            XCTAssertTrue(try pin.advance(timeoutMilliseconds: 10_000))
+            XCTAssertTrue(try pin.advance(timeout: .milliseconds(10_000)))
             if let pointer = pin.cloneLeadingEdge() { seen.insert(pointer.info.index) }
         }
         XCTAssertTrue(seen.contains(4) || seen.contains(5), "the new buffers were filled: \(seen)")
@@ -212,7 +210,7 @@ final class VividAllocatorTests: XCTestCase {
         var sequences: [UInt32] = []
         for try await frame in pin.frames(limit: 5) {
             sequences.append(frame.info.sequence)
-            let size = try frame.withLockedPayload { $0.plane(0).count }
+            let size = try frame.withLockedPayload { $0.plane(0).byteCount }
             XCTAssertEqual(size, 320 * 180 * 2)
         }
         XCTAssertEqual(sequences.count, 5)

@@ -9,7 +9,7 @@ import Glibc
 
 /// The framedump CLI against vivid, beside v4l2-ctl and ffmpeg: what a user runs.
 final class VividCLITests: XCTestCase {
-    typealias Run = Subprocess.Result
+    typealias Run = ChildProcess.Result
 
     /// The framedump built next to this test bundle.
     static var framedump: String {
@@ -28,7 +28,7 @@ final class VividCLITests: XCTestCase {
 
     @discardableResult
     func run(_ executable: String, _ arguments: [String]) throws -> Run {
-        try Subprocess.run(executable, arguments)
+        try ChildProcess.run(executable, arguments)
     }
 
     func shell(_ command: String) throws -> Run { try run("/bin/sh", ["-c", command]) }
@@ -268,7 +268,7 @@ final class VividCLITests: XCTestCase {
     /// SIGINT stops streaming cleanly: exit 0, whole frames only, the summary says interrupted.
     func testSIGINTStopsCleanlyWithWholeFramesAndASummary() throws {
         let output = "\(work)/interrupted.raw"
-        let process = try Subprocess(Self.framedump, ["capture"] + deterministic.filter { $0 != "--quiet" } + ["-n", "100000", "-o", output, "--json"])
+        let process = try ChildProcess(Self.framedump, ["capture"] + deterministic.filter { $0 != "--quiet" } + ["-n", "100000", "-o", output, "--json"])
         // Wait for frames to be written before interrupting.
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {

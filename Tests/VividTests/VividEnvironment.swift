@@ -73,12 +73,12 @@ enum Vivid {
         var frames: [[UInt8]] = []
         var sequences: [UInt32] = []
         while frames.count < count {
-            guard var pointer = try pin.next(timeoutMilliseconds: 10_000) else {
+            guard var pointer = try pin.next(timeout: .milliseconds(10_000)) else {
                 throw CaptureError(.invalidState, "\(device.path): no frame within 10 s")
             }
             let bytes = try pointer.withLockedPayload { payload -> [UInt8] in
                 var bytes: [UInt8] = []
-                for plane in 0..<payload.planeCount { bytes += Array(payload.plane(plane)) }
+                for plane in 0..<payload.planeCount { bytes += payload.plane(plane).bytes }
                 return bytes
             }
             frames.append(bytes)

@@ -22,7 +22,7 @@ final class VividFaultTests: XCTestCase {
         var sequences: [UInt32] = []
         var droppedBefore = 0
         for _ in 0..<40 {
-            let pointer = try unwrapPointer(try pin.next(timeoutMilliseconds: 10_000))
+            let pointer = try unwrapPointer(try pin.next(timeout: .milliseconds(10_000)))
             sequences.append(pointer.info.sequence)
             droppedBefore += Int(pointer.info.droppedBefore)
         }
@@ -42,11 +42,11 @@ final class VividFaultTests: XCTestCase {
         let pin = try CapturePin(device: device, configuration: configuration)
         try pin.start()
         defer { pin.stop() }
-        XCTAssertTrue(gotFrame(try pin.next(timeoutMilliseconds: 10_000)))
+        XCTAssertTrue(gotFrame(try pin.next(timeout: .milliseconds(10_000))))
         try Vivid.setControl(device, "inject_v4l2_buf_flag_error")
         var flaggedDelivered = 0
         for _ in 0..<12 {
-            let pointer = try unwrapPointer(try pin.next(timeoutMilliseconds: 10_000))
+            let pointer = try unwrapPointer(try pin.next(timeout: .milliseconds(10_000)))
             if pointer.info.hasError { flaggedDelivered += 1 }
         }
         return (pin.statistics, flaggedDelivered)
@@ -89,7 +89,7 @@ final class VividFaultTests: XCTestCase {
         XCTAssertEqual(ProcessResources.openDescriptors(), fdsBefore)
         try pin.start()
         defer { pin.stop() }
-        XCTAssertTrue(gotFrame(try pin.next(timeoutMilliseconds: 10_000)), "retry after \(control) streams")
+        XCTAssertTrue(gotFrame(try pin.next(timeout: .milliseconds(10_000))), "retry after \(control) streams")
     }
 
     func testInjectedReqbufsErrorFailsStartAndRetrySucceeds() throws {
@@ -110,9 +110,9 @@ final class VividFaultTests: XCTestCase {
         let pin = try CapturePin(device: device, configuration: Vivid.deterministic(width: 320, height: 180, fps: 60))
         try pin.start(AllocatorSelection(frameCount: 4))
         defer { pin.stop() }
-        XCTAssertTrue(try pin.advance(timeoutMilliseconds: 10_000))
+        XCTAssertTrue(try pin.advance(timeout: .milliseconds(10_000)))
         try Vivid.setControl(device, "inject_vidioc_qbuf_error")
-        for _ in 0..<12 { XCTAssertTrue(try pin.advance(timeoutMilliseconds: 10_000)) }
+        for _ in 0..<12 { XCTAssertTrue(try pin.advance(timeout: .milliseconds(10_000))) }
         let stats = pin.statistics
         XCTAssertEqual(stats.requeueFailures, 1)
         XCTAssertEqual(pin.bufferCounts.queued + pin.bufferCounts.held, 4, "the buffer whose QBUF failed was queued again")
@@ -124,14 +124,14 @@ final class VividFaultTests: XCTestCase {
         let device = try Vivid.open()
         let pin = try CapturePin(device: device, configuration: Vivid.deterministic(width: 320, height: 180, fps: 60))
         try pin.start()
-        var held = try unwrapPointer(try pin.next(timeoutMilliseconds: 10_000))
+        var held = try unwrapPointer(try pin.next(timeout: .milliseconds(10_000)))
         let cancelled = Counter()
         held.onCancel { cancelled.increment() }
         try Vivid.setControl(device, "inject_fatal_streaming_error")
         var thrown: CaptureError?
         for _ in 0..<20 {
             do {
-                _ = try pin.advance(timeoutMilliseconds: 10_000)
+                _ = try pin.advance(timeout: .milliseconds(10_000))
             } catch {
                 thrown = error
                 break
@@ -142,12 +142,12 @@ final class VividFaultTests: XCTestCase {
         XCTAssertTrue(error.message.contains("fatal driver error"), error.message)
         XCTAssertEqual(cancelled.value, 1)
         XCTAssertThrowsError(try held.lock())
-        XCTAssertThrowsError(try pin.advance(timeoutMilliseconds: 100), "a failed pin keeps failing until restarted")
+        XCTAssertThrowsError(try pin.advance(timeout: .milliseconds(100)), "a failed pin keeps failing until restarted")
         print("fault case: inject_fatal_streaming_error: \(error); held frame cancelled, handler ran")
         _ = consume held
         try pin.start()
         defer { pin.stop() }
-        XCTAssertTrue(gotFrame(try pin.next(timeoutMilliseconds: 10_000)), "restart after the fatal error")
+        XCTAssertTrue(gotFrame(try pin.next(timeout: .milliseconds(10_000))), "restart after the fatal error")
     }
 
     /// disconnect: ENODEV is a clear error, not a crash. Uses its own vivid instance.
@@ -156,13 +156,13 @@ final class VividFaultTests: XCTestCase {
         let pin = try CapturePin(device: device, configuration: Vivid.deterministic(width: 320, height: 180, fps: 60))
         try pin.start()
         var frames = 0
-        for _ in 0..<3 where gotFrame(try pin.next(timeoutMilliseconds: 10_000)) { frames += 1 }
+        for _ in 0..<3 where gotFrame(try pin.next(timeout: .milliseconds(10_000))) { frames += 1 }
         XCTAssertEqual(frames, 3)
         try Vivid.setControl(device, "disconnect")
         var thrown: CaptureError?
         for _ in 0..<30 {
             do {
-                guard try pin.advance(timeoutMilliseconds: 2000) else { continue }
+                guard try pin.advance(timeout: .milliseconds(2000)) else { continue }
                 frames += 1
             } catch {
                 thrown = error
@@ -187,18 +187,18 @@ final class VividFaultTests: XCTestCase {
             var held: [HeldFrame] = []
             let cancels = Counter()
             for _ in 0..<3 {
-                var pointer = try unwrapPointer(try pin.next(timeoutMilliseconds: 10_000))
+                var pointer = try unwrapPointer(try pin.next(timeout: .milliseconds(10_000)))
                 pointer.onCancel { cancels.increment() }
                 held.append(HeldFrame(pointer))
             }
             switch policy {
             case .block:
-                XCTAssertFalse(try pin.advance(timeoutMilliseconds: 300), "every buffer is held: nothing can arrive")
+                XCTAssertFalse(try pin.advance(timeout: .milliseconds(300)), "every buffer is held: nothing can arrive")
                 XCTAssertEqual(pin.statistics.starvationWaits, 1)
                 held.removeFirst()
-                XCTAssertTrue(try pin.advance(timeoutMilliseconds: 10_000), "a released frame feeds the driver again")
+                XCTAssertTrue(try pin.advance(timeout: .milliseconds(10_000)), "a released frame feeds the driver again")
             case .cancelOldestUnlocked:
-                XCTAssertTrue(try pin.advance(timeoutMilliseconds: 10_000))
+                XCTAssertTrue(try pin.advance(timeout: .milliseconds(10_000)))
                 XCTAssertEqual(pin.statistics.starvationCancels, 1)
                 XCTAssertEqual(cancels.value, 1)
                 XCTAssertThrowsError(try held[0].pointer!.lock(), "the oldest held frame was cancelled")
@@ -258,7 +258,7 @@ final class VividFaultTests: XCTestCase {
                 let result = try pin.start(AllocatorSelection(candidates: [make()], consumer: ConsumerRequirements(acceptsDeviceMemory: true)))
                 XCTAssertFalse(result.fellBackToDefault, "\(name): \(result.rejections)")
                 for _ in 0..<2 {
-                    var pointer = try unwrapPointer(try pin.next(timeoutMilliseconds: 10_000))
+                    var pointer = try unwrapPointer(try pin.next(timeout: .milliseconds(10_000)))
                     try pointer.withLockedPayload { XCTAssertEqual($0.info.payloadSize, 460_800) }
                 }
                 pin.stop()
@@ -284,7 +284,7 @@ final class VividFaultTests: XCTestCase {
         let maps = ProcessResources.mappings()
         for cycle in 0..<200 {
             try pin.start()
-            if cycle % 50 == 0 { XCTAssertTrue(try pin.advance(timeoutMilliseconds: 10_000)) }
+            if cycle % 50 == 0 { XCTAssertTrue(try pin.advance(timeout: .milliseconds(10_000))) }
             pin.stop()
         }
         XCTAssertEqual(ProcessResources.openDescriptors(), fds)
@@ -302,7 +302,7 @@ final class VividFaultTests: XCTestCase {
         let released = Counter()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<60 {
-                let frame = SharedFrame(try unwrapPointer(try pin.next(timeoutMilliseconds: 10_000)))
+                let frame = SharedFrame(try unwrapPointer(try pin.next(timeout: .milliseconds(10_000))))
                 group.addTask {
                     try await Task.sleep(for: .milliseconds(Int.random(in: 1...30)))
                     frame.release()

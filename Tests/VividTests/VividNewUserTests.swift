@@ -9,7 +9,7 @@ import Glibc
 
 /// Issue 16 against the real vivid driver: what a new user hit.
 final class VividNewUserTests: XCTestCase {
-    typealias Run = Subprocess.Result
+    typealias Run = ChildProcess.Result
     let work = "/tmp/framedump-newuser-tests"
 
     override func setUpWithError() throws {
@@ -20,7 +20,7 @@ final class VividNewUserTests: XCTestCase {
     }
 
     private func framedump(_ arguments: [String]) throws -> Run {
-        try Subprocess.run(VividCLITests.framedump, arguments)
+        try ChildProcess.run(VividCLITests.framedump, arguments)
     }
 
     /// Items 1 and 2: the odd size on the Rec. 709 HDMI input converts now (libswscale, with
@@ -66,14 +66,14 @@ final class VividNewUserTests: XCTestCase {
         let pin = try CapturePin(device: device, configuration: Vivid.deterministic())
         try pin.start()
         defer { pin.stop() }
-        XCTAssertTrue(try pin.advance(timeoutMilliseconds: 10_000))
+        XCTAssertTrue(try pin.advance(timeout: .milliseconds(10_000)))
         let plain = try framedump(["framing", "-d", Vivid.main, "--json"])
         XCTAssertEqual(plain.status, 0, plain.stderr)
         XCTAssertTrue(plain.text.contains("\"frameSizeMinimum\""), plain.text)
         let tried = try framedump(["framing", "-d", Vivid.main, "--pixel-format", "NV12", "--size", "320x180"])
         XCTAssertEqual(tried.status, 0, tried.stderr)
         XCTAssertTrue(tried.text.contains("NV12 320x180"), tried.text)
-        XCTAssertTrue(try pin.advance(timeoutMilliseconds: 10_000), "the stream goes on")
+        XCTAssertTrue(try pin.advance(timeout: .milliseconds(10_000)), "the stream goes on")
         XCTAssertEqual(try device.format(pin.bufferType).pixelFormat, .yuyv, "the format in force is unchanged")
         print("newuser: framing while streaming: exit \(plain.status) and \(tried.status)")
     }

@@ -11,7 +11,7 @@ import Glibc
 /// Issue 16, items 1 and 2, against the real vivid driver: PNGs at odd sizes and with the
 /// frame's colorimetry, compared with ffmpeg's conversion of the same raw frame.
 final class VividPNGTests: XCTestCase {
-    typealias Run = Subprocess.Result
+    typealias Run = ChildProcess.Result
     let work = "/tmp/framedump-png-tests"
 
     override func setUpWithError() throws {
@@ -21,7 +21,7 @@ final class VividPNGTests: XCTestCase {
     }
 
     private func framedump(_ arguments: [String]) throws -> Run {
-        try Subprocess.run(VividCLITests.framedump, arguments)
+        try ChildProcess.run(VividCLITests.framedump, arguments)
     }
 
     /// A PNG read back as packed RGB24.
@@ -81,7 +81,7 @@ final class VividPNGTests: XCTestCase {
         var scale = "scale=flags=bilinear+full_chroma_int+accurate_rnd"
         if let matrix { scale += ":in_color_matrix=\(matrix)" }
         if let range { scale += ":in_range=\(range)" }
-        let run = try Subprocess.run("/usr/bin/ffmpeg", ["-v", "error", "-cpuflags", "0", "-y", "-f", "rawvideo", "-pix_fmt", pixelFormat,
+        let run = try ChildProcess.run("/usr/bin/ffmpeg", ["-v", "error", "-cpuflags", "0", "-y", "-f", "rawvideo", "-pix_fmt", pixelFormat,
                                                          "-s", "\(width)x\(height)", "-i", input, "-vf", scale,
                                                          "-f", "rawvideo", "-pix_fmt", "rgb24", output])
         XCTAssertEqual(run.status, 0, run.stderr)

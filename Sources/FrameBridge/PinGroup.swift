@@ -1,0 +1,215 @@
+import Dispatch
+import Synchronization
+import V4L2
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What ``PinGroup/next(timeout:)`` hands back: a frame of one pin, or the end of one pin's
+/// stream (its error), after which the others go on.
+public enum PinGroupEvent: ~Copyable {
+    /// A frame of the pin at `pin` (its index in the group). The pointer holds the frame's only
+    /// reference: it is queued again the moment the pointer goes.
+    case frame(pin: Int, StreamPointer)
+    /// The pin at `pin` failed (a disconnect, a fatal driver error, the end of its stream) and
+    /// was stopped; the group no longer waits on it.
+    case ended(pin: Int, CaptureError)
+}
+
+/// Several started pins waited on together, as a multi-camera rig needs (a stereo pair, a
+/// webcam beside an HDMI grabber): one poll(2) over every device and the group's wake-up
+/// eventfd, however many pins.
+///
+/// Each frame says which pin it came from; pins are served round robin when several are ready,
+/// so a fast device cannot starve a slow one. One device's failure or unplug ends that pin's
+/// stream with its error (``PinGroupEvent/ended(pin:_:)``) and the others go on, unless the
+/// group was made with `allOrNothing`, when it stops every pin and throws.
+///
+/// All pins share one backend (the kernel's for real devices, or one simulator). Their
+/// timestamps are CLOCK_MONOTONIC, so frames of different devices can be related by them
+/// (``FrameInfo/timestampNanoseconds``).
+///
+/// Call ``next(timeout:)`` from one consumer thread at a time; ``wake()`` and ``stop()`` from any.
+public final class PinGroup: @unchecked Sendable {
+    /// The pins, in the order given.
+    public let pins: [CapturePin]
+    /// Whether one pin's failure stops the whole group.
+    public let allOrNothing: Bool
+    private let backend: any DeviceBackend
+    private let wakeup: WakeupEvent
+    /// Touched by the consumer thread only: the poll set (every pin, then the eventfd) and
+    /// where the round robin goes on.
+    private let entries: UnsafeMutableBufferPointer<pollfd>
+    private var cursor = 0
+    private let state: Locked<[CaptureError?]>
+
+    /// - Precondition: at least one pin, all on one backend.
+    public init(_ pins: [CapturePin], allOrNothing: Bool = false) throws(CaptureError) {
+        precondition(!pins.isEmpty, "a PinGroup needs at least one pin")
+        let backend = pins[0].device.backend
+        precondition(pins.allSatisfy { $0.device.backend === backend }, "the pins of a PinGroup must share one backend")
+        self.pins = pins
+        self.allOrNothing = allOrNothing
+        self.backend = backend
+        do {
+            wakeup = try WakeupEvent()
+        } catch {
+            throw CaptureError(error)
+        }
+        entries = .allocate(capacity: pins.count + 1)
+        entries.initialize(repeating: pollfd(fd: -1, events: 0, revents: 0))
+        state = Locked(Array(repeating: nil, count: pins.count))
+    }
+
+    deinit {
+        entries.deallocate()
+    }
+
+    /// The error that ended each pin's stream (nil while it streams).
+    public var endings: [CaptureError?] { state.withLock { $0 } }
+
+    /// Whether every pin's stream has ended.
+    public var isFinished: Bool { state.withLock { $0.allSatisfy { $0 != nil } } }
+
+    /// Makes the current (or next) ``next(timeout:)`` return nil at once, from any thread.
+    public func wake() { wakeup.signal() }
+
+    /// Stops every pin (STREAMOFF) and wakes the consumer.
+    public func stop() {
+        for pin in pins { pin.stop() }
+        wake()
+    }
+
+    /// The next frame of any pin, or the end of one pin's stream, waiting up to `timeout`
+    /// (one deadline for the whole call). Nil when the timeout passed, when ``wake()`` or
+    /// ``stop()`` ended the wait, or when every pin has ended.
+    ///
+    /// - Throws: with `allOrNothing`, the first pin's failure, after stopping every pin.
+    public func next(timeout: Duration = .seconds(2)) throws(CaptureError) -> PinGroupEvent? {
+        let deadline = CapturePin.nanoseconds(timeout).map { MonotonicClock.nanoseconds() + $0 }
+        let count = pins.count
+        while true {
+            let ended = state.withLock { $0.map { $0 != nil } }
+            if !ended.contains(false) { return nil }
+            for i in 0..<count {
+                entries[i] = pollfd(fd: ended[i] ? -1 : pins[i].device.descriptor, events: Int16(POLLIN | POLLERR), revents: 0)
+            }
+            entries[count] = pollfd(fd: wakeup.descriptor, events: Int16(POLLIN), revents: 0)
+            var milliseconds: Int32 = -1
+            if let deadline {
+                let left = deadline - MonotonicClock.nanoseconds()
+                milliseconds = left <= 0 ? 0 : Int32(clamping: (left + 999_999) / 1_000_000)
+            }
+            switch backend.poll(entries, timeoutMilliseconds: milliseconds) {
+            case .success: break
+            case .failure(.interrupted): continue
+            case .failure(let errno):
+                throw CaptureError(V4L2Error(device: pins.map(\.device.path).joined(separator: ", "), operation: "poll", errno: errno,
+                                             detail: "waiting on the pins of a group"))
+            }
+            if entries[count].revents != 0, wakeup.drain().woken { return nil }
+            // Round robin over the ready pins, from where the last frame came.
+            for step in 0..<count {
+                let i = (cursor + step) % count
+                guard !ended[i], entries[i].revents != 0 else { continue }
+                do throws(CaptureError) {
+                    if let pointer = try pins[i].next(timeout: .zero, keepLeadingEdge: false) {
+                        cursor = (i + 1) % count
+                        return .frame(pin: i, pointer)
+                    }
+                } catch {
+                    return try end(pin: i, error)
+                }
+            }
+            if let deadline, MonotonicClock.nanoseconds() >= deadline { return nil }
+        }
+    }
+
+    /// Records the end of pin `i`'s stream; with `allOrNothing`, stops every pin and throws.
+    private func end(pin i: Int, _ error: CaptureError) throws(CaptureError) -> PinGroupEvent {
+        state.withLock { $0[i] = error }
+        pins[i].stop()
+        if allOrNothing {
+            for (j, pin) in pins.enumerated() where j != i { pin.stop() }
+            state.withLock { endings in
+                for j in endings.indices where endings[j] == nil {
+                    endings[j] = CaptureError(.invalidState, "\(pins[j].device.path): stopped because \(pins[i].device.path) failed (all or nothing)")
+                }
+            }
+            throw error
+        }
+        return .ended(pin: i, error)
+    }
+
+    /// The group's frames as an `AsyncSequence` of ``PinGroupFrames/Element``: each frame with
+    /// its pin, and each pin's end. It finishes when every pin has ended or the group was
+    /// stopped; cancelling the task stops every pin. The waits run on a dispatch queue of the
+    /// sequence's own, off the cooperative pool.
+    public func frames() -> PinGroupFrames {
+        PinGroupFrames(group: self, queue: DispatchQueue(label: "FrameBridge.PinGroupFrames"))
+    }
+}
+
+/// ``PinGroup/frames()``.
+public struct PinGroupFrames: AsyncSequence, Sendable {
+    public enum Element: Sendable {
+        /// A frame and the index of the pin it came from.
+        case frame(pin: Int, CapturedFrame)
+        /// The pin's stream ended with this error; the others go on.
+        case ended(pin: Int, CaptureError)
+    }
+
+    let group: PinGroup
+    let queue: DispatchQueue
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let group: PinGroup
+        let queue: DispatchQueue
+
+        public mutating func next() async throws -> Element? {
+            let group = group
+            let queue = queue
+            let cancelled = CancellationFlag()
+            let element = try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Element?, any Error>) in
+                    queue.async {
+                        let element: Element?
+                        do {
+                            element = try Self.wait(group, cancelled: cancelled)
+                        } catch {
+                            continuation.resume(throwing: error)
+                            return
+                        }
+                        // The frame's reference moves to the task (see CapturedFrames).
+                        continuation.resume(returning: consume element)
+                    }
+                }
+            } onCancel: {
+                cancelled.set()
+                group.wake()
+            }
+            if cancelled.isSet {
+                group.stop()
+                return nil
+            }
+            return element
+        }
+
+        private static func wait(_ group: PinGroup, cancelled: CancellationFlag) throws(CaptureError) -> Element? {
+            while !cancelled.isSet {
+                if let event = try group.next(timeout: .seconds(3600)) {
+                    switch consume event {
+                    case .frame(let pin, let pointer): return .frame(pin: pin, CapturedFrame(pointer))
+                    case .ended(let pin, let error): return .ended(pin: pin, error)
+                    }
+                }
+                if group.isFinished || group.pins.allSatisfy({ $0.wasStoppedByCaller }) { return nil }
+            }
+            return nil
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(group: group, queue: queue)
+    }
+}
