@@ -180,7 +180,7 @@ struct PictureColorimetry: Equatable {
             case 128: return PictureColorimetry(matrix: 0, fullRange: true, hueSteps: 180, name: "HSV, hue 0-179")
             case 129: return PictureColorimetry(matrix: 0, fullRange: true, hueSteps: 256, name: "HSV, hue 0-255")
             default:
-                throw .usage("--png-dir: \(name): the driver states no HSV encoding (hsv_enc \(format.ycbcrEncoding); V4L2 defines 128, hue 0-179, and 129, hue 0-255), so the hue cannot be read right; set it (vivid: --set-ctrl hsv_encoding=0 or 1, changing the value in force: vivid states it only when the control changes) or capture raw")
+                throw .usage("--png-dir: \(name): the driver states no HSV encoding (hsv_enc \(format.ycbcrEncoding); V4L2 defines 128, hue 0-179, and 129, hue 0-255), so the hue cannot be read right; set it (vivid: --set-ctrl hsv_encoding=0 or 1, a value other than the one in force, with this format) or capture raw")
             }
         case .rgb:
             let full = format.quantization == 0 ? defaultFullRange(isRGBOrHSV: true, colorspace: format.colorspace) : format.quantization == 1
