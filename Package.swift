@@ -31,6 +31,9 @@ let package = Package(
         ),
         // framedump's own C helpers (O_DIRECT, statx's direct-I/O alignment), kept out of the V4L2 shim.
         .target(name: "CFrameDump"),
+        // framedump's picture conversion for PNGs: libswscale (Debian's libswscale-dev) told the
+        // frame's colorimetry, plus HSV and the repacking of odd layouts in C.
+        .target(name: "CFrameConvert", linkerSettings: [.linkedLibrary("swscale"), .linkedLibrary("avutil")]),
         // libjpeg-turbo's TurboJPEG API (Debian's libturbojpeg0-dev).
         .target(name: "CTurboJPEG", linkerSettings: [.linkedLibrary("turbojpeg")]),
         // Typed V4L2 device layer: one thin wrapper per ioctl, typed errors.
@@ -42,7 +45,7 @@ let package = Package(
         .target(name: "FrameBridge", dependencies: ["CV4L2", "CTurboJPEG", "V4L2", system],
                 swiftSettings: [.enableExperimentalFeature("Lifetimes")]),
         // The frame-dump logic behind the CLI: sinks (raw, y4m, PNG), capture session, reports.
-        .target(name: "FrameDump", dependencies: ["CV4L2", "CFrameDump", "CTurboJPEG", "V4L2", "FrameBridge", system]),
+        .target(name: "FrameDump", dependencies: ["CV4L2", "CFrameDump", "CFrameConvert", "CTurboJPEG", "V4L2", "FrameBridge", system]),
         // The thin CLI.
         .executableTarget(
             name: "framedump",
@@ -63,14 +66,14 @@ let package = Package(
         // The in-process benchmarks that tools/bench runs.
         .executableTarget(
             name: "framebridge-bench",
-            dependencies: ["CMallocCounter", "CV4L2", "CTurboJPEG", "V4L2", "V4L2Simulator", "FrameBridge"]
+            dependencies: ["CMallocCounter", "CV4L2", "CTurboJPEG", "V4L2", "V4L2Simulator", "FrameBridge", "FrameDump"]
         ),
         // Helpers shared by the test targets (pointer boxes, spy allocator, /proc counters).
         .target(name: "FrameBridgeTestSupport", dependencies: ["FrameBridge", "V4L2", system,
                                                              .product(name: "Subprocess", package: "swift-subprocess")], path: "Tests/FrameBridgeTestSupport"),
         .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
         .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
-        .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
+        .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CFrameConvert", "CTurboJPEG", "FrameBridgeTestSupport", system]),
         // Integration tests against the real vivid driver; they run inside tools/vivid-vm.
         // Integration tests against the real uvcvideo driver and the emulated camera; they run
         // inside tools/vivid-vm --uvc.

@@ -79,8 +79,11 @@ public final class CapturePin: Sendable {
             if let input = configuration.input {
                 try device.selectInput(input)
             }
-            self.format = try CapturePin.negotiateFormat(device: device, bufferType: bufferType, configuration: configuration, commit: true)
+            let negotiated = try CapturePin.negotiateFormat(device: device, bufferType: bufferType, configuration: configuration, commit: true)
             try CapturePin.applyRateAndControls(device: device, bufferType: bufferType, configuration: configuration)
+            // A control can change the format's colorimetry (vivid's hsv_encoding, colorspace,
+            // quantization): the format in force is read again after the controls.
+            self.format = configuration.controls.isEmpty ? negotiated : try device.format(bufferType)
             self.frameInterval = try device.frameInterval(bufferType)
             framingCache = Locked(try AllocatorFraming.query(device: device, bufferType: bufferType))
         } catch let error as CaptureError {

@@ -16,6 +16,10 @@
 //   framebridge-bench mjpeg [--frames N] [--width W] [--height H]
 //                                                 MJPEG decode (TurboJPEG vs libv4lconvert) and
 //                                                 PNG writing by zlib level (MJPEGBench.swift)
+//   framebridge-bench png-convert [--frames N] [--width W] [--height H]
+//                                                 an uncompressed frame to a PNG's RGB24:
+//                                                 libswscale (PNGSink) vs libv4lconvert
+//                                                 (PictureBench.swift)
 //
 // Each prints `figure: NAME value VALUE reference REFERENCE` lines that tools/bench collects.
 import CMallocCounter
@@ -164,6 +168,7 @@ let mode = CommandLine.arguments.dropFirst().first ?? "all"
 var sink = 0
 
 if mode == "mjpeg" { runMJPEGBench() }
+if mode == "png-convert" { runPictureBench() }
 
 if mode == "allocations" || mode == "all" {
     let frames = argument("--frames", default: 1000)

@@ -194,7 +194,9 @@ public enum ProcessResources {
 
     /// Mappings of device memory: V4L2 buffers (/dev/video*), dmabufs and DRM objects.
     public static func deviceMappings() -> Int {
-        mapLines().filter { $0.contains("/dev/video") || $0.contains("dmabuf") || $0.contains("drm") }.count
+        // Not shared libraries whose names say drm: libavutil (under framedump's libswscale)
+        // brings libdrm and libva-drm into every process that links FrameDump.
+        mapLines().filter { $0.contains("/dev/video") || $0.contains("dmabuf") || ($0.contains("drm") && !$0.contains(".so")) }.count
     }
 
     static func mapLines() -> [Substring] {

@@ -18,31 +18,40 @@ final class NewUserTests: XCTestCase {
     private func format(_ fourcc: String, _ width: UInt32, _ height: UInt32, bytesPerLine: UInt32? = nil, bytesPerPixel: UInt32 = 2,
                         colorspace: UInt32 = 8, encoding: UInt32 = 0, quantization: UInt32 = 0) -> ImageFormat {
         ImageFormat(bufferType: .videoCapture, width: width, height: height, pixelFormat: FourCC(fourcc)!, field: 1,
-                    colorspace: colorspace, planes: [PlaneFormat(bytesPerLine: bytesPerLine ?? width * bytesPerPixel, sizeImage: width * height * 3)],
+                    colorspace: colorspace, planes: [PlaneFormat(bytesPerLine: bytesPerLine ?? width * bytesPerPixel, sizeImage: (bytesPerLine ?? width * bytesPerPixel) * height * 2)],
                     ycbcrEncoding: encoding, quantization: quantization)
     }
 
-    func testPNGRefusesWhatLibV4LConvertWouldGetWrong() {
+    /// libswscale converts what libv4lconvert got wrong (odd sizes, real line lengths, BT.709,
+    /// full-range YCbCr, limited-range RGB, HSV by its hsv_enc, NV24, AYUV); only what cannot
+    /// be right is refused, naming the format and --png-dir.
+    func testPNGAcceptsWhatSwscaleConvertsAndRefusesTheRest() {
+        let accepted = [
+            format("YUYV", 641, 361, bytesPerLine: 1282), format("NV12", 641, 361, bytesPerPixel: 1),
+            format("NV12", 640, 360, bytesPerLine: 704), format("UYVY", 640, 360, colorspace: 3),
+            format("YUYV", 640, 360, encoding: 2), format("YUYV", 640, 360, quantization: 1),
+            format("RGB3", 640, 360, bytesPerPixel: 3, quantization: 2), format("HSV3", 640, 360, bytesPerPixel: 3, encoding: 129),
+            format("HSV4", 640, 360, bytesPerPixel: 4, encoding: 128), format("AYUV", 640, 360, bytesPerPixel: 4),
+            format("NV24", 640, 360, bytesPerPixel: 1), format("422P", 640, 360, bytesPerPixel: 1), format("NV21", 640, 360, bytesPerPixel: 1),
+            format("Y10", 640, 360), format("GREY", 641, 361, bytesPerPixel: 1),
+        ]
+        for format in accepted {
+            XCTAssertNoThrow(try PNGSink.checkFormat(format), "\(format.pixelFormat) \(format.width)x\(format.height)")
+        }
         let refused: [(ImageFormat, String)] = [
-            (format("YUYV", 641, 361), "width divisible by 2"),                       // item 1: shifted colours
-            (format("NV12", 641, 361, bytesPerPixel: 1), "width divisible by 2"),     // item 1: sheared
-            (format("NV12", 640, 360, bytesPerLine: 704), "lines are 704 bytes"),
-            (format("UYVY", 640, 360, colorspace: 3), "BT.709 limited range"),        // item 2: vivid's HDMI input
-            (format("YUYV", 640, 360, encoding: 2), "BT.709 limited range"),
-            (format("YUYV", 640, 360, quantization: 1), "BT.601 full range"),
-            (format("RGB3", 640, 360, bytesPerPixel: 3, quantization: 2), "limited-range RGB"),
-            (format("HSV3", 640, 360, bytesPerPixel: 3, encoding: 129), "cannot be converted to a correct PNG"), // item 2: hsv_enc ignored
-            (format("AYUV", 640, 360, bytesPerPixel: 4), "cannot be converted to a correct PNG"),
-            (format("NV24", 640, 360, bytesPerPixel: 1), "cannot be converted to a correct PNG"),
+            (format("HSV3", 640, 360, bytesPerPixel: 3, encoding: 0), "states no HSV encoding"),
+            (format("YUYV", 640, 360, encoding: 7), "BT.2020 constant luminance"),
+            (format("YUVP", 640, 360), "YUVP frames cannot be converted to a correct PNG"),
+            (format("BG10", 640, 360), "BG10 frames cannot be converted to a correct PNG"),
+            (format("BA81", 641, 361, bytesPerPixel: 1), "Bayer mosaic needs an even width and height"),
+            (format("YUYV", 640, 360, bytesPerLine: 1000), "cannot hold 360 rows of 1280 bytes"),
         ]
         for (format, mention) in refused {
             let error = expectFrameDumpError { () throws(FrameDumpError) in try PNGSink.checkFormat(format) }
             XCTAssertEqual(error?.exitCode, 2, "\(format.pixelFormat)")
             XCTAssertTrue(error?.message.contains(mention) ?? false, "\(format.pixelFormat): \(error?.message ?? "")")
-        }
-        // vivid's webcam input: sRGB, BT.601 limited YCbCr, full-range RGB.
-        for accepted in [format("YUYV", 640, 360), format("NV12", 640, 360, bytesPerPixel: 1), format("RGB3", 641, 361, bytesPerPixel: 3)] {
-            XCTAssertNoThrow(try PNGSink.checkFormat(accepted), "\(accepted.pixelFormat)")
+            XCTAssertTrue(error?.message.hasPrefix("--png-dir: ") ?? false, "\(format.pixelFormat): \(error?.message ?? "")")
+            XCTAssertTrue(error?.message.contains(format.pixelFormat.description) ?? false, "\(error?.message ?? "")")
         }
     }
 
