@@ -46,12 +46,21 @@ let package = Package(
                 swiftSettings: [.enableExperimentalFeature("Lifetimes")]),
         // The frame-dump logic behind the CLI: sinks (raw, y4m, PNG), capture session, reports.
         .target(name: "FrameDump", dependencies: ["CV4L2", "CFrameDump", "CFrameConvert", "CTurboJPEG", "V4L2", "FrameBridge", system]),
-        // The thin CLI.
+        // The thin CLI. A release build (what tools/demo and tools/bench run, and what gets
+        // installed) links the Swift runtime and FoundationEssentials statically into a non-PIE
+        // executable: no symbol lookups across a dozen Swift libraries at load, and none of the
+        // ~40,000 load-time relocations of a PIE, each page of which is a copy-on-write fault.
+        // lld, because gold warns about mktemp inside libFoundationEssentials.a. Debug builds (the
+        // tests, the TSan run) stay dynamic and PIE.
         .executableTarget(
             name: "framedump",
             dependencies: [
                 "FrameDump", "FrameBridge", "V4L2",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            linkerSettings: [
+                .unsafeFlags(["-static-stdlib", "-use-ld=lld", "-Xclang-linker", "-no-pie", "-l_FoundationCollections", "-l_FoundationCShims"],
+                             .when(platforms: [.linux], configuration: .release)),
             ]
         ),
         // An emulated USB Video Class webcam that serves USB/IP to the kernel's vhci_hcd, so the

@@ -255,8 +255,9 @@ public final class CapturePin: Sendable {
 
         let framing: AllocatorFraming
         do {
-            framing = try AllocatorFraming.query(device: device, bufferType: bufferType,
-                                                 knownMinimum: framingCache.withLock { $0.framesMinimum })
+            let known = framingCache.withLock { $0 }
+            framing = try AllocatorFraming.query(device: device, bufferType: bufferType, knownMinimum: known.framesMinimum,
+                                                 knownCompression: (known.pixelFormat, known.isCompressed))
         } catch {
             throw CaptureError(error)
         }

@@ -184,7 +184,8 @@ extension AllocatorFraming {
     /// queue, cost a queue_setup at start-up, and consumed a one-shot queue_setup fault (vivid's
     /// inject_vidioc_reqbufs_error) meant for the real request.
     public static func query(device: VideoDevice, bufferType: BufferType, format requested: ImageFormat? = nil,
-                             knownMinimum: Int? = nil) throws(V4L2Error) -> AllocatorFraming {
+                             knownMinimum: Int? = nil, knownCompression: (pixelFormat: FourCC, compressed: Bool)? = nil)
+        throws(V4L2Error) -> AllocatorFraming {
         let format: ImageFormat
         if let requested { format = requested } else { format = try device.format(bufferType) }
         var capabilities: BufferCapabilities = []
@@ -239,10 +240,12 @@ extension AllocatorFraming {
         if capabilities.contains(.supportsMMAPCacheHints) { flags.insert(.cacheHints) }
         if capabilities.contains(.supportsOrphanedBuffers) { flags.insert(.orphanedBuffers) }
         if createsBuffers && kinds.contains(.mmap) && queueMaximumFrames > minimum { flags.insert(.canGrow) }
-        // Compressed: the driver's flag from ENUM_FMT, or the fourcc when the driver sets none.
-        var compressed = format.pixelFormat.isKnownCompressed
-        if !compressed, let descriptions = try? device.formats(bufferType),
-           let description = descriptions.first(where: { $0.pixelFormat == format.pixelFormat }) {
+        // Compressed: the driver's flag from ENUM_FMT, or the fourcc when the driver sets none;
+        // the caller's answer for this pixel format when it has one (a pin's start() after init).
+        let known = knownCompression.flatMap { $0.pixelFormat == format.pixelFormat ? $0.compressed : nil }
+        var compressed = known ?? format.pixelFormat.isKnownCompressed
+        if known == nil, !compressed,
+           let description = try? device.formatDescription(of: format.pixelFormat, bufferType) {
             compressed = description.isCompressed
         }
         if compressed { flags.insert(.compressed) }

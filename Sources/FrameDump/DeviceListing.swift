@@ -1,4 +1,4 @@
-import Foundation
+import Glibc
 import V4L2
 
 /// One line of `framedump list`.
@@ -23,12 +23,27 @@ public struct DeviceListEntry: Hashable, Sendable, Codable {
 public enum DeviceListing {
     /// The `video<N>` nodes of `directory` (normally `/dev`), sorted by number.
     public static func videoDevicePaths(directory: String = "/dev") -> [String] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        let names = directoryEntries(directory)
         let base = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
         let paths = names.filter { name in
             name.hasPrefix("video") && name.count > 5 && name.dropFirst(5).allSatisfy(\.isASCIIDigit)
         }.map { "\(base)/\($0)" }
         return sorted(paths)
+    }
+
+    /// The names in `directory` (readdir(3); empty when it cannot be opened). Not FileManager:
+    /// full Foundation costs every command its load-time relocations and conformance records.
+    static func directoryEntries(_ directory: String) -> [String] {
+        guard let stream = opendir(directory) else { return [] }
+        defer { closedir(stream) }
+        var names: [String] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
     }
 
     /// The trailing number of a node's name, as in `/dev/video12`.

@@ -1,4 +1,5 @@
-import Foundation
+// FoundationEssentials, not Foundation: the CLI loads no ICU or CoreFoundation for its JSON.
+import FoundationEssentials
 
 /// JSON encoding and decoding of framedump's reports: camelCase keys, sorted, pretty-printed.
 public enum FrameDumpJSON {

@@ -182,6 +182,25 @@ public final class VideoDevice: Sendable {
         return result
     }
 
+    /// The VIDIOC_ENUM_FMT entry of `pixelFormat`, enumerating only up to it: nil when the driver
+    /// does not list it. One ioctl for the first format instead of one per format (vivid has 84).
+    public func formatDescription(of pixelFormat: FourCC, _ bufferType: BufferType) throws(V4L2Error) -> FormatDescription? {
+        // Bounded: a driver that never answers EINVAL must not keep us here.
+        for index in UInt32(0)..<1024 {
+            var desc = v4l2_fmtdesc()
+            desc.index = index
+            desc.type = bufferType.rawValue
+            if let errno = rawIoctl(CV4L2_VIDIOC_ENUM_FMT, &desc) {
+                if errno == .invalidArgument { return nil }
+                throw error("VIDIOC_ENUM_FMT", errno)
+            }
+            guard desc.pixelformat == pixelFormat.rawValue else { continue }
+            return FormatDescription(index: desc.index, bufferType: bufferType, flags: desc.flags,
+                                     description: VideoDevice.string(from: desc.description), pixelFormat: pixelFormat)
+        }
+        return nil
+    }
+
     /// VIDIOC_ENUM_FRAMESIZES for a pixel format.
     public func frameSizes(_ pixelFormat: FourCC) throws(V4L2Error) -> [FrameSize] {
         var result: [FrameSize] = []

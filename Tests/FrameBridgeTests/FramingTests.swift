@@ -1,3 +1,4 @@
+import CV4L2
 import FrameBridge
 import Foundation
 import V4L2
@@ -34,6 +35,20 @@ final class FramingTests: XCTestCase {
         XCTAssertTrue(item.flags.contains(.orphanedBuffers), "the simulator reports V4L2_BUF_CAP_SUPPORTS_ORPHANED_BUFS")
         XCTAssertFalse(item.flags.contains(.dataOffset), "a single-planar queue has no data_offset")
         XCTAssertFalse(item.flags.contains(.cacheHints))
+    }
+
+    /// Start-up reads the compressed flag with VIDIOC_ENUM_FMT only up to the pin's format, once:
+    /// start() reuses the answer (vivid lists 84 formats; they were enumerated twice per capture).
+    func testFramingEnumeratesFormatsOnlyUpToThePinsFormatAndOnlyOnce() throws {
+        for (layout, index) in [(Layout.singlePlanar, 0), (.multiPlanar, 3)] {
+            let rig = try SimRig(layout)
+            XCTAssertEqual(rig.count(CV4L2_VIDIOC_ENUM_FMT), index + 1, "\(layout): \(rig.pin.format.pixelFormat) is entry \(index)")
+            XCTAssertFalse(rig.pin.framing.isCompressed)
+            try rig.pin.start(rig.selection(.kernelPool))
+            XCTAssertTrue(gotFrame(try rig.pin.next()))
+            XCTAssertEqual(rig.count(CV4L2_VIDIOC_ENUM_FMT), index + 1, "\(layout): start() enumerated the formats again")
+            rig.pin.stop()
+        }
     }
 
     func testMultiPlanarFramingHasAnItemPerPlaneWithDataOffset() throws {

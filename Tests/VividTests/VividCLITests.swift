@@ -11,8 +11,10 @@ import Glibc
 final class VividCLITests: XCTestCase {
     typealias Run = ChildProcess.Result
 
-    /// The framedump built next to this test bundle.
+    /// The framedump built next to this test bundle, or FRAMEBRIDGE_FRAMEDUMP (e.g. the release
+    /// build, which links the Swift runtime statically: the CLI that gets installed).
     static var framedump: String {
+        if let path = ProcessInfo.processInfo.environment["FRAMEBRIDGE_FRAMEDUMP"], !path.isEmpty { return path }
         let bundle = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         return bundle.appendingPathComponent("framedump").path
     }
@@ -113,6 +115,55 @@ final class VividCLITests: XCTestCase {
         XCTAssertTrue(text.contains("\"frameSizeMinimum\"") && text.contains("userptr"), text)
         _ = try JSONSerialization.jsonObject(with: framing.stdout)
         if Vivid.multiplanarMode == 1 { XCTAssertTrue(text.contains("460800"), text) }
+    }
+
+    /// Start-up: `list` and `info` allocate no buffers, and `capture` asks for its buffers once:
+    /// no trial VIDIOC_REQBUFS (it would run the driver's queue_setup and take the queue), the
+    /// only count-0 REQBUFS being the release after STREAMOFF. Seen by strace, not by our code.
+    func testStartUpMakesNoTrialREQBUFS() throws {
+        func ioctls(_ name: String, _ arguments: [String]) throws -> [String] {
+            let log = "\(work)/strace-\(name).txt"
+            let result = try run("/usr/bin/strace", ["-f", "-qq", "-e", "trace=ioctl", "-o", log, Self.framedump] + arguments)
+            XCTAssertEqual(result.status, 0, "\(name): \(result.stderr)")
+            let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map(String.init)
+            XCTAssertTrue(lines.contains { $0.contains("VIDIOC_QUERYCAP") }, "\(name): strace saw no VIDIOC_QUERYCAP: \(lines.prefix(5))")
+            return lines
+        }
+        /// The count asked for by each VIDIOC_REQBUFS, in order, beside whether STREAMOFF came before it.
+        func requests(_ lines: [String]) -> [(count: Int, afterStreamOff: Bool)] {
+            var streamOff = false
+            var found: [(Int, Bool)] = []
+            for line in lines {
+                if line.contains(", VIDIOC_STREAMOFF, ") { streamOff = true }
+                guard line.contains(", VIDIOC_REQBUFS, ") else { continue }
+                let count = line.range(of: "count=").map { Int(line[$0.upperBound...].prefix(while: \.isNumber)) ?? -1 } ?? -1
+                found.append((count, streamOff))
+            }
+            return found
+        }
+        for (name, arguments) in [("list", ["list"]), ("info", ["info", "-d", Vivid.main])] {
+            let asked = requests(try ioctls(name, arguments))
+            XCTAssertTrue(asked.isEmpty, "\(name) issued VIDIOC_REQBUFS: \(asked.map(\.count))")
+        }
+        let capture = try ioctls("capture", ["capture"] + deterministic + ["-n", "1", "-o", "\(work)/one.raw"])
+        let asked = requests(capture)
+        XCTAssertEqual(asked.filter { $0.count > 0 }.count, 1, "capture asked for buffers more than once: \(asked.map(\.count))")
+        XCTAssertGreaterThan(asked.first?.count ?? 0, 0, "capture's first VIDIOC_REQBUFS was not the real request: \(asked.map(\.count))")
+        XCTAssertTrue(asked.allSatisfy { $0.count > 0 || $0.afterStreamOff }, "a count-0 VIDIOC_REQBUFS before STREAMOFF: \(asked)")
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(work)/one.raw")).count, 460_800)
+        print("cli: start-up VIDIOC_REQBUFS counts: list none, info none, capture \(asked.map(\.count))")
+    }
+
+    /// The CLI does not load full Foundation (CoreFoundation, ICU, FoundationInternationalization):
+    /// what it uses is in FoundationEssentials, and loading the rest costs every command.
+    func testCLILoadsNoFullFoundation() throws {
+        let ldd = try run("/usr/bin/ldd", [Self.framedump])
+        XCTAssertEqual(ldd.status, 0, ldd.stderr)
+        for library in ["libFoundation.so", "libFoundationInternationalization.so", "lib_FoundationICU.so", "libFoundationNetworking.so"] {
+            XCTAssertFalse(ldd.text.contains(library), "\(Self.framedump) loads \(library):\n\(ldd.text)")
+        }
+        let libraries = ldd.text.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
+        print("cli: \(Self.framedump) loads \(libraries.joined(separator: " "))")
     }
 
     /// Bad input: one line naming what is wrong, a non-zero exit, no output file.
