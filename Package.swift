@@ -19,21 +19,22 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.0"),
     ],
     targets: [
-        // C shim: <linux/videodev2.h>, libv4l2, libv4lconvert, libpng, ioctl numbers as
-        // constants and fixed-arity wrappers for the variadic calls.
+        // C shim: <linux/videodev2.h>, libv4l2, libv4lconvert (the benchmark's comparisons), ioctl
+        // numbers as constants and fixed-arity wrappers for the variadic calls.
         .target(
             name: "CV4L2",
             linkerSettings: [
                 .linkedLibrary("v4l2"),
                 .linkedLibrary("v4lconvert"),
-                .linkedLibrary("png"),
             ]
         ),
-        // framedump's own C helpers (O_DIRECT, statx's direct-I/O alignment), kept out of the V4L2 shim.
-        .target(name: "CFrameDump"),
+        // framedump's own C helpers (O_DIRECT, statx's direct-I/O alignment; PNG writing with
+        // Debian's libpng-dev), kept out of the V4L2 shim.
+        .target(name: "CFrameDump", linkerSettings: [.linkedLibrary("png")]),
         // framedump's picture conversion for PNGs: libswscale (Debian's libswscale-dev) told the
         // frame's colorimetry, plus HSV and the repacking of odd layouts in C.
-        .target(name: "CFrameConvert", linkerSettings: [.linkedLibrary("swscale"), .linkedLibrary("avutil")]),
+        // libswscale is loaded with dlopen on the first conversion (see convert.c), so it is not linked.
+        .target(name: "CFrameConvert"),
         // libjpeg-turbo's TurboJPEG API (Debian's libturbojpeg0-dev).
         .target(name: "CTurboJPEG", linkerSettings: [.linkedLibrary("turbojpeg")]),
         // Typed V4L2 device layer: one thin wrapper per ioctl, typed errors.
@@ -75,20 +76,21 @@ let package = Package(
         // The in-process benchmarks that tools/bench runs.
         .executableTarget(
             name: "framebridge-bench",
-            dependencies: ["CMallocCounter", "CV4L2", "CTurboJPEG", "V4L2", "V4L2Simulator", "FrameBridge", "FrameDump"]
+            dependencies: ["CMallocCounter", "CV4L2", "CFrameDump", "CTurboJPEG", "V4L2", "V4L2Simulator", "FrameBridge", "FrameDump"],
+            exclude: ["PERFORMANCE.md"]
         ),
         // Helpers shared by the test targets (pointer boxes, spy allocator, /proc counters).
         .target(name: "FrameBridgeTestSupport", dependencies: ["FrameBridge", "V4L2", system,
                                                              .product(name: "Subprocess", package: "swift-subprocess")], path: "Tests/FrameBridgeTestSupport"),
         .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
         .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
-        .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CFrameConvert", "CTurboJPEG", "FrameBridgeTestSupport", system]),
+        .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CFrameDump", "CFrameConvert", "CTurboJPEG", "FrameBridgeTestSupport", system]),
         // Integration tests against the real vivid driver; they run inside tools/vivid-vm.
         // Integration tests against the real uvcvideo driver and the emulated camera; they run
         // inside tools/vivid-vm --uvc.
         .testTarget(name: "UVCCameraTests", dependencies: ["UVCCamera"]),
         .testTarget(name: "UVCTests", dependencies: ["FrameBridge", "V4L2", "UVCCamera", "FrameBridgeTestSupport", system]),
-        .testTarget(name: "VividTests", dependencies: ["FrameBridge", "V4L2", "CV4L2", "FrameBridgeTestSupport", system]),
+        .testTarget(name: "VividTests", dependencies: ["FrameBridge", "V4L2", "CV4L2", "CFrameDump", "FrameBridgeTestSupport", system]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -3,6 +3,54 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <dlfcn.h>
+#include <pthread.h>
+
+// libswscale is loaded on the first conversion (dlopen), not at start-up: linked, it and
+// libavutil bring some twenty libraries (libva, libvdpau, X11, OpenCL) into every framedump
+// command, most of which never converts a picture.
+static struct {
+    void *handle;
+    const char *error;
+    __typeof__(&sws_isSupportedInput) isSupportedInput;
+    __typeof__(&sws_getContext) getContext;
+    __typeof__(&sws_setColorspaceDetails) setColorspaceDetails;
+    __typeof__(&sws_getColorspaceDetails) getColorspaceDetails;
+    __typeof__(&sws_getCoefficients) getCoefficients;
+    __typeof__(&sws_scale) scale;
+    __typeof__(&sws_freeContext) freeContext;
+} cfc_sws;
+static pthread_once_t cfc_sws_once = PTHREAD_ONCE_INIT;
+static char cfc_sws_message[512];
+
+#define CFC_STRING2(x) #x
+#define CFC_STRING(x) CFC_STRING2(x)
+#define CFC_SWSCALE_SONAME "libswscale.so." CFC_STRING(LIBSWSCALE_VERSION_MAJOR)
+
+static void cfc_sws_load(void) {
+    void *handle = dlopen(CFC_SWSCALE_SONAME, RTLD_NOW | RTLD_LOCAL);
+    if (!handle) {
+        snprintf(cfc_sws_message, sizeof cfc_sws_message, "cannot load %s: %s (Debian's libswscale%s; tools/setup installs it)",
+                 CFC_SWSCALE_SONAME, dlerror(), CFC_STRING(LIBSWSCALE_VERSION_MAJOR));
+        cfc_sws.error = cfc_sws_message;
+        return;
+    }
+#define CFC_RESOLVE(field, name) \
+    if (!(*(void **)&cfc_sws.field = dlsym(handle, name))) { \
+        snprintf(cfc_sws_message, sizeof cfc_sws_message, "%s has no %s", CFC_SWSCALE_SONAME, name); \
+        cfc_sws.error = cfc_sws_message; \
+        return; \
+    }
+    CFC_RESOLVE(isSupportedInput, "sws_isSupportedInput")
+    CFC_RESOLVE(getContext, "sws_getContext")
+    CFC_RESOLVE(setColorspaceDetails, "sws_setColorspaceDetails")
+    CFC_RESOLVE(getColorspaceDetails, "sws_getColorspaceDetails")
+    CFC_RESOLVE(getCoefficients, "sws_getCoefficients")
+    CFC_RESOLVE(scale, "sws_scale")
+    CFC_RESOLVE(freeContext, "sws_freeContext")
+#undef CFC_RESOLVE
+    cfc_sws.handle = handle;
+}
 
 struct cfc_scaler {
     struct SwsContext *context;
@@ -12,11 +60,16 @@ struct cfc_scaler {
 cfc_scaler *cfc_scaler_create(int format, int width, int height, int matrix, int fullRange,
                               char *error, size_t errorCapacity) {
     if (error && errorCapacity) error[0] = 0;
-    if (!sws_isSupportedInput((enum AVPixelFormat)format)) {
+    pthread_once(&cfc_sws_once, cfc_sws_load);
+    if (!cfc_sws.handle) {
+        if (error && errorCapacity) snprintf(error, errorCapacity, "%s", cfc_sws.error ? cfc_sws.error : "libswscale is not loaded");
+        return NULL;
+    }
+    if (!cfc_sws.isSupportedInput((enum AVPixelFormat)format)) {
         if (error && errorCapacity) snprintf(error, errorCapacity, "libswscale cannot read pixel format %d", format);
         return NULL;
     }
-    struct SwsContext *context = sws_getContext(width, height, (enum AVPixelFormat)format, width, height, AV_PIX_FMT_RGB24,
+    struct SwsContext *context = cfc_sws.getContext(width, height, (enum AVPixelFormat)format, width, height, AV_PIX_FMT_RGB24,
                                                 SWS_BILINEAR | SWS_FULL_CHR_H_INT | SWS_ACCURATE_RND,
                                                 NULL, NULL, NULL);
     if (!context) {
@@ -25,14 +78,14 @@ cfc_scaler *cfc_scaler_create(int format, int width, int height, int matrix, int
     }
     // Source: the frame's matrix and range; destination: full-range R'G'B' (the matrix of an
     // RGB destination is not used). Brightness 0, contrast and saturation 1.0 (16.16).
-    if (sws_setColorspaceDetails(context, sws_getCoefficients(matrix), fullRange ? 1 : 0,
-                                 sws_getCoefficients(SWS_CS_DEFAULT), 1, 0, 1 << 16, 1 << 16) < 0) {
+    if (cfc_sws.setColorspaceDetails(context, cfc_sws.getCoefficients(matrix), fullRange ? 1 : 0,
+                                 cfc_sws.getCoefficients(SWS_CS_DEFAULT), 1, 0, 1 << 16, 1 << 16) < 0) {
         // swscale answers -1 for sources whose colorimetry it does not apply (RGB, for one):
         // then the conversion goes on with its defaults, which are right for those.
     }
     cfc_scaler *scaler = malloc(sizeof *scaler);
     if (!scaler) {
-        sws_freeContext(context);
+        cfc_sws.freeContext(context);
         if (error && errorCapacity) snprintf(error, errorCapacity, "out of memory");
         return NULL;
     }
@@ -45,17 +98,17 @@ int cfc_scaler_convert(cfc_scaler *scaler, const uint8_t *const planes[4], const
                        uint8_t *rgb, int rgbStride) {
     uint8_t *dst[4] = { rgb, NULL, NULL, NULL };
     int dstStride[4] = { rgbStride, 0, 0, 0 };
-    return sws_scale(scaler->context, planes, strides, 0, scaler->height, dst, dstStride);
+    return cfc_sws.scale(scaler->context, planes, strides, 0, scaler->height, dst, dstStride);
 }
 
 int cfc_scaler_details(cfc_scaler *scaler, int *srcRange, int *dstRange) {
     int *inv, *table, brightness, contrast, saturation;
-    return sws_getColorspaceDetails(scaler->context, &inv, srcRange, &table, dstRange, &brightness, &contrast, &saturation);
+    return cfc_sws.getColorspaceDetails(scaler->context, &inv, srcRange, &table, dstRange, &brightness, &contrast, &saturation);
 }
 
 void cfc_scaler_destroy(cfc_scaler *scaler) {
     if (!scaler) return;
-    sws_freeContext(scaler->context);
+    cfc_sws.freeContext(scaler->context);
     free(scaler);
 }
 

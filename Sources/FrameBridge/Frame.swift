@@ -137,20 +137,32 @@ public struct FramePayload: ~Escapable {
     /// Plane `index`'s payload as a raw pointer, for C calls. Valid only until the closure
     /// that received this payload returns; the caller must not keep it.
     public func unsafePlaneBytes(_ index: Int) -> UnsafeRawBufferPointer {
-        precondition(index >= 0 && index < info.planeCount, "plane \(index) out of range 0..<\(info.planeCount)")
-        let plane = info.planes[index]
-        guard let base = memory.pointee.planes[index].address else { return UnsafeRawBufferPointer(start: nil, count: 0) }
-        return UnsafeRawBufferPointer(start: base + plane.dataOffset, count: plane.payloadSize)
+        Self.payloadBytes(record: record, memory: memory, plane: index)
     }
 
     /// ``compressedBytes`` as a raw pointer, for C calls (a JPEG decoder). Valid only until
     /// the closure that received this payload returns.
-    public var unsafeCompressedBytes: UnsafeRawBufferPointer { unsafePlaneBytes(0) }
+    public var unsafeCompressedBytes: UnsafeRawBufferPointer { Self.payloadBytes(record: record, memory: memory, plane: 0) }
 
     /// The whole memory of plane `index` as a raw pointer. Valid only until the closure that
     /// received this payload returns.
     public func unsafePlaneMemory(_ index: Int) -> UnsafeRawBufferPointer {
-        precondition(index >= 0 && index < info.planeCount, "plane \(index) out of range 0..<\(info.planeCount)")
+        Self.memoryBytes(record: record, memory: memory, plane: index)
+    }
+
+    // Static, on the escapable pointers alone: Swift 6.3.1's optimizer (CopyPropagation)
+    // crashes on these bodies as methods of the ~Escapable payload in release builds.
+    static func payloadBytes(record: UnsafePointer<FrameInfo>, memory: UnsafePointer<FrameMemory>, plane index: Int) -> UnsafeRawBufferPointer {
+        let planeCount = record.pointee.planeCount
+        precondition(index >= 0 && index < planeCount, "plane \(index) out of range 0..<\(planeCount)")
+        let plane = record.pointee.planes[index]
+        guard let base = memory.pointee.planes[index].address else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: base + plane.dataOffset, count: plane.payloadSize)
+    }
+
+    static func memoryBytes(record: UnsafePointer<FrameInfo>, memory: UnsafePointer<FrameMemory>, plane index: Int) -> UnsafeRawBufferPointer {
+        let planeCount = record.pointee.planeCount
+        precondition(index >= 0 && index < planeCount, "plane \(index) out of range 0..<\(planeCount)")
         return UnsafeRawBufferPointer(start: memory.pointee.planes[index].address, count: memory.pointee.planes[index].length)
     }
 }

@@ -1,3 +1,4 @@
+import CFrameDump
 import SystemPackage
 import CV4L2
 import FrameBridge
@@ -197,7 +198,7 @@ public final class MJPEGPNGSink: DecodingSink {
         let path = "\(directory)/\(name)"
         let temporary = "\(directory)/.\(name).tmp"
         let result = errorText.withUnsafeMutableBufferPointer { text in
-            cv4l2_write_png_rgb24_level(temporary, rgb.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(header.width),
+            cframedump_write_png_rgb24_level(temporary, rgb.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt32(header.width),
                                         UInt32(header.height), header.width * 3, PNGEncoding.compressionLevel,
                                         PNGEncoding.filters, text.baseAddress, text.count)
         }

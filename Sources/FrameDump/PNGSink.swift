@@ -1,3 +1,4 @@
+import CFrameDump
 import CFrameConvert
 import SystemPackage
 import CV4L2
@@ -466,7 +467,7 @@ public final class PNGSink: FrameSink {
         try convert(planes, index: index)
         let path = "\(directory)/\(PNGSink.fileName(index: index))"
         let result = errorText.withUnsafeMutableBufferPointer { text in
-            cv4l2_write_png_rgb24_level(path, rgb.baseAddress!.assumingMemoryBound(to: UInt8.self), format.width, format.height,
+            cframedump_write_png_rgb24_level(path, rgb.baseAddress!.assumingMemoryBound(to: UInt8.self), format.width, format.height,
                                         Int(format.width) * 3, PNGEncoding.compressionLevel, PNGEncoding.filters,
                                         text.baseAddress, text.count)
         }

@@ -2,6 +2,7 @@
 //   MJPEG decoding: TurboJPEG (tjDecompress2 to RGB, tjDecompressToYUVPlanes) against
 //   libv4lconvert's MJPEG -> RGB24 conversion, ms per frame, best of 5; and the cost of
 //   writing a PNG of the decoded picture at each zlib level and filter choice.
+import CFrameDump
 import CMallocCounter
 import CTurboJPEG
 import CV4L2
@@ -117,7 +118,7 @@ func runMJPEGBench() {
         for (filterName, filters) in [("adaptive", Int32(-1)), ("none", Int32(0x08)), ("sub", Int32(0x10)), ("up", Int32(0x20))] {
             for level in [0, 1, 2, 3, 6, 9] {
                 let ms = bestMilliseconds(runs: 3, frames: max(1, frames / 3)) {
-                    _ = cv4l2_write_png_rgb24_level(path, rgbBuffer.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                    _ = cframedump_write_png_rgb24_level(path, rgbBuffer.baseAddress!.assumingMemoryBound(to: UInt8.self),
                                                     UInt32(width), UInt32(height), width * 3, Int32(level), filters,
                                                     &error, error.count)
                 }

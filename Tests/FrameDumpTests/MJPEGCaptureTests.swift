@@ -1,3 +1,4 @@
+import CFrameDump
 import CTurboJPEG
 import CV4L2
 import FrameBridge
@@ -63,7 +64,7 @@ final class MJPEGCaptureTests: XCTestCase {
     private func readPNG(_ path: String) -> (width: Int, height: Int, rgb: [UInt8])? {
         var rgb = [UInt8](repeating: 0, count: 4096 * 4096 * 3 / 16)
         var width: UInt32 = 0, height: UInt32 = 0
-        let result = rgb.withUnsafeMutableBufferPointer { cv4l2_read_png_rgb24(path, $0.baseAddress, $0.count, &width, &height) }
+        let result = rgb.withUnsafeMutableBufferPointer { cframedump_read_png_rgb24(path, $0.baseAddress, $0.count, &width, &height) }
         guard result == 0 else { return nil }
         return (Int(width), Int(height), Array(rgb.prefix(Int(width * height * 3))))
     }

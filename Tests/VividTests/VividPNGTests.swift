@@ -1,3 +1,4 @@
+import CFrameDump
 import CV4L2
 import Foundation
 import FrameBridge
@@ -28,7 +29,7 @@ final class VividPNGTests: XCTestCase {
     func readPNG(_ path: String, width: Int, height: Int) throws -> [UInt8] {
         var pixels = [UInt8](repeating: 0, count: width * height * 3)
         var w: UInt32 = 0, h: UInt32 = 0
-        let status = pixels.withUnsafeMutableBufferPointer { cv4l2_read_png_rgb24(path, $0.baseAddress, $0.count, &w, &h) }
+        let status = pixels.withUnsafeMutableBufferPointer { cframedump_read_png_rgb24(path, $0.baseAddress, $0.count, &w, &h) }
         XCTAssertEqual(status, 0, "\(path) reads back")
         XCTAssertEqual(Int(w), width)
         XCTAssertEqual(Int(h), height)

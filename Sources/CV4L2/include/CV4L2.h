@@ -149,19 +149,4 @@ static inline void cv4l2_set_errno(int value) { errno = value; }
 /// The value of MAP_FAILED, which is a cast macro.
 static inline void *cv4l2_map_failed(void) { return MAP_FAILED; }
 
-// MARK: - PNG
-
-/// Writes an 8-bit RGB24 image (rows of width*3 bytes, `stride` bytes apart) to `path`
-/// with libpng. Returns 0, or -1 with a message in `error` (libpng reports its errors
-/// through longjmp, which is kept on the C side of the shim).
-int cv4l2_write_png_rgb24(const char *path, const uint8_t *rgb, uint32_t width, uint32_t height,
-                          size_t stride, char *error, size_t errorCapacity);
-/// The same with zlib compression level `level` (0-9; -1 for libpng's default, 6) and the
-/// PNG_FILTER_* mask `filters` (-1 for libpng's default: adaptive, all filters).
-int cv4l2_write_png_rgb24_level(const char *path, const uint8_t *rgb, uint32_t width, uint32_t height,
-                                size_t stride, int level, int filters, char *error, size_t errorCapacity);
-/// Reads a PNG as 8-bit RGB into `rgb` (`capacity` bytes), for tests: 0, -1 when libpng cannot
-/// read it, -2 when it is larger than `capacity`. `width` and `height` are set either way.
-int cv4l2_read_png_rgb24(const char *path, uint8_t *rgb, size_t capacity, uint32_t *width, uint32_t *height);
-
 #endif
