@@ -12,9 +12,12 @@ public struct FormatOptions: Sendable {
     public var height: UInt32?
     public var framesPerSecond: Double?
     public var controls: [ControlSetting]
+    /// `--field`: the field order to ask for (default none: progressive).
+    public var field: FieldOrder
 
     public init(input: UInt32? = nil, pixelFormat: FourCC? = nil, width: UInt32? = nil, height: UInt32? = nil,
-                framesPerSecond: Double? = nil, controls: [ControlSetting] = []) {
+                framesPerSecond: Double? = nil, controls: [ControlSetting] = [], field: FieldOrder = .none) {
+        self.field = field
         self.input = input
         self.pixelFormat = pixelFormat
         self.width = width
@@ -26,9 +29,11 @@ public struct FormatOptions: Sendable {
     /// The pin configuration for these options.
     public func pinConfiguration(errorFramePolicy: ErrorFramePolicy = .deliver,
                                  corruptFramePolicy: CorruptFramePolicy = .skip) -> PinConfiguration {
-        PinConfiguration(input: input, pixelFormat: pixelFormat, width: width, height: height,
-                         framesPerSecond: framesPerSecond, controls: controls.map { (name: $0.name, value: $0.value) },
-                         errorFramePolicy: errorFramePolicy, corruptFramePolicy: corruptFramePolicy)
+        var configuration = PinConfiguration(input: input, pixelFormat: pixelFormat, width: width, height: height,
+                                             framesPerSecond: framesPerSecond, controls: controls.map { (name: $0.name, value: $0.value) },
+                                             errorFramePolicy: errorFramePolicy, corruptFramePolicy: corruptFramePolicy)
+        configuration.field = field
+        return configuration
     }
 
     /// Checks that `device` has every control named, before anything is set.

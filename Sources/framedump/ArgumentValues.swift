@@ -29,3 +29,10 @@ extension ErrorFramePolicy: ExpressibleByArgument {
 extension CorruptFramePolicy: ExpressibleByArgument {
     public init?(argument: String) { self.init(rawValue: argument.lowercased()) }
 }
+
+extension FieldOrder: ExpressibleByArgument {
+    // v4l2-ctl's names (none, interlaced, interlaced-tb, alternate, ...).
+    public init?(argument: String) { self.init(name: argument.lowercased()) }
+    public static var allValueStrings: [String] { allCases.map(\.description) }
+    public static var allValueDescriptions: [String: String] { [:] }
+}

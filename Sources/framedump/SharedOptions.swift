@@ -38,9 +38,14 @@ struct FormatArguments: ParsableArguments {
             transform: OptionValues.controls)
     var setControls: [[ControlSetting]] = []
 
+    @Option(name: .customLong("field"),
+            help: ArgumentHelp("The field order to ask for (default none: progressive); the driver may choose another, and the summary says which is in force. Interlaced sources: interlaced (woven frames).",
+                               valueName: "field"))
+    var field: FieldOrder?
+
     var options: FormatOptions {
         FormatOptions(input: input, pixelFormat: pixelFormat, width: size?.width, height: size?.height,
-                      framesPerSecond: fps, controls: setControls.flatMap { $0 })
+                      framesPerSecond: fps, controls: setControls.flatMap { $0 }, field: field ?? .none)
     }
 }
 
