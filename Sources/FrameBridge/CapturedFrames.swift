@@ -27,19 +27,8 @@ public final class CapturedFrame: Sendable {
     ///
     /// - Throws: ``CaptureError/Kind/frameCancelled`` when the frame was cancelled or released.
     public func withLockedPayload<R>(_ body: (borrowing FramePayload) -> R) throws(CaptureError) -> R {
-        let sequence = info.sequence
-        return try pointer.withLock { (pointer: inout StreamPointer?) throws(CaptureError) -> R in
-            guard var held = pointer.take() else {
-                throw CaptureError(.frameCancelled, "frame \(sequence) was released")
-            }
-            let result: Result<R, CaptureError>
-            do throws(CaptureError) {
-                result = .success(try held.withLockedPayload(body))
-            } catch {
-                result = .failure(error)
-            }
-            pointer = consume held
-            return try result.get()
+        try withHeldPointer(released: { $0 }) { (held: inout StreamPointer) throws(CaptureError) -> R in
+            try held.withLockedPayload(body)
         }
     }
 
@@ -49,14 +38,23 @@ public final class CapturedFrame: Sendable {
     /// - Throws: ``LockedPayloadError/lock(_:)`` with ``CaptureError/Kind/frameCancelled``
     ///   when the frame was cancelled or released; ``LockedPayloadError/body(_:)`` with `body`'s error.
     public func withLockedPayload<R, E: Error>(_ body: (borrowing FramePayload) throws(E) -> R) throws(LockedPayloadError<E>) -> R {
+        try withHeldPointer(released: { .lock($0) }) { (held: inout StreamPointer) throws(LockedPayloadError<E>) -> R in
+            try held.withLockedPayload(body)
+        }
+    }
+
+    /// Runs `body` on the held pointer under the lock, and puts it back whatever `body` does;
+    /// a released frame throws `released` of the frameCancelled error.
+    private func withHeldPointer<R, Failure: Error>(released: (CaptureError) -> Failure,
+                                                    _ body: (inout StreamPointer) throws(Failure) -> R) throws(Failure) -> R {
         let sequence = info.sequence
-        return try pointer.withLock { (pointer: inout StreamPointer?) throws(LockedPayloadError<E>) -> R in
+        return try pointer.withLock { (pointer: inout StreamPointer?) throws(Failure) -> R in
             guard var held = pointer.take() else {
-                throw .lock(CaptureError(.frameCancelled, "frame \(sequence) was released"))
+                throw released(CaptureError(.frameCancelled, "frame \(sequence) was released"))
             }
-            let result: Result<R, LockedPayloadError<E>>
-            do throws(LockedPayloadError<E>) {
-                result = .success(try held.withLockedPayload(body))
+            let result: Result<R, Failure>
+            do throws(Failure) {
+                result = .success(try body(&held))
             } catch {
                 result = .failure(error)
             }
@@ -94,33 +92,13 @@ public struct CapturedFrames: AsyncSequence, Sendable {
         public mutating func next() async throws -> CapturedFrame? {
             if let limit, produced >= limit { return nil }
             let pin = pin
-            let queue = queue
-            let cancelled = CancellationFlag()
-            let frame = try await withTaskCancellationHandler {
-                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<CapturedFrame?, any Error>) in
-                    queue.async {
-                        // The frame's reference moves to the task (consume): this thread must
-                        // not hold the last one, or the frame would go back after the consumer
-                        // let go of it.
-                        let frame: CapturedFrame?
-                        do {
-                            frame = try Self.wait(pin, cancelled: cancelled)
-                        } catch {
-                            continuation.resume(throwing: error)
-                            return
-                        }
-                        continuation.resume(returning: consume frame)
-                    }
-                }
-            } onCancel: {
-                cancelled.set()
-                pin.wake()
-            }
-            if cancelled.isSet {
-                pin.stop()
+            guard let waited = try await waitOffCooperativePool(on: queue, wake: { pin.wake() },
+                                                                 wait: { cancelled throws(CaptureError) in try Self.wait(pin, cancelled: cancelled) }) else {
+                pin.stop() // the task was cancelled
                 return nil
             }
-            if frame != nil { produced += 1 }
+            guard let frame = waited else { return nil }
+            produced += 1
             return frame
         }
 
@@ -140,6 +118,34 @@ public struct CapturedFrames: AsyncSequence, Sendable {
     public func makeAsyncIterator() -> AsyncIterator {
         AsyncIterator(pin: pin, limit: limit, queue: queue)
     }
+}
+
+/// Runs `wait` on `queue`, off Swift's cooperative pool, and hands its result to the task.
+/// Cancelling the task sets the flag `wait` checks and calls `wake` (which ends the wait at once).
+/// Returns nil when the task was cancelled; the caller stops its stream then.
+func waitOffCooperativePool<T: Sendable>(on queue: DispatchQueue, wake: @escaping @Sendable () -> Void,
+                                         wait: @escaping @Sendable (CancellationFlag) throws(CaptureError) -> T) async throws -> T? {
+    let cancelled = CancellationFlag()
+    let value = try await withTaskCancellationHandler {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+            queue.async {
+                // The value (a frame's reference) moves to the task (consume): this thread must
+                // not hold the last one, or the frame would go back after the consumer let go.
+                let value: T
+                do {
+                    value = try wait(cancelled)
+                } catch {
+                    continuation.resume(throwing: error)
+                    return
+                }
+                continuation.resume(returning: consume value)
+            }
+        }
+    } onCancel: {
+        cancelled.set()
+        wake()
+    }
+    return cancelled.isSet ? nil : value
 }
 
 /// Set by a task's cancellation handler, read by the waiting thread.

@@ -41,6 +41,9 @@ public final class PinGroup: @unchecked Sendable {
     /// where the round robin goes on.
     private let entries: UnsafeMutableBufferPointer<pollfd>
     private var cursor = 0
+    /// The pins whose stream has ended (a consumer-side mirror of `state`, read per wait with
+    /// no lock and no allocation).
+    private var ended: [Bool]
     private let state: Locked<[CaptureError?]>
 
     /// - Precondition: at least one pin, all on one backend.
@@ -59,6 +62,7 @@ public final class PinGroup: @unchecked Sendable {
         entries = .allocate(capacity: pins.count + 1)
         entries.initialize(repeating: pollfd(fd: -1, events: 0, revents: 0))
         state = Locked(Array(repeating: nil, count: pins.count))
+        ended = Array(repeating: false, count: pins.count)
     }
 
     deinit {
@@ -89,7 +93,6 @@ public final class PinGroup: @unchecked Sendable {
         let deadline = CapturePin.nanoseconds(timeout).map { MonotonicClock.nanoseconds() + $0 }
         let count = pins.count
         while true {
-            let ended = state.withLock { $0.map { $0 != nil } }
             if !ended.contains(false) { return nil }
             for i in 0..<count {
                 entries[i] = pollfd(fd: ended[i] ? -1 : pins[i].device.descriptor, events: Int16(POLLIN | POLLERR), revents: 0)
@@ -128,9 +131,11 @@ public final class PinGroup: @unchecked Sendable {
     /// Records the end of pin `i`'s stream; with `allOrNothing`, stops every pin and throws.
     private func end(pin i: Int, _ error: CaptureError) throws(CaptureError) -> PinGroupEvent {
         state.withLock { $0[i] = error }
+        ended[i] = true
         pins[i].stop()
         if allOrNothing {
             for (j, pin) in pins.enumerated() where j != i { pin.stop() }
+            for j in ended.indices { ended[j] = true }
             state.withLock { endings in
                 for j in endings.indices where endings[j] == nil {
                     endings[j] = CaptureError(.invalidState, "\(pins[j].device.path): stopped because \(pins[i].device.path) failed (all or nothing)")
@@ -168,28 +173,9 @@ public struct PinGroupFrames: AsyncSequence, Sendable {
 
         public mutating func next() async throws -> Element? {
             let group = group
-            let queue = queue
-            let cancelled = CancellationFlag()
-            let element = try await withTaskCancellationHandler {
-                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Element?, any Error>) in
-                    queue.async {
-                        let element: Element?
-                        do {
-                            element = try Self.wait(group, cancelled: cancelled)
-                        } catch {
-                            continuation.resume(throwing: error)
-                            return
-                        }
-                        // The frame's reference moves to the task (see CapturedFrames).
-                        continuation.resume(returning: consume element)
-                    }
-                }
-            } onCancel: {
-                cancelled.set()
-                group.wake()
-            }
-            if cancelled.isSet {
-                group.stop()
+            guard let element = try await waitOffCooperativePool(on: queue, wake: { group.wake() },
+                                                                  wait: { cancelled throws(CaptureError) in try Self.wait(group, cancelled: cancelled) }) else {
+                group.stop() // the task was cancelled
                 return nil
             }
             return element
