@@ -78,6 +78,20 @@ public final class PinGroup: @unchecked Sendable {
     /// Makes the current (or next) ``next(timeout:)`` return nil at once, from any thread.
     public func wake() { wakeup.signal() }
 
+    /// The descriptor that ``wake()`` signals (an eventfd): a signal handler may pass it to
+    /// `WakeupEvent.signal(descriptor:)` (async-signal-safe). Valid while the group exists.
+    public var wakeupDescriptor: Int32 { wakeup.descriptor }
+
+    /// Takes the pin at `i` out of the group without an error, as when its consumer has all the
+    /// frames it wants: the pin stops and the group no longer waits on it; with `allOrNothing`
+    /// the others go on. Call it from the consumer thread.
+    public func retire(pin i: Int) {
+        guard !ended[i] else { return }
+        ended[i] = true
+        state.withLock { $0[i] = CaptureError(.invalidState, "\(pins[i].device.path): retired from the group") }
+        pins[i].stop()
+    }
+
     /// Stops every pin (STREAMOFF) and wakes the consumer.
     public func stop() {
         for pin in pins { pin.stop() }

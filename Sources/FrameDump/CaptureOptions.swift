@@ -125,6 +125,17 @@ public struct CaptureOptions: Sendable {
         self.reconnectTimeoutSeconds = reconnectTimeoutSeconds
     }
 
+    /// These options for the device at `position` among several (0 for one): `{n}` in -o,
+    /// --png-dir and --jpeg-dir becomes the position.
+    public func forDevice(position: Int) -> CaptureOptions {
+        var options = self
+        func expand(_ path: String?) -> String? { path?.replacing("{n}", with: String(position)) }
+        options.outputPath = expand(outputPath)
+        options.pngDirectory = expand(pngDirectory)
+        options.jpegDirectory = expand(jpegDirectory)
+        return options
+    }
+
     /// Checks the values that need no device: options that only mean something with another
     /// one, and the output paths. The ranges of single values (-n, --buffers, --every,
     /// --timeout, --size, --fps, ...) are checked once, where the command line is parsed

@@ -56,6 +56,11 @@ public struct CaptureSummary: Hashable, Sendable, Codable {
     public var disconnectedSeconds: Double = 0
     /// Compressed formats only (MJPEG, ...): frame validation and MJPEG outputs.
     public var compressed: CompressedSummary? = nil
+    /// With several devices: the error that ended this device's stream early (the others went on).
+    public var error: String? = nil
+    /// With several devices, for each but the first: how far its frames' timestamps lie from the
+    /// nearest frame of the first device.
+    public var skew: SkewSummary? = nil
 
     /// The text summary, one item per line.
     public func render() -> String {
@@ -80,6 +85,9 @@ public struct CaptureSummary: Hashable, Sendable, Codable {
             text += "  reconnects       : \(reconnects) (\(FrameDumpFormatting.decimal(disconnectedSeconds)) s without the device)\n"
         }
         if let compressed { text += compressed.render() }
+
+        if let skew { text += "  skew             : \(skew.render())\n" }
+        if let error { text += "  ended by         : \(error)\n" }
         text += "  interrupted      : \(interrupted ? "yes" : "no")\n"
         return text
     }

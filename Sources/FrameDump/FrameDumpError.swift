@@ -16,6 +16,8 @@ public struct FrameDumpError: Error, Sendable, Equatable, CustomStringConvertibl
     public var message: String
     /// What had been captured when a capture failed part-way, if anything had.
     public var summary: CaptureSummary?
+    /// With several devices: what each had captured when the capture failed.
+    public var devicesSummary: MultiCaptureSummary?
 
     public init(_ kind: Kind, _ message: String, summary: CaptureSummary? = nil) {
         self.kind = kind

@@ -35,6 +35,16 @@ public final class ProgressLine {
         shown = true
     }
 
+    /// Shows the line for several devices: each one's frames, and the frame rate of all together.
+    public func show(devices frames: [Int], total: Int, seconds: Double, dropped: Int, now: Int64) {
+        lastUpdate = now
+        let all = frames.reduce(0, +)
+        let fps = seconds > 0 ? Double(all) / seconds : 0
+        let each = frames.map(String.init).joined(separator: " ")
+        write("\r\u{1B}[Kframes \(each) of \(total) each  \(FrameDumpFormatting.decimal(fps, digits: 1)) fps in all  dropped \(dropped)")
+        shown = true
+    }
+
     /// Clears the line.
     public func clear() {
         guard shown else { return }

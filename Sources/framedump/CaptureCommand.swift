@@ -1,6 +1,7 @@
 import ArgumentParser
 import FrameBridge
 import FrameDump
+import V4L2
 
 struct CaptureCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -22,11 +23,18 @@ struct CaptureCommand: ParsableCommand {
         marker, no EOI marker at the end = truncated, bytesused > length); --corrupt-frames skip (the \
         default) gives such frames back to the driver unwritten, deliver writes them; the summary counts \
         each case. --jpeg-dir writes the frames as they came, one .jpg each; --png-dir and --container y4m \
-        decode them (y4m takes its chroma layout from the JPEG: 4:2:0 -> C420jpeg, 4:2:2 -> C422).
+        decode them (y4m takes its chroma layout from the JPEG: 4:2:0 -> C420jpeg, 4:2:2 -> C422). \
+        Several cameras: repeat -d (-d /dev/video0 -d /dev/video2); one process captures -n frames from \
+        each, with one poll over all of them. {n} in -o, --png-dir and --jpeg-dir is the device's \
+        position among the -d options, from 0 (-o cam{n}.raw). The format and memory options apply to \
+        every device; --device-options N=OPTIONS gives device N its own (--device-options \
+        "1=--size 1280x720 --pixel-format MJPG"). One device's failure or unplug ends its stream and \
+        the others go on (exit code 1 at the end, each output keeps its whole frames), unless \
+        --all-or-nothing. The summary has a devices array and each device's timestamp skew to the first.
         """
     )
 
-    @OptionGroup var device: DeviceOptions
+    @OptionGroup var device: CaptureDeviceOptions
 
     @Option(name: [.customShort("n"), .customLong("count")], parsing: .unconditional,
             help: ArgumentHelp("Frames to capture (at least 1).", valueName: "N"), transform: OptionValues.frameCount)
@@ -73,6 +81,14 @@ struct CaptureCommand: ParsableCommand {
             transform: OptionValues.seconds)
     var reconnectTimeout: Double?
 
+    @Option(name: .customLong("device-options"), parsing: .unconditionalSingleValue,
+            help: ArgumentHelp("Format and memory options for the device at position N among the -d options (from 0), e.g. \"1=--size 1280x720 --pixel-format MJPG\"; repeatable.",
+                               valueName: "N=OPTIONS"))
+    var deviceOptions: [String] = []
+
+    @Flag(name: .customLong("all-or-nothing"), help: "With several -d: the first device that fails stops every device (default: the others go on).")
+    var allOrNothing = false
+
     @Flag(name: .customLong("json"), help: "Print the summary as JSON.")
     var json = false
 
@@ -82,21 +98,95 @@ struct CaptureCommand: ParsableCommand {
     func run() throws {
         // --container, --direct-io and --every without what they apply to are refused by
         // validate() (run() calls it) as long as they differ from their defaults.
-        let options = CaptureOptions(devicePath: device.device, backend: device.backend, count: count, memory: memory.memory,
-                                     dmabufSource: memory.dmabufFrom, buffers: memory.buffers, format: format.options,
-                                     outputPath: output, container: container ?? .raw, directIO: directIO ?? .auto,
-                                     pngDirectory: pngDirectory, pngEvery: every ?? 1, errorFramePolicy: errorFrames,
-                                     frameTimeoutSeconds: timeout ?? 5, corruptFramePolicy: corruptFrames,
-                                     jpegDirectory: jpegDirectory, reconnect: reconnect, reconnectTimeoutSeconds: reconnectTimeout)
-        StopSignals.install()
-        let session = CaptureSession(options: options)
-        session.progress = ProgressLine.forStandardError(quiet: quiet)
-        let summary = try session.run()
-        if json {
-            let text = summary.json() + "\n"
-            if output == "-" { printError(text) } else { printOutput(text) }
-        } else if !quiet {
-            printError(summary.render())
+        let overrides = try DeviceOverrides.parse(deviceOptions, devices: device.devices.count)
+        let options = device.devices.enumerated().map { n, path in
+            let own = overrides[n]
+            return CaptureOptions(devicePath: path, backend: device.backend, count: count,
+                                  memory: own?.memory.memoryKind ?? memory.memory,
+                                  dmabufSource: own?.memory.dmabufFrom ?? memory.dmabufFrom,
+                                  buffers: own?.memory.buffers ?? memory.buffers,
+                                  format: own.map { format.merged(with: $0.format) } ?? format.options,
+                                  outputPath: output, container: container ?? .raw, directIO: directIO ?? .auto,
+                                  pngDirectory: pngDirectory, pngEvery: every ?? 1, errorFramePolicy: errorFrames,
+                                  frameTimeoutSeconds: timeout ?? 5, corruptFramePolicy: corruptFrames,
+                                  jpegDirectory: jpegDirectory, reconnect: reconnect, reconnectTimeoutSeconds: reconnectTimeout)
+                .forDevice(position: n)
         }
+        StopSignals.install()
+        if options.count == 1 {
+            let session = CaptureSession(options: options[0])
+            session.progress = ProgressLine.forStandardError(quiet: quiet)
+            let summary = try session.run()
+            report(json: summary.json(), text: summary.render())
+            return
+        }
+        let session = MultiCaptureSession(options: options, allOrNothing: allOrNothing)
+        session.progress = ProgressLine.forStandardError(quiet: quiet)
+        let summary: MultiCaptureSummary
+        do {
+            summary = try session.run()
+        } catch {
+            if let partial = error.devicesSummary { report(json: partial.json(), text: partial.render()) }
+            throw error
+        }
+        report(json: summary.json(), text: summary.render())
+        // Each device that ended early, one line each; the others' outputs are complete.
+        let failed = summary.devices.compactMap(\.error)
+        if !failed.isEmpty {
+            for message in failed { printError("framedump: \(message)\n") }
+            exitProcess(1)
+        }
+    }
+
+    private func report(json text: String, text rendered: String) {
+        if json {
+            if output == "-" { printError(text + "\n") } else { printOutput(text + "\n") }
+        } else if !quiet {
+            printError(rendered)
+        }
+    }
+}
+
+/// `-d DEV` (repeatable: several cameras in one capture) and `--libv4l2`.
+struct CaptureDeviceOptions: ParsableArguments {
+    @Option(name: [.customShort("d"), .customLong("device")],
+            help: ArgumentHelp("The video device, e.g. /dev/video0; repeat it to capture from several devices at once.", valueName: "device"))
+    var devices: [String]
+
+    @Flag(name: .customLong("libv4l2"), help: "Open the devices through libv4l2 (v4l2_open/v4l2_ioctl) instead of raw system calls.")
+    var libv4l2 = false
+
+    var backend: any DeviceBackend { libv4l2 ? LibV4L2Backend.shared : KernelBackend.shared }
+}
+
+/// `--device-options N=OPTIONS`: the format and memory options of one device of several.
+struct DeviceOverrides: ParsableArguments {
+    @OptionGroup var format: FormatArguments
+    @OptionGroup var memory: MemoryArguments
+
+    /// Each `N=OPTIONS`, by device position.
+    static func parse(_ values: [String], devices: Int) throws -> [Int: DeviceOverrides] {
+        var result: [Int: DeviceOverrides] = [:]
+        for value in values {
+            guard let equals = value.firstIndex(of: "="), let n = Int(value[..<equals]) else {
+                throw ValidationError("--device-options \(value): expected N=OPTIONS, N the device's position among the -d options from 0, e.g. \"1=--size 1280x720\"")
+            }
+            guard (0..<devices).contains(n) else {
+                throw ValidationError("--device-options \(value): there is no device \(n); \(devices) -d option(s) give positions 0...\(devices - 1)")
+            }
+            guard result[n] == nil else {
+                throw ValidationError("--device-options: device \(n) is given twice; put all its options in one --device-options")
+            }
+            let words = value[value.index(after: equals)...].split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            do {
+                result[n] = try DeviceOverrides.parse(words)
+            } catch {
+                var message = DeviceOverrides.message(for: error)
+                if let newline = message.firstIndex(of: "\n") { message = String(message[..<newline]) }
+                if message.hasPrefix("Error: ") { message = String(message.dropFirst(7)) }
+                throw ValidationError("--device-options \(n): \(message) (it takes --input, --pixel-format, --size, --fps, --set-ctrl, --field, --memory, --dmabuf-from, --buffers)")
+            }
+        }
+        return result
     }
 }

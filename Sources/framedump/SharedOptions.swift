@@ -43,6 +43,14 @@ struct FormatArguments: ParsableArguments {
                                valueName: "field"))
     var field: FieldOrder?
 
+    /// These options, with those `own` sets in their place (its --set-ctrl after these).
+    func merged(with own: FormatArguments) -> FormatOptions {
+        let size = own.size ?? self.size
+        return FormatOptions(input: own.input ?? input, pixelFormat: own.pixelFormat ?? pixelFormat, width: size?.width,
+                             height: size?.height, framesPerSecond: own.fps ?? fps,
+                             controls: (setControls + own.setControls).flatMap { $0 }, field: own.field ?? field ?? .none)
+    }
+
     var options: FormatOptions {
         FormatOptions(input: input, pixelFormat: pixelFormat, width: size?.width, height: size?.height,
                       framesPerSecond: fps, controls: setControls.flatMap { $0 }, field: field ?? .none)

@@ -116,6 +116,35 @@ final class CommandLineTests: XCTestCase {
         }
     }
 
+    /// Several devices: what they cannot share, and --device-options, refused with exit 2 before
+    /// any device is opened.
+    func testSeveralDevicesUsageErrors() throws {
+        let two = ["capture", "-d", missing, "-d", missing + "0", "-n", "1"]
+        let cases: [([String], String)] = [
+            (["-o", "/tmp/same.raw"], "framedump: -o /tmp/same.raw: devices 0 and 1 would write to the same place; put {n}"),
+            (["-o", "-"], "framedump: -o -: 2 devices cannot share standard output"),
+            (["--png-dir", "/tmp/pictures"], "framedump: --png-dir /tmp/pictures: devices 0 and 1 would write to the same place"),
+            (["--reconnect"], "framedump: --reconnect works with one -d only"),
+            (["--device-options", "2=--size 320x180"], "framedump: --device-options 2=--size 320x180: there is no device 2"),
+            (["--device-options", "--size 320x180"], "framedump: --device-options --size 320x180: expected N=OPTIONS"),
+            (["--device-options", "1=--size 320"], "framedump: --device-options 1: "),
+            (["--device-options", "1=--count 3"], "framedump: --device-options 1: "),
+        ]
+        for (arguments, expected) in cases {
+            let result = try framedump(two + arguments)
+            XCTAssertEqual(result.status, 2, "\(arguments): \(result.stderr)")
+            XCTAssertTrue(result.stderr.hasPrefix(expected), "\(arguments): \(result.stderr)")
+        }
+        let same = try framedump(["capture", "-d", missing, "-d", missing, "-n", "1"])
+        XCTAssertEqual(same.status, 2, same.stderr)
+        XCTAssertTrue(same.stderr.contains("is given twice"), same.stderr)
+        // {n} makes the outputs distinct: past validation, the open of the missing device fails (exit 1).
+        let distinct = try framedump(two + ["-o", "/tmp/framedump-never-{n}.raw", "--device-options", "1=--size 320x180 --memory mmap"])
+        XCTAssertEqual(distinct.status, 1, distinct.stderr)
+        XCTAssertTrue(distinct.stderr.contains(missing), distinct.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "/tmp/framedump-never-0.raw"))
+    }
+
     /// Every option with a good value (in any case for the enumerations) gets past parsing and
     /// validation: the capture fails only at the open of the missing device, a runtime error.
     func testGoodValuesReachTheDevice() throws {

@@ -1,0 +1,375 @@
+import FrameBridge
+import V4L2
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One device of a capture: its pin, its sinks and its counts. ``CaptureSession`` drives one of
+/// these, ``MultiCaptureSession`` several (one poll over all their pins).
+///
+/// The steps keep framedump's promise that nothing is written before the device streams:
+/// ``init(options:)`` opens the device, applies the format options and checks everything that
+/// can be checked first (container, pictures, the allocator selection); ``start()`` starts the
+/// pin and only then creates the outputs; ``write(_:)`` writes one frame; ``finish()`` or
+/// ``abandon()`` end it.
+final class DeviceCapture {
+    let options: CaptureOptions
+    private(set) var device: VideoDevice
+    private(set) var pin: CapturePin
+    /// The format the outputs were made for.
+    let format: ImageFormat
+    /// The device's place among the `-d` options (0 for a single device).
+    let position: Int
+
+    private let jpegFormat: Bool
+    private let candidate: any AllocatorDispatch
+    private var png: PNGSink?
+    private var mjpegPNG: MJPEGPNGSink?
+    private var jpeg: JPEGSink?
+    private var sinks: [any FrameSink] = []
+    private var decodingSinks: [any DecodingSink] = []
+    private(set) var output: FrameOutput?
+    /// The descriptor `-o -` writes to.
+    var standardOutputDescriptor: Int32 = 1
+
+    private(set) var allocatorName = ""
+    private(set) var bufferCount = 0
+    private(set) var framesWritten = 0
+    private(set) var firstTimestamp: Int64 = 0
+    private(set) var lastTimestamp: Int64 = 0
+    /// Whether every frame so far had a CLOCK_MONOTONIC timestamp (what relates devices' frames).
+    private(set) var monotonicTimestamps = true
+    /// Frames a decoding sink (MJPEG to PNG or y4m) could not decode.
+    private var framesNotDecoded = 0
+    /// Statistics of the pins before a reconnect, and the gaps.
+    private var earlier = CaptureStatistics()
+    private(set) var reconnects = 0
+    private var disconnectedNanoseconds: Int64 = 0
+    /// When the last frame came (or the stream started): what `--timeout` counts from.
+    var lastFrameTime: Int64 = 0
+    /// The error that ended this device's stream early, when one did.
+    var failure: FrameDumpError?
+
+    var isDone: Bool { framesWritten >= options.count || failure != nil }
+
+    /// Opens the device and sets it up; checks what can be checked before streaming.
+    init(options: CaptureOptions, position: Int = 0) throws(FrameDumpError) {
+        try options.validate()
+        self.options = options
+        self.position = position
+        do {
+            device = try VideoDevice(path: options.devicePath, backend: options.backend)
+        } catch {
+            throw FrameDumpError(error)
+        }
+        try options.format.checkControls(on: device)
+        do {
+            pin = try CapturePin(device: device, configuration: options.format.pinConfiguration(
+                errorFramePolicy: options.errorFramePolicy, corruptFramePolicy: options.corruptFramePolicy))
+        } catch {
+            throw FrameDumpError(error)
+        }
+        format = pin.format
+        // MJPEG/JPEG frames are decoded with TurboJPEG for y4m and PNG (MJPEGSinks.swift).
+        jpegFormat = format.pixelFormat.isJPEG
+        if options.outputPath != nil && options.container == .y4m {
+            if jpegFormat { try MJPEGY4MSink.check(format) } else { try Y4MConverter.check(format) }
+        }
+        if let directory = options.pngDirectory {
+            if jpegFormat {
+                mjpegPNG = try MJPEGPNGSink(directory: directory, every: options.pngEvery, format: format)
+            } else {
+                png = try PNGSink(directory: directory, every: options.pngEvery, format: format, device: device)
+            }
+        }
+        if let directory = options.jpegDirectory {
+            jpeg = try JPEGSink(directory: directory, every: options.pngEvery, format: format)
+        }
+        candidate = try AllocatorPlan.candidate(memory: options.memory, source: options.dmabufSource, format: format,
+                                                backend: options.backend)
+        let preview = selection(framing: pin.framing).select(framing: pin.framing)
+        if preview.fellBackToDefault || !preview.rejections.isEmpty {
+            throw .runtime(rejectionMessage(rejections: preview.rejections))
+        }
+    }
+
+    private func selection(framing: AllocatorFraming?) -> AllocatorSelection {
+        AllocatorPlan.selection(candidate: candidate, memory: options.memory, frameCount: options.buffers, framing: framing)
+    }
+
+    /// Starts the pin, then creates the outputs (the pin streams: now they may be created).
+    func start() throws(FrameDumpError) {
+        let result: AllocatorSelectionResult
+        do {
+            result = try pin.start(selection(framing: pin.framing))
+        } catch {
+            throw FrameDumpError(error)
+        }
+        if result.fellBackToDefault {
+            pin.stop()
+            throw .runtime(rejectionMessage(rejections: result.rejections))
+        }
+        allocatorName = result.chosen.name
+        let buffers = pin.bufferCounts
+        bufferCount = buffers.queued + buffers.held + buffers.free
+        lastFrameTime = Clock.monotonicNanoseconds()
+        do throws(FrameDumpError) {
+            try createOutputs()
+        } catch {
+            pin.stop()
+            try? output?.close()
+            throw error
+        }
+    }
+
+    private func createOutputs() throws(FrameDumpError) {
+        if let path = options.outputPath {
+            var capacity = 64
+            for item in pin.framing.items { capacity += max(item.frameSizeMaximum, item.frameSizeMinimum) }
+            // Direct I/O for raw frames only: a y4m frame starts with its FRAME header.
+            let directIO = options.container == .raw ? options.directIO : .off
+            let stream: FrameOutput
+            if path == "-" {
+                stream = FrameOutput.wrapping(descriptor: standardOutputDescriptor, frameCapacity: capacity)
+                try stream.enableDirectIO(directIO)
+            } else {
+                stream = try FrameOutput.create(path: path, frameCapacity: capacity, directIO: directIO)
+            }
+            output = stream
+            switch options.container {
+            case .raw:
+                sinks.append(RawSink(output: stream))
+            case .y4m where jpegFormat:
+                // The header waits for the first decoded frame: its chroma tag is the JPEG's.
+                let sink = try MJPEGY4MSink(output: stream, format: format, frameInterval: pin.frameInterval,
+                                            framesPerSecond: options.format.framesPerSecond)
+                sinks.append(sink)
+                decodingSinks.append(sink)
+            case .y4m:
+                let sink = try Y4MSink(output: stream, format: format, frameInterval: pin.frameInterval,
+                                       framesPerSecond: options.format.framesPerSecond,
+                                       standard: CaptureSession.analogStandard(device))
+                try sink.writeHeader()
+                sinks.append(sink)
+            }
+        }
+        if let png {
+            try png.createDirectory()
+            sinks.append(png)
+        }
+        if let mjpegPNG {
+            try mjpegPNG.createDirectory()
+            sinks.append(mjpegPNG)
+            decodingSinks.append(mjpegPNG)
+        }
+        if let jpeg {
+            try jpeg.createDirectory()
+            sinks.append(jpeg)
+        }
+    }
+
+    /// Writes one frame to every sink and gives it back to the driver. A frame whose lock fails
+    /// (cancelled by a stop under way) is not written; false then.
+    @discardableResult
+    func write(_ pointer: consuming StreamPointer) throws(FrameDumpError) -> Bool {
+        lastFrameTime = Clock.monotonicNanoseconds()
+        do {
+            try pointer.lock()
+        } catch {
+            return false
+        }
+        let index = framesWritten
+        let info = pointer.info
+        var notDecodedBefore = 0
+        for sink in decodingSinks { notDecodedBefore += sink.framesNotDecoded }
+        var sinkError: FrameDumpError?
+        do {
+            try pointer.withPayload { payload in
+                for sink in sinks {
+                    try sink.write(payload, index: index)
+                }
+            }
+        } catch {
+            sinkError = FrameDumpError.wrap(error)
+        }
+        pointer.unlock()
+        pointer.release()
+        if let sinkError { throw sinkError }
+        if !decodingSinks.isEmpty {
+            var notDecoded = 0
+            for sink in decodingSinks { notDecoded += sink.framesNotDecoded }
+            if notDecoded > notDecodedBefore { framesNotDecoded += 1 }
+        }
+        if index == 0 { firstTimestamp = info.timestampNanoseconds }
+        lastTimestamp = info.timestampNanoseconds
+        if !info.isMonotonic { monotonicTimestamps = false }
+        framesWritten += 1
+        return true
+    }
+
+    /// The pin's statistics with those of the pins before a reconnect.
+    var statistics: CaptureStatistics {
+        var statistics = pin.statistics
+        statistics.dropped += earlier.dropped
+        statistics.errorFlagged += earlier.errorFlagged
+        statistics.skippedErrorFrames += earlier.skippedErrorFrames
+        statistics.driverViolations += earlier.driverViolations
+        statistics.compressedEmpty += earlier.compressedEmpty
+        statistics.compressedMissingStartOfImage += earlier.compressedMissingStartOfImage
+        statistics.compressedTruncated += earlier.compressedTruncated
+        statistics.compressedBytesUsedOverLength += earlier.compressedBytesUsedOverLength
+        statistics.corruptSkipped += earlier.corruptSkipped
+        statistics.corruptDelivered += earlier.corruptDelivered
+        return statistics
+    }
+
+    /// The summary so far. `cpuMicroseconds` and `elapsedSeconds` are the capture's (the whole
+    /// process's CPU, for several devices: it is shared by their frames).
+    func summary(cpuMicroseconds: Double, cpuFrames: Int, elapsedSeconds: Double, interrupted: Bool) -> CaptureSummary {
+        let statistics = statistics
+        var fps = 0.0
+        if framesWritten >= 2, lastTimestamp > firstTimestamp {
+            fps = Double(framesWritten - 1) * 1e9 / Double(lastTimestamp - firstTimestamp)
+        }
+        var summary = CaptureSummary(device: device.path, backend: device.backend.name, pixelFormat: format.pixelFormat.description,
+                              width: format.width, height: format.height, bufferType: format.bufferType.description,
+                              memory: options.memory.description, allocator: allocatorName, buffers: bufferCount,
+                              container: options.outputPath == nil ? nil : options.container.rawValue,
+                              output: options.outputPath, framesRequested: options.count,
+                              framesWritten: framesWritten, framesDropped: statistics.dropped,
+                              errorFrames: statistics.errorFlagged, framesSkipped: statistics.skippedErrorFrames,
+                              driverViolations: statistics.driverViolations, averageFps: fps.isFinite ? fps : 0,
+                              cpuMicrosecondsPerFrame: cpuFrames > 0 ? cpuMicroseconds / Double(cpuFrames) : 0,
+                              bytesWritten: output?.committedBytes ?? 0, framesDirect: output?.framesDirect ?? 0,
+                              framesBuffered: output?.framesBuffered ?? 0, directIO: directIODescription,
+                              pngFilesWritten: (png?.filesWritten ?? 0) + (mjpegPNG?.filesWritten ?? 0),
+                              interrupted: interrupted, durationSeconds: elapsedSeconds.isFinite ? elapsedSeconds : 0,
+                              reconnects: reconnects, disconnectedSeconds: Double(disconnectedNanoseconds) / 1e9,
+                              compressed: pin.framing.isCompressed ? CompressedSummary(
+                                policy: options.corruptFramePolicy, statistics: statistics,
+                                jpegFilesWritten: jpeg?.filesWritten ?? 0, framesNotDecoded: framesNotDecoded,
+                                lastDecodeError: decodingSinks.compactMap(\.lastDecodeError).last) : nil)
+        summary.field = FieldOrder.name(format.field)
+        summary.error = failure?.message
+        return summary
+    }
+
+    /// write/writev calls the stream output made.
+    var outputWriteCalls: Int { output?.writeCalls ?? 0 }
+
+    /// Ends the stream after the last frame: stops the pin, finishes the sinks, closes the output.
+    func finish() throws(FrameDumpError) {
+        pin.stop()
+        for sink in sinks { try sink.finish() }
+        try output?.close()
+    }
+
+    /// Ends the stream after a failure: stops the pin and closes the output, which keeps every
+    /// whole frame written. A y4m stream whose first frame failed holds nothing (the header
+    /// goes with that frame): no empty file is left behind.
+    func abandon() {
+        pin.stop()
+        try? output?.close()
+        if options.container == .y4m, let output, output.committedBytes == 0, let path = options.outputPath, path != "-" {
+            unlink(path)
+        }
+    }
+
+    /// After an unplug: waits for the same device to come back, checks that it streams the
+    /// same format and starts a pin on it. Returns false when a stop was requested meanwhile.
+    func reconnect(stopFlag: StopFlag) throws(FrameDumpError) -> Bool {
+        let identity = device.capabilities
+        let lost = Clock.monotonicNanoseconds()
+        let before = pin.statistics
+        earlier.dropped += before.dropped
+        earlier.errorFlagged += before.errorFlagged
+        earlier.skippedErrorFrames += before.skippedErrorFrames
+        earlier.driverViolations += before.driverViolations
+        earlier.compressedEmpty += before.compressedEmpty
+        earlier.compressedMissingStartOfImage += before.compressedMissingStartOfImage
+        earlier.compressedTruncated += before.compressedTruncated
+        earlier.compressedBytesUsedOverLength += before.compressedBytesUsedOverLength
+        earlier.corruptSkipped += before.corruptSkipped
+        earlier.corruptDelivered += before.corruptDelivered
+        pin.stop()
+        let deadline = lost + Int64(options.reconnectWaitSeconds * 1e9)
+        var found: VideoDevice?
+        while found == nil {
+            if stopFlag.isRequested { return false }
+            for path in DeviceListing.videoDevicePaths() {
+                guard let candidate = try? VideoDevice(path: path, backend: options.backend) else { continue }
+                let caps = candidate.capabilities
+                if caps.busInfo == identity.busInfo && caps.card == identity.card && caps.canCapture {
+                    found = candidate
+                    break
+                }
+            }
+            if found == nil {
+                guard Clock.monotonicNanoseconds() < deadline else {
+                    throw .runtime("\(device.path): the device was disconnected and did not come back within \(FrameDumpFormatting.decimal(options.reconnectWaitSeconds)) s (looked for bus \(identity.busInfo), card \(identity.card); --reconnect-timeout changes the limit)")
+                }
+                usleep(200_000)
+            }
+        }
+        let returned = found!
+        do {
+            try options.format.checkControls(on: returned)
+            let newPin = try CapturePin(device: returned, configuration: options.format.pinConfiguration(
+                errorFramePolicy: options.errorFramePolicy, corruptFramePolicy: options.corruptFramePolicy))
+            let newFormat = newPin.format
+            guard newFormat.pixelFormat == format.pixelFormat, newFormat.width == format.width, newFormat.height == format.height,
+                  newFormat.planes.map(\.sizeImage) == format.planes.map(\.sizeImage),
+                  newFormat.planes.map(\.bytesPerLine) == format.planes.map(\.bytesPerLine) else {
+                throw FrameDumpError.runtime("\(returned.path): the device came back with another format (\(newFormat.pixelFormat) \(newFormat.width)x\(newFormat.height), was \(format.pixelFormat) \(format.width)x\(format.height)); the output holds the frames before the disconnect")
+            }
+            let candidate = try AllocatorPlan.candidate(memory: options.memory, source: options.dmabufSource, format: newFormat,
+                                                        backend: options.backend)
+            let selection = AllocatorPlan.selection(candidate: candidate, memory: options.memory, frameCount: options.buffers)
+            let result = try newPin.start(selection)
+            if result.fellBackToDefault {
+                newPin.stop()
+                throw FrameDumpError.runtime("--memory \(options.memory): \(returned.path): allocator \(candidate.name) was rejected: \(result.rejections.map(\.reason).joined(separator: "; "))")
+            }
+            device = returned
+            stopFlag.detach()
+            stopFlag.attach(wakeupDescriptor: newPin.wakeupDescriptor)
+            pin = newPin
+        } catch let error as FrameDumpError {
+            throw error
+        } catch {
+            throw FrameDumpError.wrap(error)
+        }
+        reconnects += 1
+        disconnectedNanoseconds += Clock.monotonicNanoseconds() - lost
+        lastFrameTime = Clock.monotonicNanoseconds()
+        return true
+    }
+
+    /// The summary's word on direct I/O: nil without a stream.
+    private var directIODescription: String? {
+        guard let output else { return nil }
+        if options.container == .y4m { return "not used: y4m frames start with a FRAME header, never aligned for O_DIRECT" }
+        if pin.framing.isCompressed, output.framesDirect == 0, output.directIO.isActive {
+            return output.directIO.description + "; compressed frames vary in size, so most are not a whole number of blocks"
+        }
+        return output.directIO.description
+    }
+
+    private func rejectionMessage(rejections: [AllocatorRejection]) -> String {
+        let reasons = rejections.map(\.reason).joined(separator: "; ")
+        return "--memory \(options.memory): \(device.path): allocator \(candidate.name) was rejected: \(reasons.isEmpty ? "no reason given" : reasons)"
+    }
+
+    /// The message for a stream that ended with `error` after some frames.
+    func endMessage(_ error: CaptureError) -> String {
+        if error.kind == .disconnected {
+            return "\(error.description); the output keeps the \(framesWritten) whole frames written before (of \(options.count); --reconnect waits for the device to come back)"
+        }
+        return "\(error.description) (after \(framesWritten) of \(options.count) frames)"
+    }
+
+    /// The message for a device that sent no frame for `--timeout` seconds.
+    var timeoutMessage: String {
+        "\(device.path): no frame arrived for \(FrameDumpFormatting.decimal(options.frameTimeoutSeconds)) s (poll/VIDIOC_DQBUF timed out after \(framesWritten) of \(options.count) frames); is the device producing frames? (--timeout changes the limit)"
+    }
+}

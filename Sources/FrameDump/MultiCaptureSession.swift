@@ -1,0 +1,341 @@
+import FrameBridge
+import V4L2
+
+/// A capture from several devices at once (`framedump capture -d A -d B ...`): one process, one
+/// poll(2) over every pin (``PinGroup``), `count` frames from each.
+///
+/// Every device is opened and set up before any starts, so a bad option or format fails before
+/// anything is written. While streaming, one device's failure or unplug (or `--timeout` without a
+/// frame) ends that device's stream with its error and the others go on; its output keeps every
+/// whole frame. With `allOrNothing`, the first failure stops every device.
+///
+/// Frames of different devices are related by their timestamps (CLOCK_MONOTONIC): the summary
+/// gives each device's skew to the first device.
+public final class MultiCaptureSession {
+    public let options: [CaptureOptions]
+    public let allOrNothing: Bool
+    /// Set (by SIGINT/SIGTERM, or a test) to stop after the current frame.
+    public let stopFlag: StopFlag
+    /// The live progress line, if one is shown.
+    public var progress: ProgressLine?
+    /// Called after each frame is written, with the device's position and its frames so far.
+    public var afterFrame: ((Int, Int) -> Void)?
+
+    public init(options: [CaptureOptions], allOrNothing: Bool = false, stopFlag: StopFlag = StopSignals.flag) {
+        precondition(!options.isEmpty, "MultiCaptureSession needs at least one device")
+        self.options = options
+        self.allOrNothing = allOrNothing
+        self.stopFlag = stopFlag
+    }
+
+    /// Checks what concerns the devices together: each device once, each output once, one
+    /// backend, no stream to standard output from more than one device.
+    public static func validate(_ options: [CaptureOptions]) throws(FrameDumpError) {
+        var devices: Set<String> = []
+        var outputs: [String: Int] = [:]
+        for (n, device) in options.enumerated() {
+            guard devices.insert(device.devicePath).inserted else {
+                throw .usage("-d \(device.devicePath) is given twice; each device can be captured once")
+            }
+            if device.reconnect && options.count > 1 {
+                throw .usage("--reconnect works with one -d only (it waits for the device in the capture loop)")
+            }
+            if device.backend !== options[0].backend {
+                throw .usage("-d \(device.devicePath): every device of one capture must be opened the same way (--libv4l2 applies to all)")
+            }
+            let places: [(option: String, path: String?)] = [("-o", device.outputPath), ("--png-dir", device.pngDirectory),
+                                                             ("--jpeg-dir", device.jpegDirectory)]
+            for (option, place) in places {
+                guard let path = place else { continue }
+                if option == "-o", path == "-", options.count > 1 {
+                    throw .usage("-o -: \(options.count) devices cannot share standard output; name a file with {n} (the device's position), e.g. -o cam{n}.raw")
+                }
+                if let other = outputs[path] {
+                    throw .usage("\(option) \(path): devices \(other) and \(n) would write to the same place; put {n} (the device's position among the -d options) in the name, e.g. cam{n}.raw")
+                }
+                outputs[path] = n
+            }
+        }
+    }
+
+    /// Runs the capture and returns its summary; a device whose stream ended early has its
+    /// ``CaptureSummary/error`` set (``MultiCaptureSummary/failedDevices``).
+    ///
+    /// - Throws: ``FrameDumpError`` when setting up a device fails (before anything is written),
+    ///   and with `allOrNothing` on the first failure (its ``FrameDumpError/devicesSummary``
+    ///   says what had been written).
+    public func run() throws(FrameDumpError) -> MultiCaptureSummary {
+        try Self.validate(options)
+        var captures: [DeviceCapture] = []
+        for (n, device) in options.enumerated() {
+            captures.append(try DeviceCapture(options: device, position: n))
+        }
+        defer { for capture in captures { capture.pin.stop() } }
+        let count = options[0].count
+        let startCPU = Clock.cpuMicroseconds()
+        let startTime = Clock.monotonicNanoseconds()
+        var interrupted = false
+        let skew = SkewMeter(devices: captures.count, capacity: options.map(\.count).max() ?? count)
+
+        func summary() -> MultiCaptureSummary {
+            let cpu = Double(Clock.cpuMicroseconds() - startCPU)
+            var frames = 0
+            for capture in captures { frames += capture.framesWritten }
+            let elapsed = Double(Clock.monotonicNanoseconds() - startTime) / 1e9
+            var devices = captures.map {
+                $0.summary(cpuMicroseconds: cpu, cpuFrames: frames, elapsedSeconds: elapsed, interrupted: interrupted)
+            }
+            let monotonic = captures.allSatisfy(\.monotonicTimestamps)
+            for i in devices.indices.dropFirst() where monotonic {
+                devices[i].skew = skew.summary(device: i, reference: devices[0].device)
+            }
+            return MultiCaptureSummary(devices: devices, allOrNothing: allOrNothing, interrupted: interrupted,
+                                       durationSeconds: elapsed.isFinite ? elapsed : 0,
+                                       cpuMicrosecondsPerFrame: frames > 0 ? cpu / Double(frames) : 0,
+                                       skewNote: monotonic ? nil : "not measured: a device's timestamps are not CLOCK_MONOTONIC")
+        }
+        func fatal(_ error: FrameDumpError) -> FrameDumpError {
+            self.progress?.clear()
+            for capture in captures { capture.abandon() }
+            var error = error
+            error.devicesSummary = summary()
+            return error
+        }
+        /// Ends device `c`'s stream with `error`; with allOrNothing, everything.
+        func end(_ c: Int, _ error: FrameDumpError) throws(FrameDumpError) {
+            captures[c].failure = error
+            captures[c].abandon()
+            if allOrNothing {
+                throw fatal(FrameDumpError(.runtime, "\(error.message) (--all-or-nothing: every device stopped)"))
+            }
+        }
+
+        // Start each device; with allOrNothing one that cannot start stops the capture.
+        var started: [Int] = []
+        for (c, capture) in captures.enumerated() {
+            do throws(FrameDumpError) {
+                try capture.start()
+                started.append(c)
+            } catch {
+                if allOrNothing || error.kind == .usage { throw fatal(error) }
+                try end(c, error)
+            }
+        }
+        guard !started.isEmpty else {
+            self.progress?.clear()
+            return summary()
+        }
+        let group: PinGroup
+        do {
+            group = try PinGroup(started.map { captures[$0].pin }, allOrNothing: allOrNothing)
+        } catch {
+            throw fatal(FrameDumpError(error))
+        }
+        stopFlag.attach(wakeupDescriptor: group.wakeupDescriptor)
+        defer { stopFlag.detach() }
+
+        while started.contains(where: { !captures[$0].isDone }) {
+            if stopFlag.isRequested {
+                interrupted = true
+                break
+            }
+            // One wait up to the earliest device's frame timeout.
+            var deadline = Int64.max
+            for c in started where !captures[c].isDone {
+                deadline = min(deadline, captures[c].lastFrameTime + Int64(captures[c].options.frameTimeoutSeconds * 1e9))
+            }
+            let now = Clock.monotonicNanoseconds()
+            var frame: StreamPointer? = nil
+            if let (g, ending) = try wait(group, timeout: .nanoseconds(max(0, deadline - now)), fatal: fatal, frame: &frame) {
+                let c = started[g]
+                let capture = captures[c]
+                if let ending {
+                    guard !capture.isDone else { continue }
+                    try end(c, FrameDumpError(.runtime, capture.endMessage(ending)))
+                    continue
+                }
+                guard let pointer = frame.take(), !capture.isDone else { continue }
+                let timestamp = pointer.info.timestampNanoseconds
+                do throws(FrameDumpError) {
+                    guard try capture.write(pointer) else { continue }
+                } catch {
+                    group.retire(pin: g)
+                    try end(c, error)
+                    continue
+                }
+                skew.record(device: c, timestamp: timestamp)
+                afterFrame?(c, capture.framesWritten)
+                if capture.framesWritten >= capture.options.count { group.retire(pin: g) }
+                if let line = self.progress {
+                    let now = Clock.monotonicNanoseconds()
+                    if line.isDue(now: now) {
+                        var dropped = 0
+                        for capture in captures { dropped += capture.pin.statistics.dropped }
+                        let seconds = Double(now - startTime) / 1e9
+                        line.show(devices: captures.map(\.framesWritten), total: count, seconds: seconds, dropped: dropped, now: now)
+                    }
+                }
+            } else {
+                let now = Clock.monotonicNanoseconds()
+                for (g, c) in started.enumerated() where !captures[c].isDone {
+                    if now - captures[c].lastFrameTime >= Int64(captures[c].options.frameTimeoutSeconds * 1e9) {
+                        group.retire(pin: g)
+                        try end(c, .runtime(captures[c].timeoutMessage))
+                    }
+                }
+            }
+        }
+        self.progress?.clear()
+        group.stop()
+        var finished = summary()
+        for (c, capture) in captures.enumerated() where capture.failure == nil {
+            do throws(FrameDumpError) {
+                try capture.finish()
+            } catch {
+                capture.failure = error
+                finished.devices[c].error = error.message
+            }
+        }
+        return finished
+    }
+}
+
+extension MultiCaptureSession {
+    /// The group's next event: the pin, and its frame (in `frame`) or the error that ended its
+    /// stream; nil when the wait timed out or was woken. With allOrNothing the group stopped every
+    /// pin on a failure, whose error names the device. (A function of its own: a `consume` in
+    /// run()'s long body made Swift 6.3.1's MovedAsyncVarDebugInfoPropagator pass never finish.)
+    fileprivate func wait(_ group: PinGroup, timeout: Duration, fatal: (FrameDumpError) -> FrameDumpError,
+                          frame: inout StreamPointer?) throws(FrameDumpError) -> (pin: Int, ending: CaptureError?)? {
+        let next: PinGroupEvent?
+        do {
+            next = try group.next(timeout: timeout)
+        } catch {
+            throw fatal(FrameDumpError(.runtime, "\(error.description) (--all-or-nothing: every device stopped)"))
+        }
+        guard let event = consume next else { return nil }
+        switch consume event {
+        case .frame(let pin, let pointer):
+            frame = consume pointer
+            return (pin, nil)
+        case .ended(let pin, let error):
+            return (pin, error)
+        }
+    }
+}
+
+/// How far each device's frames lie from the first device's: for every frame of device k > 0,
+/// the distance of its timestamp to the nearest frame of device 0 among the last few, corrected
+/// when a nearer frame of device 0 comes after it. Preallocated: nothing per frame.
+final class SkewMeter {
+    private static let window = 4
+    private var reference: [Int64]
+    private var referenceCount = 0
+    /// Per device: the offsets recorded (nanoseconds), and its last frame's timestamp.
+    private var offsets: [[Int64]]
+    private var counts: [Int]
+    private var lastTimestamps: [Int64]
+
+    init(devices: Int, capacity: Int) {
+        reference = Array(repeating: 0, count: Self.window)
+        offsets = (0..<devices).map { _ in Array(repeating: 0, count: capacity) }
+        counts = Array(repeating: 0, count: devices)
+        lastTimestamps = Array(repeating: 0, count: devices)
+    }
+
+    func record(device: Int, timestamp: Int64) {
+        if device == 0 {
+            reference[referenceCount % Self.window] = timestamp
+            referenceCount += 1
+            // A device's last frame may lie nearer to this frame than to the earlier ones.
+            for k in 1..<counts.count where counts[k] > 0 {
+                let distance = abs(lastTimestamps[k] - timestamp)
+                if distance < offsets[k][counts[k] - 1] { offsets[k][counts[k] - 1] = distance }
+            }
+            return
+        }
+        guard referenceCount > 0, counts[device] < offsets[device].count else { return }
+        var nearest = Int64.max
+        for i in 0..<min(referenceCount, Self.window) { nearest = min(nearest, abs(timestamp - reference[i])) }
+        offsets[device][counts[device]] = nearest
+        counts[device] += 1
+        lastTimestamps[device] = timestamp
+    }
+
+    func summary(device: Int, reference path: String) -> SkewSummary? {
+        guard device > 0, counts[device] > 0 else { return nil }
+        let sorted: [Int64] = offsets[device][0..<counts[device]].sorted()
+        var total = 0.0
+        for offset in sorted { total += Double(offset) }
+        let median = Double(sorted[sorted.count / 2]) / 1e6
+        let maximum = Double(sorted[sorted.count - 1]) / 1e6
+        let mean = total / Double(sorted.count) / 1e6
+        return SkewSummary(reference: path, framesCompared: sorted.count, medianMilliseconds: median,
+                           meanMilliseconds: mean, maximumMilliseconds: maximum)
+    }
+}
+
+/// A device's skew to the first device (``CaptureSummary/skew``).
+public struct SkewSummary: Hashable, Sendable, Codable {
+    /// The first device, whose frames the others are compared with.
+    public var reference: String
+    public var framesCompared: Int
+    public var medianMilliseconds: Double
+    public var meanMilliseconds: Double
+    public var maximumMilliseconds: Double
+
+    func render() -> String {
+        "median \(FrameDumpFormatting.decimal(medianMilliseconds, digits: 2)) ms, max \(FrameDumpFormatting.decimal(maximumMilliseconds, digits: 2)) ms from the nearest frame of \(reference) (\(framesCompared) frames)"
+    }
+}
+
+/// What a capture from several devices did: each device's summary, and the totals.
+public struct MultiCaptureSummary: Hashable, Sendable, Codable {
+    public var devices: [CaptureSummary]
+    /// Frames written, all devices together.
+    public var framesWritten: Int
+    /// Devices whose stream ended early with an error (``CaptureSummary/error``).
+    public var failedDevices: Int
+    public var allOrNothing: Bool
+    public var interrupted: Bool
+    public var durationSeconds: Double
+    /// The process's user plus system CPU time per frame, over all devices' frames.
+    public var cpuMicrosecondsPerFrame: Double
+    /// The largest skew of any device to the first device.
+    public var maximumSkewMilliseconds: Double?
+    /// Why the skew was not measured, when it was not.
+    public var skewNote: String?
+
+    init(devices: [CaptureSummary], allOrNothing: Bool, interrupted: Bool, durationSeconds: Double,
+         cpuMicrosecondsPerFrame: Double, skewNote: String?) {
+        self.devices = devices
+        var written = 0
+        var failed = 0
+        for device in devices {
+            written += device.framesWritten
+            if device.error != nil { failed += 1 }
+        }
+        framesWritten = written
+        failedDevices = failed
+        self.allOrNothing = allOrNothing
+        self.interrupted = interrupted
+        self.durationSeconds = durationSeconds
+        self.cpuMicrosecondsPerFrame = cpuMicrosecondsPerFrame
+        maximumSkewMilliseconds = devices.compactMap(\.skew?.maximumMilliseconds).max()
+        self.skewNote = skewNote
+    }
+
+    /// The text summary: each device's, then the totals.
+    public func render() -> String {
+        var text = devices.map { $0.render() }.joined()
+        text += "framedump: \(devices.count) devices: \(framesWritten) frames in \(FrameDumpFormatting.decimal(durationSeconds)) s, "
+        text += "cpu per frame \(FrameDumpFormatting.decimal(cpuMicrosecondsPerFrame, digits: 1)) us"
+        if let maximumSkewMilliseconds { text += ", largest skew \(FrameDumpFormatting.decimal(maximumSkewMilliseconds, digits: 2)) ms" }
+        if let skewNote { text += ", skew \(skewNote)" }
+        if failedDevices > 0 { text += ", \(failedDevices) ended early" }
+        return text + "\n"
+    }
+
+    /// The JSON summary (camelCase keys).
+    public func json() -> String { FrameDumpJSON.encode(self) }
+}
