@@ -162,10 +162,11 @@ extension CapturePin {
         CapturedFrames(pin: self, limit: limit, queue: DispatchQueue(label: "FrameBridge.CapturedFrames \(device.path)"))
     }
 
-    /// Whether the pin was stopped with ``stop()`` (not failed, not streaming).
+    /// Whether the pin was stopped with ``stop()`` (not failed, not streaming, not stopped
+    /// for a source change it follows).
     var wasStoppedByCaller: Bool {
         core.state.withLock { state in
-            if case .stopped = state.phase { return true }
+            if case .stopped = state.phase { return !state.source.isActive }
             return false
         }
     }

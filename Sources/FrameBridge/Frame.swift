@@ -232,6 +232,11 @@ public struct CaptureStatistics: Hashable, Sendable, Codable {
     /// Failed ends of CPU access (DMA_BUF_IOCTL_SYNC end) after a frame was read; a failed start
     /// fails the lock instead.
     public var synchronizationFailures = 0
+    /// Source changes the pin followed (restarted with the new format); see ``FormatChange``.
+    public var sourceChanges = 0
+    /// Frames the driver had filled when a source change was seen, dropped (never delivered:
+    /// their format may be the new one) before STREAMOFF.
+    public var droppedAtSourceChange = 0
 
     public init() {}
 }

@@ -1,0 +1,243 @@
+import FrameBridge
+import FrameBridgeTestSupport
+import V4L2
+import XCTest
+
+/// The pin follows a source change (issue 13, item 2) on vivid's HDMI input (3): the source's
+/// timings are changed through a second file handle of the same node (what another process
+/// turning vivid's controls is to the driver) while the pin streams. The pin reports the
+/// change before the first frame of the new size, never hands out a frame of the wrong size,
+/// survives "no signal", and runs allocator selection again.
+///
+/// The timings and no-signal cases use /dev/video2, as VividLiveSourceTests does; the allocator
+/// case needs USERPTR, which only the vmalloc nodes have: /dev/video0. Each puts the HDMI
+/// input's signal mode back to 0 (current timings) and selects input 0 at the end.
+final class VividSourceChangeTests: XCTestCase {
+    private static let yuyvBytesPerPixel = 2
+
+    func testFollowsATimingsChangeMadeThroughAnotherHandle() throws {
+        let path = Vivid.contiguous
+        let (device, other, hdmi) = try openHDMI(path, timings: "1280x720p60")
+        defer { restore(other, hdmi: hdmi) }
+        let pin = try CapturePin(device: device, configuration: PinConfiguration(input: hdmi, pixelFormat: .yuyv))
+        defer { pin.stop() }
+        XCTAssertEqual([pin.format.width, pin.format.height], [1280, 720])
+        let started = try pin.start()
+        XCTAssertEqual(pin.formatGeneration, 0)
+        let oldSize = Int(pin.format.planes[0].sizeImage)
+        XCTAssertEqual(oldSize, 1280 * 720 * Self.yuyvBytesPerPixel)
+        for _ in 0..<5 {
+            let frame = try nextFrame(pin)
+            XCTAssertEqual(frame.planes[0].bytesUsed, oldSize, "\(path): frame before the change")
+        }
+
+        try Vivid.setControl(other, "dv_timings", try menuIndex(other, "640x480p59"))
+        var framesBeforeChange = 0
+        var change: FormatChange?
+        let waitStart = MonotonicClock.nanoseconds()
+        while change == nil {
+            guard MonotonicClock.nanoseconds() - waitStart < 10_000_000_000 else { return XCTFail("\(path): no format change within 10 s") }
+            guard let event = try pin.nextEvent(timeout: .seconds(10), keepLeadingEdge: false) else { continue }
+            switch consume event {
+            case .frame(let pointer):
+                // Frames dequeued before the pin saw the event: the old format, consistently.
+                XCTAssertEqual(pointer.info.planes[0].bytesUsed, oldSize, "\(path): a frame before the change event")
+                framesBeforeChange += 1
+            case .formatChanged(let changed): change = changed
+            case .noSignal(let loss): return XCTFail("\(path): unexpected no signal: \(loss)")
+            }
+        }
+        let followed = try XCTUnwrap(change)
+        XCTAssertEqual([followed.previous.width, followed.previous.height], [1280, 720])
+        XCTAssertEqual([followed.format.width, followed.format.height], [640, 480])
+        XCTAssertEqual(followed.format.pixelFormat, .yuyv)
+        XCTAssertEqual(followed.input, hdmi)
+        XCTAssertTrue(followed.changes.contains(.resolution), "\(followed.changes)")
+        XCTAssertEqual(followed.timings.map { [$0.width, $0.height] }, [640, 480])
+        XCTAssertEqual(followed.generation, 1)
+        XCTAssertFalse(followed.afterNoSignal)
+        XCTAssertEqual(pin.formatGeneration, 1)
+        XCTAssertEqual(pin.format, followed.format)
+        XCTAssertTrue(pin.isStreaming)
+        XCTAssertEqual(followed.selection.chosen.name, started.chosen.name, "same (empty) candidates, same default")
+        XCTAssertNotNil(pin.selection)
+        let newSize = Int(followed.format.planes[0].sizeImage)
+        XCTAssertEqual(newSize, 640 * 480 * Self.yuyvBytesPerPixel)
+        XCTAssertEqual(followed.framing.items.first?.bufferSize, newSize)
+
+        // Every frame after the change has the new size, and they keep coming.
+        var firstNew: FrameInfo?
+        for _ in 0..<15 {
+            let frame = try nextFrame(pin)
+            if firstNew == nil { firstNew = frame }
+            XCTAssertEqual(frame.planes[0].bytesUsed, newSize, "\(path): a frame after the change has the old size")
+        }
+        let statistics = pin.statistics
+        XCTAssertEqual(statistics.sourceChanges, 1)
+        XCTAssertEqual(statistics.droppedAtSourceChange, followed.framesDropped)
+        let first = try XCTUnwrap(firstNew)
+        print(String(format: "source change: 1280x720 -> 640x480 through a second handle of %@; %d frame(s) of the old size before the event was seen, %d dropped at STREAMOFF; event to restart %.1f ms, event to first new frame %.1f ms; allocator %@",
+                     path, framesBeforeChange, followed.framesDropped,
+                     Double(followed.restartedNanoseconds - followed.eventTimestampNanoseconds) / 1e6,
+                     Double(first.timestampNanoseconds - followed.eventTimestampNanoseconds) / 1e6, followed.selection.chosen.name))
+    }
+
+    func testNoSignalIsReportedAndTheSignalComingBackRestarts() throws {
+        let path = Vivid.contiguous
+        let (device, other, hdmi) = try openHDMI(path, timings: "1280x720p60")
+        defer { restore(other, hdmi: hdmi) }
+        let pin = try CapturePin(device: device, configuration: PinConfiguration(input: hdmi, pixelFormat: .yuyv))
+        defer { pin.stop() }
+        try pin.start()
+        let size = Int(pin.format.planes[0].sizeImage)
+        for _ in 0..<3 { XCTAssertEqual(try nextFrame(pin).planes[0].bytesUsed, size) }
+
+        try Vivid.setControl(other, "dv_timings_signal_mode", 1)
+        var loss: SignalLoss?
+        let lossStart = MonotonicClock.nanoseconds()
+        while loss == nil {
+            guard MonotonicClock.nanoseconds() - lossStart < 10_000_000_000 else { return XCTFail("\(path): no signal loss reported within 10 s") }
+            guard let event = try pin.nextEvent(timeout: .seconds(10), keepLeadingEdge: false) else { continue }
+            switch consume event {
+            case .frame(let pointer): XCTAssertEqual(pointer.info.planes[0].bytesUsed, size)
+            case .formatChanged(let change): return XCTFail("\(path): a format change instead of no signal: \(change.format)")
+            case .noSignal(let lost): loss = lost
+            }
+        }
+        let lost = try XCTUnwrap(loss)
+        XCTAssertEqual(lost.input, hdmi)
+        XCTAssertTrue(lost.detail.contains("ENOLINK") || lost.status?.contains(.noSignal) == true, "\(lost)")
+        XCTAssertFalse(pin.isStreaming)
+        XCTAssertTrue(pin.isFollowingSourceChange)
+        XCTAssertNotNil(pin.signalLoss)
+        // While there is no signal, each wait lasts its timeout and returns nil.
+        for _ in 0..<3 {
+            let before = MonotonicClock.nanoseconds()
+            if let unexpected = try pin.nextEvent(timeout: .milliseconds(300)) {
+                switch consume unexpected {
+                case .frame: XCTFail("\(path): a frame while there is no signal")
+                case .formatChanged(let change): XCTFail("\(path): a format change while there is no signal: \(change.format)")
+                case .noSignal: XCTFail("\(path): no signal reported twice for one loss")
+                }
+            }
+            let waited = Double(MonotonicClock.nanoseconds() - before) / 1e6
+            XCTAssertGreaterThanOrEqual(waited, 250, "the wait lasted its timeout")
+        }
+
+        // The signal comes back with the current timings: a format change (the same size), then frames.
+        try Vivid.setControl(other, "dv_timings_signal_mode", 0)
+        let backAt = MonotonicClock.nanoseconds()
+        var restored: FormatChange?
+        while restored == nil {
+            guard MonotonicClock.nanoseconds() - backAt < 10_000_000_000 else { return XCTFail("\(path): no restart within 10 s of the signal coming back") }
+            guard let event = try pin.nextEvent(timeout: .seconds(10), keepLeadingEdge: false) else { continue }
+            switch consume event {
+            case .frame: return XCTFail("\(path): a frame before the format change that ends the no-signal wait")
+            case .formatChanged(let change): restored = change
+            case .noSignal(let again): return XCTFail("\(path): still no signal: \(again)")
+            }
+        }
+        let back = try XCTUnwrap(restored)
+        XCTAssertTrue(back.afterNoSignal)
+        XCTAssertEqual([back.format.width, back.format.height], [1280, 720])
+        XCTAssertTrue(pin.isStreaming)
+        XCTAssertNil(pin.signalLoss)
+        var firstBack: FrameInfo?
+        for _ in 0..<5 {
+            let frame = try nextFrame(pin)
+            if firstBack == nil { firstBack = frame }
+            XCTAssertEqual(frame.planes[0].bytesUsed, Int(back.format.planes[0].sizeImage))
+        }
+        let first = try XCTUnwrap(firstBack)
+        print(String(format: "no signal: reported as \"%@\"; 3 waits of 300 ms returned nil; signal back: restart %.1f ms after the event, first frame %.1f ms after it",
+                     lost.description, Double(back.restartedNanoseconds - back.eventTimestampNanoseconds) / 1e6,
+                     Double(first.timestampNanoseconds - back.eventTimestampNanoseconds) / 1e6))
+    }
+
+    func testACandidateThatNoLongerFitsIsRejectedAfterTheChange() throws {
+        let path = Vivid.main
+        let (device, other, hdmi) = try openHDMI(path, timings: "640x480p59")
+        defer { restore(other, hdmi: hdmi) }
+        let pin = try CapturePin(device: device, configuration: PinConfiguration(input: hdmi, pixelFormat: .yuyv))
+        defer { pin.stop() }
+        XCTAssertEqual([pin.format.width, pin.format.height], [640, 480])
+        let smallFrame = 640 * 480 * Self.yuyvBytesPerPixel
+        // A vendor allocator whose buffers hold a 640x480 YUYV frame and no more.
+        let candidate = UserPointerAllocator(planeSizes: [smallFrame])
+        let started = try pin.start(AllocatorSelection(candidates: [candidate]))
+        XCTAssertTrue(started.chosen === candidate, "\(started.rejections)")
+        XCTAssertFalse(started.fellBackToDefault)
+        for _ in 0..<3 { XCTAssertEqual(try nextFrame(pin).planes[0].bytesUsed, smallFrame) }
+
+        try Vivid.setControl(other, "dv_timings", try menuIndex(other, "1280x720p60"))
+        var change: FormatChange?
+        let waitStart = MonotonicClock.nanoseconds()
+        while change == nil {
+            guard MonotonicClock.nanoseconds() - waitStart < 10_000_000_000 else { return XCTFail("\(path): no format change within 10 s") }
+            guard let event = try pin.nextEvent(timeout: .seconds(10), keepLeadingEdge: false) else { continue }
+            switch consume event {
+            case .frame(let pointer): XCTAssertEqual(pointer.info.planes[0].bytesUsed, smallFrame)
+            case .formatChanged(let changed): change = changed
+            case .noSignal(let loss): return XCTFail("\(path): unexpected no signal: \(loss)")
+            }
+        }
+        let followed = try XCTUnwrap(change)
+        XCTAssertEqual([followed.format.width, followed.format.height], [1280, 720])
+        let largeFrame = 1280 * 720 * Self.yuyvBytesPerPixel
+        XCTAssertTrue(followed.selection.fellBackToDefault)
+        XCTAssertFalse(followed.selection.chosen === candidate)
+        XCTAssertTrue(followed.selection.chosen is KernelPoolAllocator, followed.selection.chosen.name)
+        let rejection = try XCTUnwrap(followed.selection.rejections.first, "the candidate is rejected")
+        XCTAssertEqual(rejection.allocator, candidate.name)
+        XCTAssertTrue(rejection.reason.contains("\(smallFrame)") && rejection.reason.contains("\(largeFrame)"), rejection.reason)
+        XCTAssertEqual(pin.selection?.rejections.first?.reason, rejection.reason)
+        XCTAssertEqual(pin.allocator?.name, followed.selection.chosen.name)
+        for _ in 0..<5 { XCTAssertEqual(try nextFrame(pin).planes[0].bytesUsed, largeFrame) }
+        print("source change with allocator selection: 640x480 -> 1280x720 on \(path); \(candidate.name) rejected (\(rejection.reason)); now \(followed.selection.chosen.name); \(followed.framesDropped) frame(s) dropped at STREAMOFF")
+    }
+
+    // MARK: - Helpers
+
+    /// Opens `path` twice (the pin's handle and the "other process"), selects the HDMI input,
+    /// sets vivid's source to the preset named `timings` and applies it, so the pin starts at that size.
+    private func openHDMI(_ path: String, timings: String) throws -> (VideoDevice, VideoDevice, UInt32) {
+        let device = try Vivid.open(path)
+        let other = try Vivid.open(path)
+        let hdmi = try XCTUnwrap(try device.inputs().first { $0.capabilityFlags.contains(.dvTimings) }, "\(path) has no HDMI input").index
+        try device.selectInput(hdmi)
+        try Vivid.setControl(device, "dv_timings_signal_mode", 4)
+        try Vivid.setControl(device, "dv_timings", try menuIndex(device, timings))
+        try device.setDVTimings(try device.queryDVTimings())
+        return (device, other, hdmi)
+    }
+
+    /// vivid's dv_timings menu has an order of its own: the item by name.
+    private func menuIndex(_ device: VideoDevice, _ prefix: String) throws -> Int64 {
+        let menu = try XCTUnwrap(try device.control(named: "dv_timings"), "\(device.path) has no dv_timings control").menuItems
+        return Int64(try XCTUnwrap(menu.first { $0.name.hasPrefix(prefix) }, "\(menu.map(\.name))").index)
+    }
+
+    /// Signal mode 0 (current timings) on the HDMI input, then input 0, through the second
+    /// handle (the pin has been stopped by then: its defer runs first).
+    private func restore(_ device: VideoDevice, hdmi: UInt32) {
+        try? device.selectInput(hdmi)
+        try? Vivid.setControl(device, "dv_timings_signal_mode", 0)
+        try? device.selectInput(0)
+    }
+
+    /// The next frame's info (the pointer is released at once), failing on anything else.
+    private func nextFrame(_ pin: CapturePin, file: StaticString = #filePath, line: UInt = #line) throws -> FrameInfo {
+        guard let event = try pin.nextEvent(timeout: .seconds(10), keepLeadingEdge: false) else {
+            throw CaptureError(.invalidState, "\(pin.device.path): no frame within 10 s")
+        }
+        switch consume event {
+        case .frame(let pointer): return pointer.info
+        case .formatChanged(let change):
+            XCTFail("\(pin.device.path): unexpected format change to \(change.format.width)x\(change.format.height)", file: file, line: line)
+            throw CaptureError(.invalidState, "unexpected format change")
+        case .noSignal(let loss):
+            XCTFail("\(pin.device.path): unexpected no signal: \(loss)", file: file, line: line)
+            throw CaptureError(.invalidState, "unexpected no signal")
+        }
+    }
+}
