@@ -1252,61 +1252,37 @@ extension CapturePin {
         guard let subscription, let selection else {
             throw failFollowing(CaptureError(.invalidState, "\(device.path): a source change without a subscription or a selection to restart with"))
         }
-        var timings: DVTimings?
-        var standard: UInt64?
-        var loss: SignalLoss?
-        let status = (try? device.inputs())?.first { $0.index == subscription.input }?.statusFlags
-        do throws(V4L2Error) {
-            if subscription.digital {
-                do throws(V4L2Error) {
-                    let detected = try device.queryDVTimings()
-                    timings = try device.setDVTimings(detected)
-                } catch {
-                    guard let errno = error.errno, [ENOLINK, ENOLCK, ERANGE].contains(errno.rawValue), error.operation == "VIDIOC_QUERY_DV_TIMINGS" else { throw error }
-                    loss = SignalLoss(input: subscription.input, status: status, detail: error.description, underlying: error)
+        var detected: DetectedSource
+        var newFormat: ImageFormat
+        var interval: Fraction?
+        var attempts = 0
+        while true {
+            attempts += 1
+            detected = try detectSource(subscription, apply: true)
+            if let loss = detected.loss {
+                let waiting = core.state.withLock { state -> Bool in
+                    guard case .restartPending = state.source else { return false }
+                    state.source = .noSignal(loss, reported: false)
+                    core.publish(state)
+                    return true
                 }
-            } else {
-                let detected = try device.queryStandard()
-                if detected == 0 {
-                    loss = SignalLoss(input: subscription.input, status: status, detail: "\(device.path): VIDIOC_QUERYSTD detected no standard", underlying: nil)
-                } else {
-                    if try device.standard() & detected == 0 { try device.setStandard(detected) }
-                    standard = try device.standard()
-                }
+                if waiting { live.withLock { $0.pendingAfterNoSignal = true } }
+                return nil
             }
-        } catch {
-            throw failFollowing(CaptureError(.device, "\(device.path): following a source change of input \(subscription.input): \(error)", underlying: error))
-        }
-        if loss == nil, let status, status.contains(.noSignal) {
-            loss = SignalLoss(input: subscription.input, status: status, detail: "\(device.path): VIDIOC_ENUMINPUT says no signal", underlying: nil)
-        }
-        if let loss {
-            let waiting = core.state.withLock { state -> Bool in
-                guard case .restartPending = state.source else { return false }
-                state.source = .noSignal(loss, reported: false)
-                core.publish(state)
-                return true
+            (newFormat, interval) = try setFormatAfterSourceChange(previous: previous, input: subscription.input)
+            // Applying the timings can itself queue a source-change event (vivid moves its
+            // colorspace control with the timings, and that control sends one). Such events
+            // are dropped here, before STREAMON; if the source really changed meanwhile, it
+            // no longer matches what was applied, and the restart starts over.
+            let queued: DeviceEvent?
+            do throws(V4L2Error) {
+                queued = try takeSourceChangeEvent()
+            } catch {
+                throw failFollowing(CaptureError(error))
             }
-            if waiting { live.withLock { $0.pendingAfterNoSignal = true } }
-            return nil
-        }
-
-        let newFormat: ImageFormat
-        let interval: Fraction?
-        let wanted = configuration.pixelFormat ?? previous.pixelFormat
-        do throws(V4L2Error) {
-            var request = try device.format(bufferType)
-            request.pixelFormat = wanted
-            request.field = configuration.field.rawValue
-            request.planes = []
-            newFormat = try device.setFormat(request)
-            interval = try device.frameInterval(bufferType)
-        } catch {
-            throw failFollowing(CaptureError(.device, "\(device.path): setting the format after a source change of input \(subscription.input): \(error)", underlying: error))
-        }
-        guard newFormat.pixelFormat == wanted else {
-            throw failFollowing(CaptureError(.invalidConfiguration,
-                                             "\(device.path): VIDIOC_S_FMT after a source change to \(newFormat.width)x\(newFormat.height): the driver replaced pixel format \(wanted) with \(newFormat.pixelFormat); the new source cannot be captured as \(wanted) (stop, and start a pin with another pixel format)"))
+            guard queued != nil, attempts < 4 else { break }
+            let now = try detectSource(subscription, apply: false)
+            if now.loss == nil, now.timings == detected.timings, now.standard.map({ $0 & (detected.standard ?? 0) != 0 }) ?? true { break }
         }
         live.withLock { live in
             live.format = newFormat
@@ -1324,7 +1300,7 @@ extension CapturePin {
         let change = live.withLock { live -> FormatChange in
             live.generation += 1
             let change = FormatChange(input: subscription.input, changes: event?.sourceChanges ?? [], previous: previous, format: newFormat,
-                                      frameInterval: interval, framing: framing, selection: result, timings: timings, standard: standard,
+                                      frameInterval: interval, framing: framing, selection: result, timings: detected.timings, standard: detected.standard,
                                       generation: live.generation, framesDropped: dropped, afterNoSignal: afterNoSignal,
                                       eventTimestampNanoseconds: event?.timestampNanoseconds ?? 0,
                                       restartedNanoseconds: MonotonicClock.nanoseconds())
@@ -1335,6 +1311,72 @@ extension CapturePin {
             return change
         }
         return .formatChanged(change)
+    }
+
+    private struct DetectedSource {
+        var timings: DVTimings?
+        var standard: UInt64?
+        var loss: SignalLoss?
+    }
+
+    /// What the input receives now: QUERY_DV_TIMINGS on a DV input (ENOLINK, ENOLCK, ERANGE: no
+    /// signal) or QUERYSTD on an analog one (0: no signal), and the input's status bits. With
+    /// `apply`, the detected timings or standard are set (S_DV_TIMINGS, S_STD).
+    private func detectSource(_ subscription: SourceSubscription, apply: Bool) throws(CaptureError) -> DetectedSource {
+        var result = DetectedSource()
+        let status = (try? device.inputs())?.first { $0.index == subscription.input }?.statusFlags
+        do throws(V4L2Error) {
+            if subscription.digital {
+                do throws(V4L2Error) {
+                    let timings = try device.queryDVTimings()
+                    result.timings = apply ? try device.setDVTimings(timings) : timings
+                } catch {
+                    guard error.operation == "VIDIOC_QUERY_DV_TIMINGS", let errno = error.errno,
+                          [ENOLINK, ENOLCK, ERANGE].contains(errno.rawValue) else { throw error }
+                    result.loss = SignalLoss(input: subscription.input, status: status, detail: error.description, underlying: error)
+                }
+            } else {
+                let standard = try device.queryStandard()
+                if standard == 0 {
+                    result.loss = SignalLoss(input: subscription.input, status: status, detail: "\(device.path): VIDIOC_QUERYSTD detected no standard", underlying: nil)
+                } else if apply {
+                    if try device.standard() & standard == 0 { try device.setStandard(standard) }
+                    result.standard = try device.standard()
+                } else {
+                    result.standard = standard
+                }
+            }
+        } catch {
+            let hint = error.errno == .resourceBusy ? " (the queue still has buffers: another handle may own it)" : ""
+            throw failFollowing(CaptureError(.device, "\(device.path): following a source change of input \(subscription.input): \(error)\(hint)", underlying: error))
+        }
+        if result.loss == nil, let status, status.contains(.noSignal) {
+            result.loss = SignalLoss(input: subscription.input, status: status, detail: "\(device.path): VIDIOC_ENUMINPUT says no signal", underlying: nil)
+        }
+        return result
+    }
+
+    /// G_FMT (the size the source now has), then S_FMT with the pixel format (the configured
+    /// one, else the previous) and the configured field. A replaced pixel format is an error.
+    private func setFormatAfterSourceChange(previous: ImageFormat, input: UInt32) throws(CaptureError) -> (ImageFormat, Fraction?) {
+        let newFormat: ImageFormat
+        let interval: Fraction?
+        let wanted = configuration.pixelFormat ?? previous.pixelFormat
+        do throws(V4L2Error) {
+            var request = try device.format(bufferType)
+            request.pixelFormat = wanted
+            request.field = configuration.field.rawValue
+            request.planes = []
+            newFormat = try device.setFormat(request)
+            interval = try device.frameInterval(bufferType)
+        } catch {
+            throw failFollowing(CaptureError(.device, "\(device.path): setting the format after a source change of input \(input): \(error)", underlying: error))
+        }
+        guard newFormat.pixelFormat == wanted else {
+            throw failFollowing(CaptureError(.invalidConfiguration,
+                                             "\(device.path): VIDIOC_S_FMT after a source change to \(newFormat.width)x\(newFormat.height): the driver replaced pixel format \(wanted) with \(newFormat.pixelFormat); the new source cannot be captured as \(wanted) (stop, and start a pin with another pixel format)"))
+        }
+        return (newFormat, interval)
     }
 
     /// The poll events a ``PinGroup`` waits on for this pin.
