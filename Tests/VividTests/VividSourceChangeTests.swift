@@ -24,11 +24,12 @@ final class VividSourceChangeTests: XCTestCase {
         XCTAssertEqual([pin.format.width, pin.format.height], [1280, 720])
         let started = try pin.start()
         XCTAssertEqual(pin.formatGeneration, 0)
+        // sizeimage (and bytesused) includes vivid's data offset in multi-planar mode; the payload is the picture.
         let oldSize = Int(pin.format.planes[0].sizeImage)
-        XCTAssertEqual(oldSize, 1280 * 720 * Self.yuyvBytesPerPixel)
         for _ in 0..<5 {
             let frame = try nextFrame(pin)
             XCTAssertEqual(frame.planes[0].bytesUsed, oldSize, "\(path): frame before the change")
+            XCTAssertEqual(frame.planes[0].payloadSize, 1280 * 720 * Self.yuyvBytesPerPixel)
         }
 
         try Vivid.setControl(other, "dv_timings", try menuIndex(other, "640x480p59"))
@@ -62,7 +63,6 @@ final class VividSourceChangeTests: XCTestCase {
         XCTAssertEqual(followed.selection.chosen.name, started.chosen.name, "same (empty) candidates, same default")
         XCTAssertNotNil(pin.selection)
         let newSize = Int(followed.format.planes[0].sizeImage)
-        XCTAssertEqual(newSize, 640 * 480 * Self.yuyvBytesPerPixel)
         XCTAssertEqual(followed.framing.items.first?.bufferSize, newSize)
 
         // Every frame after the change has the new size, and they keep coming.
@@ -71,6 +71,7 @@ final class VividSourceChangeTests: XCTestCase {
             let frame = try nextFrame(pin)
             if firstNew == nil { firstNew = frame }
             XCTAssertEqual(frame.planes[0].bytesUsed, newSize, "\(path): a frame after the change has the old size")
+            XCTAssertEqual(frame.planes[0].payloadSize, 640 * 480 * Self.yuyvBytesPerPixel)
         }
         let statistics = pin.statistics
         XCTAssertEqual(statistics.sourceChanges, 1)
@@ -161,8 +162,8 @@ final class VividSourceChangeTests: XCTestCase {
         let pin = try CapturePin(device: device, configuration: PinConfiguration(input: hdmi, pixelFormat: .yuyv))
         defer { pin.stop() }
         XCTAssertEqual([pin.format.width, pin.format.height], [640, 480])
-        let smallFrame = 640 * 480 * Self.yuyvBytesPerPixel
-        // A vendor allocator whose buffers hold a 640x480 YUYV frame and no more.
+        let smallFrame = Int(pin.format.planes[0].sizeImage)
+        // A vendor allocator whose buffers hold a 640x480 YUYV frame (sizeimage) and no more.
         let candidate = UserPointerAllocator(planeSizes: [smallFrame])
         let started = try pin.start(AllocatorSelection(candidates: [candidate]))
         XCTAssertTrue(started.chosen === candidate, "\(started.rejections)")
@@ -183,7 +184,8 @@ final class VividSourceChangeTests: XCTestCase {
         }
         let followed = try XCTUnwrap(change)
         XCTAssertEqual([followed.format.width, followed.format.height], [1280, 720])
-        let largeFrame = 1280 * 720 * Self.yuyvBytesPerPixel
+        let largeFrame = Int(followed.format.planes[0].sizeImage)
+        XCTAssertGreaterThanOrEqual(largeFrame, 1280 * 720 * Self.yuyvBytesPerPixel)
         XCTAssertTrue(followed.selection.fellBackToDefault)
         XCTAssertFalse(followed.selection.chosen === candidate)
         XCTAssertTrue(followed.selection.chosen is KernelPoolAllocator, followed.selection.chosen.name)
