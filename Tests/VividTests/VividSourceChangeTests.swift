@@ -198,6 +198,94 @@ final class VividSourceChangeTests: XCTestCase {
         print("source change with allocator selection: 640x480 -> 1280x720 on \(path); \(candidate.name) rejected (\(rejection.reason)); now \(followed.selection.chosen.name); \(followed.framesDropped) frame(s) dropped at STREAMOFF")
     }
 
+    func testARestartWaitsForAHeldFrameAndCancelsIt() throws {
+        let path = Vivid.contiguous
+        let (device, other, hdmi) = try openHDMI(path, timings: "1280x720p60")
+        defer { restore(other, hdmi: hdmi) }
+        let pin = try CapturePin(device: device, configuration: PinConfiguration(input: hdmi, pixelFormat: .yuyv))
+        defer { pin.stop() }
+        try pin.start()
+        // The default keeps the leading edge on the frame too: two holders, the edge's and ours.
+        guard var held = try pin.next(timeout: .seconds(10)) else { return XCTFail("\(path): no frame within 10 s") }
+        XCTAssertEqual(held.info.planes[0].payloadSize, 1280 * 720 * Self.yuyvBytesPerPixel)
+        try Vivid.setControl(other, "dv_timings", try menuIndex(other, "640x480p59"))
+        // The event is seen on the next wait; the buffers cannot go back (REQBUFS 0) while a
+        // frame is held, so the waits end at their timeout with nothing to hand out.
+        for _ in 0..<2 {
+            if let event = try pin.nextEvent(timeout: .milliseconds(300)) {
+                switch consume event {
+                case .frame(let pointer): XCTFail("\(path): a frame (\(pointer.info.planes[0].payloadSize) bytes) while the change waits for the held one")
+                case .formatChanged: XCTFail("\(path): restarted while a frame of the old stream was held")
+                case .noSignal(let loss): XCTFail("\(path): unexpected no signal: \(loss)")
+                }
+            }
+        }
+        XCTAssertTrue(pin.isFollowingSourceChange)
+        XCTAssertFalse(pin.isStreaming)
+        XCTAssertFalse(held.isValid, "the held frame was cancelled at STREAMOFF")
+        XCTAssertThrowsError(try held.lock()) { XCTAssertEqual(($0 as? CaptureError)?.kind, .frameCancelled, "\($0)") }
+        XCTAssertEqual(pin.livePointers, 1)
+        _ = consume held
+        XCTAssertEqual(pin.livePointers, 0)
+        let before = MonotonicClock.nanoseconds()
+        guard let event = try pin.nextEvent(timeout: .seconds(10)) else { return XCTFail("\(path): no restart within 10 s of the release") }
+        switch consume event {
+        case .formatChanged(let change):
+            XCTAssertEqual([change.format.width, change.format.height], [640, 480])
+        case .frame: return XCTFail("\(path): a frame before the format change")
+        case .noSignal(let loss): return XCTFail("\(path): unexpected no signal: \(loss)")
+        }
+        let restart = Double(MonotonicClock.nanoseconds() - before) / 1e6
+        XCTAssertEqual(try nextFrame(pin).planes[0].payloadSize, 640 * 480 * Self.yuyvBytesPerPixel)
+        print(String(format: "source change with a held frame: the restart waited for it (cancelled, lock refused), then took %.1f ms after the release; cancelled frames counted: %d",
+                     restart, pin.statistics.cancelledFrames))
+    }
+
+    func testAGroupReportsOnePinsChangeAndTheOtherGoesOn() throws {
+        let (device, other, hdmi) = try openHDMI(Vivid.contiguous, timings: "1280x720p60")
+        defer { restore(other, hdmi: hdmi) }
+        let webcam = try Vivid.open(Vivid.main)
+        let live = try CapturePin(device: device, configuration: PinConfiguration(input: hdmi, pixelFormat: .yuyv))
+        let steady = try CapturePin(device: webcam, configuration: Vivid.deterministic())
+        try live.start()
+        try steady.start()
+        let group = try PinGroup([live, steady])
+        defer { group.stop() }
+        var sizes = [Int(live.format.planes[0].sizeImage), Int(steady.format.planes[0].sizeImage)]
+        var frames = [0, 0]
+        var afterChange = [0, 0]
+        var requested = false
+        var change: FormatChange?
+        let start = MonotonicClock.nanoseconds()
+        while change == nil || afterChange[0] < 10 || afterChange[1] < 10 {
+            guard MonotonicClock.nanoseconds() - start < 30_000_000_000 else {
+                return XCTFail("group: frames \(frames), after the change \(afterChange), change \(change.map { "\($0.format.width)x\($0.format.height)" } ?? "none") within 30 s")
+            }
+            if !requested, frames[0] >= 5 {
+                try Vivid.setControl(other, "dv_timings", try menuIndex(other, "640x480p59"))
+                requested = true
+            }
+            guard let event = try group.next(timeout: .seconds(10)) else { continue }
+            switch consume event {
+            case .frame(let pin, let pointer):
+                XCTAssertEqual(pointer.info.planes[0].bytesUsed, sizes[pin], "pin \(pin): a frame of another size than the pin's format")
+                frames[pin] += 1
+                if change != nil { afterChange[pin] += 1 }
+            case .formatChanged(let pin, let changed):
+                XCTAssertEqual(pin, 0, "only the HDMI pin changes")
+                XCTAssertTrue(requested)
+                XCTAssertNil(change, "one change")
+                XCTAssertEqual([changed.format.width, changed.format.height], [640, 480])
+                sizes[pin] = Int(changed.format.planes[0].sizeImage)
+                change = changed
+            case .noSignal(let pin, let loss): return XCTFail("pin \(pin): unexpected no signal: \(loss)")
+            case .ended(let pin, let error): return XCTFail("pin \(pin) ended: \(error)")
+            }
+        }
+        XCTAssertTrue(live.isStreaming && steady.isStreaming)
+        print("group source change: HDMI pin 1280x720 -> 640x480 reported as .formatChanged(pin: 0); frames \(frames), \(afterChange) after it; the webcam pin went on")
+    }
+
     // MARK: - Helpers
 
     /// Opens `path` twice (the pin's handle and the "other process"), selects the HDMI input,
