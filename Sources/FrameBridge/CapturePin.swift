@@ -86,7 +86,6 @@ public final class CapturePin: Sendable {
     private struct LiveState: Sendable {
         var format: ImageFormat
         var frameInterval: Fraction?
-        var generation: UInt64 = 0
         /// The selection given to start(), run again after a source change.
         var selection: AllocatorSelection?
         var lastChange: FormatChange?
@@ -113,7 +112,7 @@ public final class CapturePin: Sendable {
     /// How many source changes the pin followed: it moves on (before the first frame of the new
     /// format) each time the pin restarts in a new format, so a caller of ``next(timeout:keepLeadingEdge:)``
     /// can tell.
-    public var formatGeneration: UInt64 { live.withLock { $0.generation } }
+    public var formatGeneration: UInt64 { core.state.withLock { $0.formatGeneration } }
     /// The last source change followed.
     public var lastFormatChange: FormatChange? { live.withLock { $0.lastChange } }
     /// Why the pin waits for a signal, while it does.
@@ -393,6 +392,7 @@ public final class CapturePin: Sendable {
                 // The counters go on across the change; the new stream numbers its frames from 0.
                 state.statistics.lastSequence = nil
                 state.statistics.sourceChanges += 1
+                state.formatGeneration += 1
             } else {
                 state.statistics = CaptureStatistics()
             }
@@ -822,6 +822,7 @@ public final class CapturePin: Sendable {
             // Holders: the slot, plus the caller's pointer when one is made below.
             let record = state.records.take(&descriptor, droppedBefore: dropped, holders: clone == .edgeOnly ? 1 : 2)
             if !defects.isEmpty { FrameRecord.info(record).pointee.defects = defects }
+            FrameRecord.info(record).pointee.formatGeneration = state.formatGeneration
             slot.pointee.record = record
             let generation = slot.pointee.generation
             let previous = state.leadingEdge
@@ -950,6 +951,11 @@ public final class CapturePin: Sendable {
 
     /// Advances the leading edge and returns a reference to the new frame; nil on timeout or
     /// when ``stop()`` or ``wake()`` ended the wait.
+    ///
+    /// A source change the pin follows makes that wait return nil too: the pin restarted (or
+    /// waits for a signal, when later waits return nil at their timeout), ``format`` is the new
+    /// one and ``formatGeneration`` moved on, as does ``FrameInfo/formatGeneration`` of the
+    /// frames that follow. ``nextEvent(timeout:keepLeadingEdge:)`` reports the change itself.
     ///
     /// - Parameter keepLeadingEdge: true (the AVStream default) keeps the leading edge on the
     ///   new frame until the next advance, so the frame returns to the driver only after both
@@ -1297,11 +1303,11 @@ extension CapturePin {
             throw failFollowing(error)
         }
         let framing = self.framing
+        let generation = formatGeneration
         let change = live.withLock { live -> FormatChange in
-            live.generation += 1
             let change = FormatChange(input: subscription.input, changes: event?.sourceChanges ?? [], previous: previous, format: newFormat,
                                       frameInterval: interval, framing: framing, selection: result, timings: detected.timings, standard: detected.standard,
-                                      generation: live.generation, framesDropped: dropped, afterNoSignal: afterNoSignal,
+                                      generation: generation, framesDropped: dropped, afterNoSignal: afterNoSignal,
                                       eventTimestampNanoseconds: event?.timestampNanoseconds ?? 0,
                                       restartedNanoseconds: MonotonicClock.nanoseconds())
             live.lastChange = change

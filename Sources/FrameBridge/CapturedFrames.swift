@@ -157,7 +157,8 @@ final class CancellationFlag: Sendable {
 
 extension CapturePin {
     /// The pin's frames as an `AsyncSequence` (the pin must be started); `limit` ends it after
-    /// that many frames.
+    /// that many frames. It goes on across a source change the pin follows: each frame's
+    /// ``FrameInfo/formatGeneration`` says which format it has (``CapturePin/lastFormatChange``).
     public func frames(limit: Int? = nil) -> CapturedFrames {
         CapturedFrames(pin: self, limit: limit, queue: DispatchQueue(label: "FrameBridge.CapturedFrames \(device.path)"))
     }

@@ -124,6 +124,8 @@ final class PinCore: Sendable {
         /// Teardowns taken out of the state whose free/REQBUFS(0) has not finished: a restart
         /// waits for them (vivid's S_DV_TIMINGS is EBUSY while the queue has buffers).
         var teardownsRunning = 0
+        /// Source changes followed (restarts in a new format); stamped on every frame.
+        var formatGeneration: UInt64 = 0
     }
 
     let device: VideoDevice

@@ -30,6 +30,7 @@ final class VividSourceChangeTests: XCTestCase {
             let frame = try nextFrame(pin)
             XCTAssertEqual(frame.planes[0].bytesUsed, oldSize, "\(path): frame before the change")
             XCTAssertEqual(frame.planes[0].payloadSize, 1280 * 720 * Self.yuyvBytesPerPixel)
+            XCTAssertEqual(frame.formatGeneration, 0)
         }
 
         try Vivid.setControl(other, "dv_timings", try menuIndex(other, "640x480p59"))
@@ -72,6 +73,7 @@ final class VividSourceChangeTests: XCTestCase {
             if firstNew == nil { firstNew = frame }
             XCTAssertEqual(frame.planes[0].bytesUsed, newSize, "\(path): a frame after the change has the old size")
             XCTAssertEqual(frame.planes[0].payloadSize, 640 * 480 * Self.yuyvBytesPerPixel)
+            XCTAssertEqual(frame.formatGeneration, 1, "the frame says which format it has")
         }
         let statistics = pin.statistics
         XCTAssertEqual(statistics.sourceChanges, 1)
