@@ -288,6 +288,55 @@ final class VividSourceChangeTests: XCTestCase {
         print("group source change: HDMI pin 1280x720 -> 640x480 reported as .formatChanged(pin: 0); frames \(frames), \(afterChange) after it; the webcam pin went on")
     }
 
+    func testFollowsAStandardChangeOnTheTVInput() throws {
+        let path = Vivid.contiguous
+        let device = try Vivid.open(path)
+        let other = try Vivid.open(path)
+        let tv = try XCTUnwrap(try device.inputs().first { $0.capabilityFlags.contains(.standards) }, "\(path) has no TV input").index
+        defer {
+            try? other.selectInput(tv)
+            try? Vivid.setControl(other, "standard_signal_mode", 0)
+            try? other.selectInput(0)
+        }
+        try device.selectInput(tv)
+        let pal = try XCTUnwrap(try device.standards().first { $0.name.hasPrefix("PAL") })
+        try device.setStandard(pal.id)
+        // The source sends the selected standard: PAL first, as set.
+        try Vivid.setControl(device, "standard_signal_mode", 4)
+        try Vivid.setControl(device, "standard", try menuIndex(device, "PAL-B", control: "standard"))
+        var configuration = PinConfiguration(input: tv, pixelFormat: .yuyv)
+        configuration.field = .interlaced
+        let pin = try CapturePin(device: device, configuration: configuration)
+        defer { pin.stop() }
+        XCTAssertEqual([pin.format.width, pin.format.height], [720, 576])
+        try pin.start()
+        for _ in 0..<3 { XCTAssertEqual(try nextFrame(pin).planes[0].payloadSize, 720 * 576 * Self.yuyvBytesPerPixel) }
+
+        try Vivid.setControl(other, "standard", try menuIndex(other, "NTSC-M", control: "standard"))
+        var change: FormatChange?
+        let waitStart = MonotonicClock.nanoseconds()
+        while change == nil {
+            guard MonotonicClock.nanoseconds() - waitStart < 10_000_000_000 else { return XCTFail("\(path): no format change within 10 s") }
+            guard let event = try pin.nextEvent(timeout: .seconds(10), keepLeadingEdge: false) else { continue }
+            switch consume event {
+            case .frame(let pointer): XCTAssertEqual(pointer.info.planes[0].payloadSize, 720 * 576 * Self.yuyvBytesPerPixel)
+            case .formatChanged(let changed): change = changed
+            case .noSignal(let loss): return XCTFail("\(path): unexpected no signal: \(loss)")
+            }
+        }
+        let followed = try XCTUnwrap(change)
+        XCTAssertEqual([followed.format.width, followed.format.height], [720, 480])
+        // The configured field is asked for again (vivid may name the NTSC order).
+        XCTAssertTrue([FieldOrder.interlaced, .interlacedTopBottom, .interlacedBottomTop].map(\.rawValue).contains(followed.format.field),
+                      "field \(followed.format.field)")
+        let standard = try XCTUnwrap(followed.standard, "the detected standard is reported")
+        XCTAssertNotEqual(standard & StandardID.ntsc, 0, StandardID.name(standard))
+        XCTAssertNil(followed.timings)
+        XCTAssertNotEqual(try device.standard() & StandardID.ntsc, 0, "S_STD applied it")
+        for _ in 0..<3 { XCTAssertEqual(try nextFrame(pin).planes[0].payloadSize, 720 * 480 * Self.yuyvBytesPerPixel) }
+        print("standard change: TV input PAL 720x576 -> \(StandardID.name(standard)) \(followed.format.width)x\(followed.format.height), field \(followed.format.field), \(followed.framesDropped) frame(s) dropped at STREAMOFF")
+    }
+
     // MARK: - Helpers
 
     /// Opens `path` twice (the pin's handle and the "other process"), selects the HDMI input,
@@ -303,9 +352,9 @@ final class VividSourceChangeTests: XCTestCase {
         return (device, other, hdmi)
     }
 
-    /// vivid's dv_timings menu has an order of its own: the item by name.
-    private func menuIndex(_ device: VideoDevice, _ prefix: String) throws -> Int64 {
-        let menu = try XCTUnwrap(try device.control(named: "dv_timings"), "\(device.path) has no dv_timings control").menuItems
+    /// vivid's dv_timings (and standard) menus have an order of their own: the item by name.
+    private func menuIndex(_ device: VideoDevice, _ prefix: String, control: String = "dv_timings") throws -> Int64 {
+        let menu = try XCTUnwrap(try device.control(named: control), "\(device.path) has no \(control) control").menuItems
         return Int64(try XCTUnwrap(menu.first { $0.name.hasPrefix(prefix) }, "\(menu.map(\.name))").index)
     }
 
