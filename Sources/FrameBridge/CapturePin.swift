@@ -1,5 +1,8 @@
 import Synchronization
 import V4L2
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// How a pin sets up its device before streaming. Unset fields keep the device's values.
 public struct PinConfiguration: Sendable {
@@ -23,12 +26,17 @@ public struct PinConfiguration: Sendable {
     /// The field order to ask for (S_FMT's field). The driver may choose another (vivid's TV
     /// input makes `none` interlaced): ``CapturePin/format`` says what is in force.
     public var field: FieldOrder = .none
+    /// Whether the pin follows source changes of its input (``SourceChangePolicy``). After a
+    /// change, the size comes from the source; `pixelFormat` and `field` are asked for again,
+    /// `width` and `height` are not.
+    public var sourceChanges: SourceChangePolicy = .follow
 
     public init(input: UInt32? = nil, pixelFormat: FourCC? = nil, width: UInt32? = nil, height: UInt32? = nil,
                 framesPerSecond: Double? = nil, controls: [(name: String, value: Int64)] = [],
                 preferMultiplanar: Bool = false, trailingWindow: Int = 0,
                 starvationPolicy: StarvationPolicy = .block, errorFramePolicy: ErrorFramePolicy = .deliver,
-                corruptFramePolicy: CorruptFramePolicy = .skip) {
+                corruptFramePolicy: CorruptFramePolicy = .skip, sourceChanges: SourceChangePolicy = .follow) {
+        self.sourceChanges = sourceChanges
         self.input = input
         self.pixelFormat = pixelFormat
         self.width = width
@@ -58,16 +66,64 @@ public struct PinConfiguration: Sendable {
 /// Every buffer the driver hands back is checked (index range, state, bytesused <= length,
 /// data_offset < bytesused) before it becomes a frame; an impossible answer is counted in
 /// ``statistics`` and never delivered.
+///
+/// Source changes (``PinConfiguration/sourceChanges``, `.follow` by default): on an input with
+/// DV timings or analog standards the pin subscribes to V4L2_EVENT_SOURCE_CHANGE. On the event
+/// it stops (STREAMOFF, held frames cancelled, buffers given back), applies the detected
+/// timings or standard, reads the new format, runs allocator selection again with the
+/// selection given to ``start(_:)`` and starts again; ``nextEvent(timeout:keepLeadingEdge:)``
+/// reports ``PinEvent/formatChanged(_:)`` before the first frame of the new format. With no
+/// signal it stays stopped and waits for the next event.
 public final class CapturePin: Sendable {
     public let device: VideoDevice
     public let bufferType: BufferType
-    /// The format in force (after the driver adjusted the requested one).
-    public let format: ImageFormat
-    /// The frame interval in force, if the driver reports one.
-    public let frameInterval: Fraction?
     let core: PinCore
+    let configuration: PinConfiguration
     private let framingCache: Locked<AllocatorFraming>
     private let lastSelection = Locked<AllocatorSelectionResult?>(nil)
+
+    /// What changes with the source: the format and its framing, and the follow-up state.
+    private struct LiveState: Sendable {
+        var format: ImageFormat
+        var frameInterval: Fraction?
+        /// The selection given to start(), run again after a source change.
+        var selection: AllocatorSelection?
+        var lastChange: FormatChange?
+        var subscription: SourceSubscription?
+        /// The event being followed and the frames dropped at it.
+        var pendingEvent: DeviceEvent?
+        var pendingDropped = 0
+        var pendingAfterNoSignal = false
+    }
+
+    private struct SourceSubscription: Sendable {
+        var input: UInt32
+        /// True for DV timings (HDMI), false for analog standards.
+        var digital: Bool
+    }
+
+    private let live: Locked<LiveState>
+
+    /// The format in force (after the driver adjusted the requested one); after a source
+    /// change, the new one.
+    public var format: ImageFormat { live.withLock { $0.format } }
+    /// The frame interval in force, if the driver reports one.
+    public var frameInterval: Fraction? { live.withLock { $0.frameInterval } }
+    /// How many source changes the pin followed: it moves on (before the first frame of the new
+    /// format) each time the pin restarts in a new format, so a caller of ``next(timeout:keepLeadingEdge:)``
+    /// can tell.
+    public var formatGeneration: UInt64 { core.state.withLock { $0.formatGeneration } }
+    /// The last source change followed.
+    public var lastFormatChange: FormatChange? { live.withLock { $0.lastChange } }
+    /// Why the pin waits for a signal, while it does.
+    public var signalLoss: SignalLoss? {
+        core.state.withLock { state in
+            if case .noSignal(let loss, _) = state.source { return loss }
+            return nil
+        }
+    }
+    /// Whether the pin is between a source change and its restart, or waits for a signal.
+    public var isFollowingSourceChange: Bool { core.followingSource.load(ordering: .acquiring) }
 
     /// Opens the capture queue of `device` and applies `configuration`: input, format, frame
     /// rate and controls. A format or size the driver cannot do is an error, not a silent change.
@@ -75,6 +131,9 @@ public final class CapturePin: Sendable {
         let bufferType = try CapturePin.bufferType(of: device, configuration: configuration)
         self.device = device
         self.bufferType = bufferType
+        self.configuration = configuration
+        let format: ImageFormat
+        let frameInterval: Fraction?
         do {
             if let input = configuration.input {
                 try device.selectInput(input)
@@ -83,8 +142,8 @@ public final class CapturePin: Sendable {
             try CapturePin.applyRateAndControls(device: device, bufferType: bufferType, configuration: configuration)
             // A control can change the format's colorimetry (vivid's hsv_encoding, colorspace,
             // quantization): the format in force is read again after the controls.
-            self.format = configuration.controls.isEmpty ? negotiated : try device.format(bufferType)
-            self.frameInterval = try device.frameInterval(bufferType)
+            format = configuration.controls.isEmpty ? negotiated : try device.format(bufferType)
+            frameInterval = try device.frameInterval(bufferType)
             framingCache = Locked(try AllocatorFraming.query(device: device, bufferType: bufferType))
         } catch let error as CaptureError {
             throw error
@@ -93,6 +152,7 @@ public final class CapturePin: Sendable {
         } catch {
             throw CaptureError(.device, "\(device.path): \(error)")
         }
+        live = Locked(LiveState(format: format, frameInterval: frameInterval))
         let framing = framingCache.withLock { $0 }
         let validation: FrameValidation = !framing.isCompressed ? .uncompressed : (framing.pixelFormat.isJPEG ? .jpeg : .compressed)
         core = try PinCore(device: device, bufferType: bufferType, trailingWindow: configuration.trailingWindow,
@@ -235,11 +295,24 @@ public final class CapturePin: Sendable {
     /// - Returns: the selection, with the reasons for every rejected candidate.
     @discardableResult
     public func start(_ selection: AllocatorSelection = AllocatorSelection()) throws(CaptureError) -> AllocatorSelectionResult {
+        try begin(selection, restart: false)
+    }
+
+    /// start(), or with `restart` the start after a source change: statistics go on, and the
+    /// pin must still be following the change (a stop() meanwhile ends it).
+    private func begin(_ selection: AllocatorSelection, restart: Bool) throws(CaptureError) -> AllocatorSelectionResult {
         let ready = core.state.withLock { state -> String? in
             switch state.phase {
             case .streaming: return "\(device.path): the pin is already streaming"
             case .idle, .stopped, .failed:
                 if state.starting { return "\(device.path): the pin is being started by another caller" }
+                if restart {
+                    guard case .restartPending = state.source else {
+                        return "\(device.path): the pin was stopped while it followed a source change"
+                    }
+                } else if state.source.isActive {
+                    return "\(device.path): the pin is following a source change (restarting, or waiting for a signal); call stop() before start()"
+                }
                 if state.allocator != nil {
                     return "\(device.path): \(state.livePointers) stream pointer(s) from the previous stream still hold frames; release them before starting again"
                 }
@@ -252,6 +325,11 @@ public final class CapturePin: Sendable {
         if let ready { throw CaptureError(.invalidState, ready) }
         var committed = false
         defer { if !committed { core.state.withLock { $0.starting = false } } }
+        if !restart {
+            live.withLock { $0.selection = selection }
+            // Before STREAMON, so that no change between the two goes unseen.
+            try subscribeToSourceChanges()
+        }
 
         let framing: AllocatorFraming
         do {
@@ -310,7 +388,14 @@ public final class CapturePin: Sendable {
             state.allocator = allocator
             state.synchronizesCPUAccess = kind == .dmabuf
             core.memoryKindValue.store(kind.rawValue, ordering: .relaxed)
-            state.statistics = CaptureStatistics()
+            if restart {
+                // The counters go on across the change; the new stream numbers its frames from 0.
+                state.statistics.lastSequence = nil
+                state.statistics.sourceChanges += 1
+                state.formatGeneration += 1
+            } else {
+                state.statistics = CaptureStatistics()
+            }
             state.leadingEdge = nil
             state.trailing = Array(repeating: (slot: -1, generation: 0), count: trailingCapacity)
             state.trailingStart = 0
@@ -326,6 +411,7 @@ public final class CapturePin: Sendable {
                 return error
             }
             state.phase = .streaming
+            state.source = .none
             state.starting = false
             state.starvedWaiter = false
             // A wake-up left from the previous stream's stop() must not end this stream's first wait.
@@ -360,12 +446,15 @@ public final class CapturePin: Sendable {
                 _ = try? device.streamOff(bufferType)
                 state.phase = .stopped
             }
+            // A stop ends a source change being followed too: the pin no longer restarts.
+            state.source = .none
             handlers = core.cancelHeldFrames(&state)
             core.publish(state)
             return core.takeTeardownIfDone(&state)
         }
         for handler in handlers { handler() }
         teardown?.run()
+        unsubscribeFromSourceChanges()
         core.wake()
     }
 
@@ -398,6 +487,10 @@ public final class CapturePin: Sendable {
     /// - Throws: ``CaptureError`` when the pin is not streaming, on a fatal streaming error
     ///   (EIO) or a disconnect (ENODEV), both of which cancel held frames and stop the stream,
     ///   and ``CaptureError/Kind/endOfStream`` when the driver says the stream has ended (EPIPE).
+    ///
+    /// A source change the pin follows also returns false for that wait (the pin restarted,
+    /// or waits for a signal): ``formatGeneration`` moved on and ``format`` is the new one, so
+    /// no frame of a new format comes unannounced. ``nextEvent(timeout:keepLeadingEdge:)`` says more.
     public func advance(timeout: Duration = .seconds(2)) throws(CaptureError) -> Bool {
         let outcome = try advance(timeout: timeout, clone: .edgeOnly)
         switch consume outcome {
@@ -405,6 +498,8 @@ public final class CapturePin: Sendable {
         case .woken: return false
         case .advanced: return true
         case .frame: return true
+        case .formatChanged: return false
+        case .noSignal: return false
         }
     }
 
@@ -427,6 +522,10 @@ public final class CapturePin: Sendable {
         case advanced
         /// The edge moved (or, with `.pointerOnly`, a frame was taken) and here is its pointer.
         case frame(StreamPointer)
+        /// The pin followed a source change and streams in a new format.
+        case formatChanged(FormatChange)
+        /// The pin followed a source change and found no signal.
+        case noSignal(SignalLoss)
     }
 
     /// Nanoseconds in `timeout`, clamped to 0...; nil for a timeout too long to matter (≥ 100
@@ -453,6 +552,8 @@ public final class CapturePin: Sendable {
                 case .runHandlers(let handlers):
                     for handler in handlers { handler() }
                     continue
+                case .follow:
+                    return try followSource(deadline: deadline)
                 case .ready: break
                 }
             }
@@ -465,8 +566,10 @@ public final class CapturePin: Sendable {
             }
             let events: PollEvents
             polled = true
+            let subscribed = core.subscribedToSource.load(ordering: .relaxed)
             do {
-                let answer = try device.poll(events: [.input, .error], wakeup: core.wakeup, timeoutMilliseconds: milliseconds)
+                let answer = try device.poll(events: subscribed ? [.input, .error, .priority] : [.input, .error],
+                                             wakeup: core.wakeup, timeoutMilliseconds: milliseconds)
                 if answer.woken, core.wakeup.drain().woken { return .woken }
                 events = answer.events
             } catch {
@@ -476,6 +579,25 @@ public final class CapturePin: Sendable {
             if events.isEmpty {
                 if let deadline, MonotonicClock.nanoseconds() >= deadline { return .timedOut }
                 continue
+            }
+            // Events before frames: a frame that is ready beside a source change may already
+            // have the new format, so it is not dequeued for delivery.
+            if events.contains(.priority) {
+                let event: DeviceEvent?
+                do throws(V4L2Error) {
+                    event = try takeSourceChangeEvent()
+                } catch {
+                    if let failure = failUnlessStopped(error) { throw failure }
+                    return .woken
+                }
+                if let event {
+                    beginSourceChange(event)
+                    return try followSource(deadline: deadline)
+                }
+                if events.isDisjoint(with: [.input, .error]) {
+                    if let deadline, MonotonicClock.nanoseconds() >= deadline { return .timedOut }
+                    continue
+                }
             }
             descriptor.memory = core.streamMemoryKind
             let dequeued: Bool
@@ -512,6 +634,8 @@ public final class CapturePin: Sendable {
         case ready
         case fail(CaptureError)
         case runHandlers([@Sendable () -> Void])
+        /// The pin is between a source change and its restart, or waits for a signal.
+        case follow
     }
 
     /// Before waiting: the pin must be streaming; buffers whose QBUF failed are retried; when
@@ -522,6 +646,7 @@ public final class CapturePin: Sendable {
             case .streaming: break
             case .failed(let error): return .fail(error)
             case .idle, .stopped:
+                if state.source.isActive { return .follow }
                 return .fail(CaptureError(.invalidState, "\(device.path): the pin is not streaming; call start() first"))
             }
             if state.pendingRequeue {
@@ -697,6 +822,7 @@ public final class CapturePin: Sendable {
             // Holders: the slot, plus the caller's pointer when one is made below.
             let record = state.records.take(&descriptor, droppedBefore: dropped, holders: clone == .edgeOnly ? 1 : 2)
             if !defects.isEmpty { FrameRecord.info(record).pointee.defects = defects }
+            FrameRecord.info(record).pointee.formatGeneration = state.formatGeneration
             slot.pointee.record = record
             let generation = slot.pointee.generation
             let previous = state.leadingEdge
@@ -826,6 +952,11 @@ public final class CapturePin: Sendable {
     /// Advances the leading edge and returns a reference to the new frame; nil on timeout or
     /// when ``stop()`` or ``wake()`` ended the wait.
     ///
+    /// A source change the pin follows makes that wait return nil too: the pin restarted (or
+    /// waits for a signal, when later waits return nil at their timeout), ``format`` is the new
+    /// one and ``formatGeneration`` moved on, as does ``FrameInfo/formatGeneration`` of the
+    /// frames that follow. ``nextEvent(timeout:keepLeadingEdge:)`` reports the change itself.
+    ///
     /// - Parameter keepLeadingEdge: true (the AVStream default) keeps the leading edge on the
     ///   new frame until the next advance, so the frame returns to the driver only after both
     ///   the returned pointer is gone and the edge has moved on. false hands the edge's own
@@ -837,6 +968,31 @@ public final class CapturePin: Sendable {
         let outcome = try advance(timeout: timeout, clone: keepLeadingEdge ? .edgeAndPointer : .pointerOnly)
         switch consume outcome {
         case .frame(let pointer): return pointer
+        case .timedOut: return nil
+        case .woken: return nil
+        case .advanced: return nil
+        case .formatChanged: return nil
+        case .noSignal: return nil
+        }
+    }
+
+    /// The next frame, or the source change that comes before the frames of a new format, or
+    /// the loss of the signal; nil when the timeout passed, or ``stop()`` or ``wake()`` ended
+    /// the wait. `keepLeadingEdge` as for ``next(timeout:keepLeadingEdge:)``.
+    ///
+    /// After ``PinEvent/noSignal(_:)`` the pin is stopped (not streaming) and each wait returns
+    /// nil at its timeout while there is no signal; the caller decides when to give up (with
+    /// ``stop()``). When the signal is back the pin restarts and the wait returns
+    /// ``PinEvent/formatChanged(_:)``, also when the format is the one before the loss.
+    ///
+    /// A restart needs the driver's buffers back (REQBUFS 0), which happens once no stream
+    /// pointer holds a frame of the old stream: while some do, waits return nil at their timeout.
+    public func nextEvent(timeout: Duration = .seconds(2), keepLeadingEdge: Bool = true) throws(CaptureError) -> PinEvent? {
+        let outcome = try advance(timeout: timeout, clone: keepLeadingEdge ? .edgeAndPointer : .pointerOnly)
+        switch consume outcome {
+        case .frame(let pointer): return .frame(pointer)
+        case .formatChanged(let change): return .formatChanged(change)
+        case .noSignal(let loss): return .noSignal(loss)
         case .timedOut: return nil
         case .woken: return nil
         case .advanced: return nil
@@ -914,6 +1070,333 @@ public final class CapturePin: Sendable {
         core.state.withLock { state in
             if case .failed(let error) = state.phase { return error }
             return nil
+        }
+    }
+}
+
+// MARK: - Following source changes
+
+extension CapturePin {
+    /// Subscribes to V4L2_EVENT_SOURCE_CHANGE for the current input when it has DV timings or
+    /// standards and the configuration follows source changes. A device without events
+    /// (EINVAL, ENOTTY) has no change to follow: nothing is subscribed.
+    private func subscribeToSourceChanges() throws(CaptureError) {
+        guard configuration.sourceChanges == .follow, live.withLock({ $0.subscription == nil }) else { return }
+        let input: UInt32
+        let capabilities: InputCapabilities
+        do throws(V4L2Error) {
+            input = try device.currentInput()
+            guard let entry = try device.inputs().first(where: { $0.index == input }) else { return }
+            capabilities = entry.capabilityFlags
+        } catch {
+            // No inputs to ask about (a memory-to-memory or odd device): no live source.
+            return
+        }
+        let digital = capabilities.contains(.dvTimings)
+        guard digital || capabilities.contains(.standards) else { return }
+        do throws(V4L2Error) {
+            try device.subscribe(.sourceChange, id: input)
+        } catch {
+            if error.errno == .invalidArgument || error.errno == .inappropriateIOCTLForDevice { return }
+            throw CaptureError(.device, "\(device.path): VIDIOC_SUBSCRIBE_EVENT (source change, input \(input)) failed: \(error); set PinConfiguration.sourceChanges to .ignore to capture without following source changes",
+                               underlying: error)
+        }
+        live.withLock { $0.subscription = SourceSubscription(input: input, digital: digital) }
+        core.subscribedToSource.store(true, ordering: .releasing)
+    }
+
+    private func unsubscribeFromSourceChanges() {
+        let subscription = live.withLock { live -> SourceSubscription? in
+            defer { live.subscription = nil }
+            return live.subscription
+        }
+        guard let subscription else { return }
+        core.subscribedToSource.store(false, ordering: .releasing)
+        try? device.unsubscribe(.sourceChange, id: subscription.input)
+    }
+
+    /// Drains the event queue (DQEVENT until ENOENT); the last source-change event, if any.
+    private func takeSourceChangeEvent() throws(V4L2Error) -> DeviceEvent? {
+        var found: DeviceEvent?
+        // Bounded: a driver that never says ENOENT must not keep the consumer here.
+        for _ in 0..<64 {
+            guard let event = try device.dequeueEvent() else { break }
+            if event.kind == .sourceChange { found = event }
+        }
+        return found
+    }
+
+    /// The event arrived while streaming: STREAMOFF, held frames cancelled as stop() does, and
+    /// the buffers given back once no pointer holds one. Frames the driver filled after the
+    /// event are dequeued and dropped (counted), never delivered.
+    private func beginSourceChange(_ event: DeviceEvent) {
+        var handlers: [@Sendable () -> Void] = []
+        var dropped = 0
+        let teardown = core.state.withLock { state -> PinCore.Teardown? in
+            guard case .streaming = state.phase else { return nil }
+            var descriptor = BufferDescriptor(index: 0, bufferType: bufferType, memory: core.streamMemoryKind)
+            while dropped < state.slots.count, (try? device.dequeue(into: &descriptor)) == true {
+                dropped += 1
+                let index = Int(descriptor.index)
+                if index >= 0, index < state.slots.count, state.slots[index].state == .queued {
+                    PinCore.setSlot(&state, index, .free)
+                }
+            }
+            _ = try? device.streamOff(bufferType)
+            state.phase = .stopped
+            state.source = .restartPending
+            state.statistics.droppedAtSourceChange += dropped
+            handlers = core.cancelHeldFrames(&state)
+            core.publish(state)
+            return core.takeTeardownIfDone(&state)
+        }
+        live.withLock { live in
+            live.pendingEvent = event
+            live.pendingDropped = dropped
+            live.pendingAfterNoSignal = false
+        }
+        for handler in handlers { handler() }
+        teardown?.run()
+    }
+
+    private enum FollowStep {
+        case stopped
+        case restart
+        case waitForBuffers
+        case report(SignalLoss)
+        case waitForSignal
+    }
+
+    /// Ends the follow-up with a failure: the pin is failed, as a driver error while streaming makes it.
+    private func failFollowing(_ error: CaptureError) -> CaptureError {
+        core.state.withLock { state in
+            if state.source.isActive {
+                state.source = .none
+                state.phase = .failed(error)
+                core.publish(state)
+            }
+        }
+        return error
+    }
+
+    /// Runs the follow-up of a source change on the consumer's wait, up to `deadline`:
+    /// the restart once the buffers are back, the report of a lost signal, the wait for the
+    /// next event while there is none.
+    private func followSource(deadline: Int64?) throws(CaptureError) -> Outcome {
+        while true {
+            let step = core.state.withLock { state -> FollowStep in
+                switch state.source {
+                case .none: return .stopped
+                case .restartPending:
+                    return state.allocator == nil && state.teardownsRunning == 0 && !state.starting ? .restart : .waitForBuffers
+                case .noSignal(let loss, let reported):
+                    if reported { return .waitForSignal }
+                    state.source = .noSignal(loss, reported: true)
+                    return .report(loss)
+                }
+            }
+            var milliseconds: Int32 = -1
+            switch step {
+            case .stopped: return .woken
+            case .report(let loss): return .noSignal(loss)
+            case .restart:
+                if let outcome = try restartAfterSourceChange() { return outcome }
+                continue
+            case .waitForBuffers, .waitForSignal:
+                if let deadline {
+                    let left = deadline - MonotonicClock.nanoseconds()
+                    milliseconds = left <= 0 ? 0 : Int32(clamping: (left + 999_999) / 1_000_000)
+                }
+                // Stream pointers let go of their frames on other threads, with no descriptor
+                // to wait on: the wait for the buffers looks again every 10 ms.
+                if case .waitForBuffers = step { milliseconds = milliseconds < 0 ? 10 : min(milliseconds, 10) }
+            }
+            // POLLPRI only: for POLLIN, vb2 answers POLLERR while the queue is not streaming.
+            let answer: (events: PollEvents, woken: Bool)
+            do throws(V4L2Error) {
+                answer = try device.poll(events: [.priority], wakeup: core.wakeup, timeoutMilliseconds: milliseconds)
+            } catch {
+                throw failFollowing(CaptureError(error))
+            }
+            if answer.woken, core.wakeup.drain().woken { return .woken }
+            if answer.events.contains(.priority) {
+                let event: DeviceEvent?
+                do throws(V4L2Error) {
+                    event = try takeSourceChangeEvent()
+                } catch {
+                    throw failFollowing(CaptureError(error))
+                }
+                if let event {
+                    let wasLost = core.state.withLock { state -> Bool in
+                        guard case .noSignal = state.source else { return false }
+                        state.source = .restartPending
+                        core.publish(state)
+                        return true
+                    }
+                    live.withLock { live in
+                        live.pendingEvent = event
+                        if wasLost { live.pendingAfterNoSignal = true }
+                    }
+                    continue
+                }
+            } else if !answer.events.isDisjoint(with: [.error, .hangUp]) {
+                let disconnected = device.isDisconnected
+                throw failFollowing(CaptureError(disconnected ? .disconnected : .fatalStreamingError,
+                                                 "\(device.path): \(disconnected ? "the device was disconnected" : "the driver reported an error (POLLERR)") while the pin waited for its source (after a source change)"))
+            }
+            if let deadline, MonotonicClock.nanoseconds() >= deadline { return .timedOut }
+        }
+    }
+
+    /// Detects and applies the new timings or standard, sets the format again (the size from
+    /// the source; pixel format and field as configured), runs allocator selection again and
+    /// starts. Nil when there is no signal (the pin then waits for one).
+    private func restartAfterSourceChange() throws(CaptureError) -> Outcome? {
+        let (subscription, previous, selection, event, dropped, afterNoSignal) = live.withLock { live in
+            (live.subscription, live.format, live.selection, live.pendingEvent, live.pendingDropped, live.pendingAfterNoSignal)
+        }
+        guard let subscription, let selection else {
+            throw failFollowing(CaptureError(.invalidState, "\(device.path): a source change without a subscription or a selection to restart with"))
+        }
+        var detected: DetectedSource
+        var newFormat: ImageFormat
+        var interval: Fraction?
+        var attempts = 0
+        while true {
+            attempts += 1
+            detected = try detectSource(subscription, apply: true)
+            if let loss = detected.loss {
+                let waiting = core.state.withLock { state -> Bool in
+                    guard case .restartPending = state.source else { return false }
+                    state.source = .noSignal(loss, reported: false)
+                    core.publish(state)
+                    return true
+                }
+                if waiting { live.withLock { $0.pendingAfterNoSignal = true } }
+                return nil
+            }
+            (newFormat, interval) = try setFormatAfterSourceChange(previous: previous, input: subscription.input)
+            // Applying the timings can itself queue a source-change event (vivid moves its
+            // colorspace control with the timings, and that control sends one). Such events
+            // are dropped here, before STREAMON; if the source really changed meanwhile, it
+            // no longer matches what was applied, and the restart starts over.
+            let queued: DeviceEvent?
+            do throws(V4L2Error) {
+                queued = try takeSourceChangeEvent()
+            } catch {
+                throw failFollowing(CaptureError(error))
+            }
+            guard queued != nil, attempts < 4 else { break }
+            let now = try detectSource(subscription, apply: false)
+            if now.loss == nil, now.timings == detected.timings, now.standard.map({ $0 & (detected.standard ?? 0) != 0 }) ?? true { break }
+        }
+        live.withLock { live in
+            live.format = newFormat
+            live.frameInterval = interval
+        }
+        let result: AllocatorSelectionResult
+        do throws(CaptureError) {
+            result = try begin(selection, restart: true)
+        } catch {
+            // stop() while this restart ran: the caller ended the stream.
+            if wasStoppedByCaller { return .woken }
+            throw failFollowing(error)
+        }
+        let framing = self.framing
+        let generation = formatGeneration
+        let change = live.withLock { live -> FormatChange in
+            let change = FormatChange(input: subscription.input, changes: event?.sourceChanges ?? [], previous: previous, format: newFormat,
+                                      frameInterval: interval, framing: framing, selection: result, timings: detected.timings, standard: detected.standard,
+                                      generation: generation, framesDropped: dropped, afterNoSignal: afterNoSignal,
+                                      eventTimestampNanoseconds: event?.timestampNanoseconds ?? 0,
+                                      restartedNanoseconds: MonotonicClock.nanoseconds())
+            live.lastChange = change
+            live.pendingEvent = nil
+            live.pendingDropped = 0
+            live.pendingAfterNoSignal = false
+            return change
+        }
+        return .formatChanged(change)
+    }
+
+    private struct DetectedSource {
+        var timings: DVTimings?
+        var standard: UInt64?
+        var loss: SignalLoss?
+    }
+
+    /// What the input receives now: QUERY_DV_TIMINGS on a DV input (ENOLINK, ENOLCK, ERANGE: no
+    /// signal) or QUERYSTD on an analog one (0: no signal), and the input's status bits. With
+    /// `apply`, the detected timings or standard are set (S_DV_TIMINGS, S_STD).
+    private func detectSource(_ subscription: SourceSubscription, apply: Bool) throws(CaptureError) -> DetectedSource {
+        var result = DetectedSource()
+        let status = (try? device.inputs())?.first { $0.index == subscription.input }?.statusFlags
+        do throws(V4L2Error) {
+            if subscription.digital {
+                do throws(V4L2Error) {
+                    let timings = try device.queryDVTimings()
+                    result.timings = apply ? try device.setDVTimings(timings) : timings
+                } catch {
+                    guard error.operation == "VIDIOC_QUERY_DV_TIMINGS", let errno = error.errno,
+                          [ENOLINK, ENOLCK, ERANGE].contains(errno.rawValue) else { throw error }
+                    result.loss = SignalLoss(input: subscription.input, status: status, detail: error.description, underlying: error)
+                }
+            } else {
+                let standard = try device.queryStandard()
+                if standard == 0 {
+                    result.loss = SignalLoss(input: subscription.input, status: status, detail: "\(device.path): VIDIOC_QUERYSTD detected no standard", underlying: nil)
+                } else if apply {
+                    if try device.standard() & standard == 0 { try device.setStandard(standard) }
+                    result.standard = try device.standard()
+                } else {
+                    result.standard = standard
+                }
+            }
+        } catch {
+            let hint = error.errno == .resourceBusy ? " (the queue still has buffers: another handle may own it)" : ""
+            throw failFollowing(CaptureError(.device, "\(device.path): following a source change of input \(subscription.input): \(error)\(hint)", underlying: error))
+        }
+        if result.loss == nil, let status, status.contains(.noSignal) {
+            result.loss = SignalLoss(input: subscription.input, status: status, detail: "\(device.path): VIDIOC_ENUMINPUT says no signal", underlying: nil)
+        }
+        return result
+    }
+
+    /// G_FMT (the size the source now has), then S_FMT with the pixel format (the configured
+    /// one, else the previous) and the configured field. A replaced pixel format is an error.
+    private func setFormatAfterSourceChange(previous: ImageFormat, input: UInt32) throws(CaptureError) -> (ImageFormat, Fraction?) {
+        let newFormat: ImageFormat
+        let interval: Fraction?
+        let wanted = configuration.pixelFormat ?? previous.pixelFormat
+        do throws(V4L2Error) {
+            var request = try device.format(bufferType)
+            request.pixelFormat = wanted
+            request.field = configuration.field.rawValue
+            request.planes = []
+            newFormat = try device.setFormat(request)
+            interval = try device.frameInterval(bufferType)
+        } catch {
+            throw failFollowing(CaptureError(.device, "\(device.path): setting the format after a source change of input \(input): \(error)", underlying: error))
+        }
+        guard newFormat.pixelFormat == wanted else {
+            throw failFollowing(CaptureError(.invalidConfiguration,
+                                             "\(device.path): VIDIOC_S_FMT after a source change to \(newFormat.width)x\(newFormat.height): the driver replaced pixel format \(wanted) with \(newFormat.pixelFormat); the new source cannot be captured as \(wanted) (stop, and start a pin with another pixel format)"))
+        }
+        return (newFormat, interval)
+    }
+
+    /// The poll events a ``PinGroup`` waits on for this pin.
+    var groupPollEvents: PollEvents {
+        // While it follows a change the queue is not streaming: POLLIN would say POLLERR.
+        if core.followingSource.load(ordering: .acquiring) { return [.priority] }
+        return core.subscribedToSource.load(ordering: .relaxed) ? [.input, .error, .priority] : [.input, .error]
+    }
+
+    /// Whether the pin waits to restart after a source change (a group retries it each wait).
+    var isRestartPending: Bool {
+        core.state.withLock { state in
+            if case .restartPending = state.source { return true }
+            return false
         }
     }
 }

@@ -157,15 +157,17 @@ final class CancellationFlag: Sendable {
 
 extension CapturePin {
     /// The pin's frames as an `AsyncSequence` (the pin must be started); `limit` ends it after
-    /// that many frames.
+    /// that many frames. It goes on across a source change the pin follows: each frame's
+    /// ``FrameInfo/formatGeneration`` says which format it has (``CapturePin/lastFormatChange``).
     public func frames(limit: Int? = nil) -> CapturedFrames {
         CapturedFrames(pin: self, limit: limit, queue: DispatchQueue(label: "FrameBridge.CapturedFrames \(device.path)"))
     }
 
-    /// Whether the pin was stopped with ``stop()`` (not failed, not streaming).
+    /// Whether the pin was stopped with ``stop()`` (not failed, not streaming, not stopped
+    /// for a source change it follows).
     var wasStoppedByCaller: Bool {
         core.state.withLock { state in
-            if case .stopped = state.phase { return true }
+            if case .stopped = state.phase { return !state.source.isActive }
             return false
         }
     }

@@ -40,6 +40,10 @@ public struct FrameInfo: Sendable {
     /// What validation found wrong with a compressed frame (empty with ``CorruptFramePolicy/skip``,
     /// which delivers only sound frames, and for uncompressed formats).
     public var defects: CompressedFrameDefects
+    /// The pin's ``CapturePin/formatGeneration`` when the frame was dequeued: the frame has the
+    /// format of that generation (the pin's first format for 0, else ``FormatChange/format`` of
+    /// the change with that ``FormatChange/generation``).
+    public var formatGeneration: UInt64
 
     /// A compressed frame that failed validation, delivered by ``CorruptFramePolicy/deliver``.
     public var isCorrupt: Bool { !defects.isEmpty }
@@ -66,6 +70,7 @@ public struct FrameInfo: Sendable {
         planeCount = 0
         planes = InlineArray(repeating: FramePlaneInfo(bytesUsed: 0, dataOffset: 0, length: 0))
         defects = []
+        formatGeneration = 0
         var descriptor = descriptor
         assign(&descriptor, droppedBefore: droppedBefore)
     }
@@ -232,6 +237,11 @@ public struct CaptureStatistics: Hashable, Sendable, Codable {
     /// Failed ends of CPU access (DMA_BUF_IOCTL_SYNC end) after a frame was read; a failed start
     /// fails the lock instead.
     public var synchronizationFailures = 0
+    /// Source changes the pin followed (restarted with the new format); see ``FormatChange``.
+    public var sourceChanges = 0
+    /// Frames the driver had filled when a source change was seen, dropped (never delivered:
+    /// their format may be the new one) before STREAMOFF.
+    public var droppedAtSourceChange = 0
 
     public init() {}
 }

@@ -65,6 +65,23 @@ final class PinCore: Sendable {
         case failed(CaptureError)
     }
 
+    /// Where a pin that follows source changes is between a source-change event and the
+    /// restart (the phase is `.stopped` meanwhile; ``CapturePin/stop()`` puts it back to `.none`).
+    enum SourceFollow: Sendable {
+        case none
+        /// STREAMOFF is done; the restart runs on the consumer's next wait, once the buffers
+        /// are given back (REQBUFS 0).
+        case restartPending
+        /// The source has no signal: the pin waits for the next source-change event.
+        /// `reported` once the consumer was told.
+        case noSignal(SignalLoss, reported: Bool)
+
+        var isActive: Bool {
+            if case .none = self { return false }
+            return true
+        }
+    }
+
     /// Only ever touched under `state`'s lock; the raw base pointers point into `storage`.
     struct State: @unchecked Sendable {
         /// A start() has claimed the pin and is setting up (between its check and its commit).
@@ -102,6 +119,13 @@ final class PinCore: Sendable {
         var starvedWaiter = false
         /// The pin's wake-up event (set once by PinCore.init).
         var wakeup: WakeupEvent?
+        /// Following a source change (see ``SourceFollow``).
+        var source: SourceFollow = .none
+        /// Teardowns taken out of the state whose free/REQBUFS(0) has not finished: a restart
+        /// waits for them (vivid's S_DV_TIMINGS is EBUSY while the queue has buffers).
+        var teardownsRunning = 0
+        /// Source changes followed (restarts in a new format); stamped on every frame.
+        var formatGeneration: UInt64 = 0
     }
 
     let device: VideoDevice
@@ -116,6 +140,10 @@ final class PinCore: Sendable {
     /// Mirrors of the state for the lock-free check before waiting: streaming, buffers queued
     /// to the driver, no QBUF to retry. Written under the lock, read without it.
     let fedAndStreaming = Atomic<Bool>(false)
+    /// Mirror of `state.source.isActive`, for the poll set of a ``PinGroup``.
+    let followingSource = Atomic<Bool>(false)
+    /// Whether the pin subscribed to source-change events (POLLPRI joins the poll set).
+    let subscribedToSource = Atomic<Bool>(false)
     /// In the consumer's poll set beside the device: stop() and wake() signal it (the wait
     /// returns), a starved waiter's requeue nudges it (the wait goes on), so a waiting pin is
     /// woken by a descriptor, not a timer slice.
@@ -126,6 +154,7 @@ final class PinCore: Sendable {
         var streaming = false
         if case .streaming = state.phase { streaming = true }
         fedAndStreaming.store(streaming && state.queuedCount > 0 && !state.pendingRequeue, ordering: .releasing)
+        followingSource.store(state.source.isActive, ordering: .releasing)
     }
 
     /// Moves slot `index` to `newState`, keeping the queued count. Called with the state locked.
@@ -408,10 +437,12 @@ final class PinCore: Sendable {
     struct Teardown {
         var allocator: any AllocatorDispatch
         var storage: StreamStorage
+        var core: PinCore
 
         func run() {
             for index in 0..<storage.count { allocator.free(index: index, memory: storage.memories[index]) }
             allocator.delete()
+            core.state.withLock { $0.teardownsRunning -= 1 }
         }
     }
 
@@ -427,8 +458,9 @@ final class PinCore: Sendable {
         state.queuedCount = 0
         state.storage = nil
         state.allocator = nil
+        state.teardownsRunning += 1
         publish(state)
-        return Teardown(allocator: allocator, storage: storage)
+        return Teardown(allocator: allocator, storage: storage, core: self)
     }
 }
 

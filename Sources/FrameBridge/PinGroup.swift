@@ -14,6 +14,11 @@ public enum PinGroupEvent: ~Copyable {
     /// The pin at `pin` failed (a disconnect, a fatal driver error, the end of its stream) and
     /// was stopped; the group no longer waits on it.
     case ended(pin: Int, CaptureError)
+    /// The pin at `pin` followed a source change and restarted in a new format: its frames
+    /// that follow have it (``CapturePin/nextEvent(timeout:keepLeadingEdge:)``).
+    case formatChanged(pin: Int, FormatChange)
+    /// The pin at `pin` lost its signal and waits for it; the others go on.
+    case noSignal(pin: Int, SignalLoss)
 }
 
 /// Several started pins waited on together, as a multi-camera rig needs (a stereo pair, a
@@ -108,8 +113,13 @@ public final class PinGroup: @unchecked Sendable {
         let count = pins.count
         while true {
             if !ended.contains(false) { return nil }
+            var restartPending = false
             for i in 0..<count {
-                entries[i] = pollfd(fd: ended[i] ? -1 : pins[i].device.descriptor, events: Int16(POLLIN | POLLERR), revents: 0)
+                entries[i] = pollfd(fd: ended[i] ? -1 : pins[i].device.descriptor, events: pins[i].groupPollEvents.rawValue, revents: 0)
+                if !ended[i], pins[i].isFollowingSourceChange, pins[i].isRestartPending {
+                    // Its restart waits for stream pointers to let go, with no descriptor to say so.
+                    restartPending = true
+                }
             }
             entries[count] = pollfd(fd: wakeup.descriptor, events: Int16(POLLIN), revents: 0)
             var milliseconds: Int32 = -1
@@ -117,6 +127,7 @@ public final class PinGroup: @unchecked Sendable {
                 let left = deadline - MonotonicClock.nanoseconds()
                 milliseconds = left <= 0 ? 0 : Int32(clamping: (left + 999_999) / 1_000_000)
             }
+            if restartPending { milliseconds = milliseconds < 0 ? 10 : min(milliseconds, 10) }
             switch backend.poll(entries, timeoutMilliseconds: milliseconds) {
             case .success: break
             case .failure(.interrupted): continue
@@ -128,11 +139,15 @@ public final class PinGroup: @unchecked Sendable {
             // Round robin over the ready pins, from where the last frame came.
             for step in 0..<count {
                 let i = (cursor + step) % count
-                guard !ended[i], entries[i].revents != 0 else { continue }
+                guard !ended[i], entries[i].revents != 0 || (restartPending && pins[i].isRestartPending) else { continue }
                 do throws(CaptureError) {
-                    if let pointer = try pins[i].next(timeout: .zero, keepLeadingEdge: false) {
+                    if let event = try pins[i].nextEvent(timeout: .zero, keepLeadingEdge: false) {
                         cursor = (i + 1) % count
-                        return .frame(pin: i, pointer)
+                        switch consume event {
+                        case .frame(let pointer): return .frame(pin: i, pointer)
+                        case .formatChanged(let change): return .formatChanged(pin: i, change)
+                        case .noSignal(let loss): return .noSignal(pin: i, loss)
+                        }
                     }
                 } catch {
                     return try end(pin: i, error)
@@ -176,6 +191,10 @@ public struct PinGroupFrames: AsyncSequence, Sendable {
         case frame(pin: Int, CapturedFrame)
         /// The pin's stream ended with this error; the others go on.
         case ended(pin: Int, CaptureError)
+        /// The pin followed a source change; its frames that follow have the new format.
+        case formatChanged(pin: Int, FormatChange)
+        /// The pin lost its signal and waits for it.
+        case noSignal(pin: Int, SignalLoss)
     }
 
     let group: PinGroup
@@ -201,6 +220,8 @@ public struct PinGroupFrames: AsyncSequence, Sendable {
                     switch consume event {
                     case .frame(let pin, let pointer): return .frame(pin: pin, CapturedFrame(pointer))
                     case .ended(let pin, let error): return .ended(pin: pin, error)
+                    case .formatChanged(let pin, let change): return .formatChanged(pin: pin, change)
+                    case .noSignal(let pin, let loss): return .noSignal(pin: pin, loss)
                     }
                 }
                 if group.isFinished || group.pins.allSatisfy({ $0.wasStoppedByCaller }) { return nil }

@@ -39,6 +39,10 @@ final class PinGroupTests: XCTestCase {
                 XCTAssertTrue(pointer.info.isMonotonic)
             case .ended(let pin, let error):
                 XCTFail("pin \(pin) ended: \(error)")
+            case .formatChanged(let pin, _):
+                XCTFail("pin \(pin): the simulator sends no source change")
+            case .noSignal(let pin, _):
+                XCTFail("pin \(pin): the simulator sends no source change")
             }
         }
         XCTAssertEqual(perPin, [10, 10, 10], "every ready pin is served in turn: \(order)")
@@ -56,6 +60,8 @@ final class PinGroupTests: XCTestCase {
             switch consume event {
             case .frame(let pin, _): frames[pin] += 1
             case .ended(let pin, let error): endings.append((pin, error.kind))
+            case .formatChanged(let pin, _): XCTFail("pin \(pin): the simulator sends no source change")
+            case .noSignal(let pin, _): XCTFail("pin \(pin): the simulator sends no source change")
             }
         }
         XCTAssertEqual(endings.count, 1)
@@ -116,6 +122,8 @@ final class PinGroupTests: XCTestCase {
         switch consume event {
         case .frame(let pin, _): XCTAssertEqual(pin, 1)
         case .ended(let pin, let error): XCTFail("pin \(pin) ended: \(error)")
+        case .formatChanged(let pin, _): XCTFail("pin \(pin): the simulator sends no source change")
+        case .noSignal(let pin, _): XCTFail("pin \(pin): the simulator sends no source change")
         }
         group.stop()
     }
@@ -133,6 +141,10 @@ final class PinGroupTests: XCTestCase {
             case .ended(let pin, let error):
                 XCTAssertEqual(error.kind, .disconnected)
                 ended.append(pin)
+            case .formatChanged(let pin, _):
+                XCTFail("pin \(pin): the simulator sends no source change")
+            case .noSignal(let pin, _):
+                XCTFail("pin \(pin): the simulator sends no source change")
             }
         }
         XCTAssertEqual(ended.sorted(), [0, 1, 2], "the sequence ends when every pin has ended")

@@ -36,6 +36,10 @@ final class VividPinGroupTests: XCTestCase {
             case .ended(let pin, let error):
                 XCTAssertNil(ending, "one ending only")
                 ending = (pin, error.kind)
+            case .formatChanged(let pin, let change):
+                XCTFail("\(paths[pin]): no source change expected on the webcam input: \(change)")
+            case .noSignal(let pin, let loss):
+                XCTFail("\(paths[pin]): no signal loss expected on the webcam input: \(loss)")
             }
         }
         XCTAssertEqual(ending?.pin, 2, "the failing device's stream ended: \(String(describing: ending))")
