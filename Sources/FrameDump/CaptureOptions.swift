@@ -65,6 +65,15 @@ public struct FormatOptions: Sendable {
     }
 }
 
+/// `--on-source-change`: what a capture does when the source's format changes (an HDMI source's
+/// timings, an analog standard).
+public enum SourceChangeAction: String, Sendable, CaseIterable {
+    /// Start a new segment in the new format: -o FILE's next file is FILE-segK (K from 1).
+    case follow
+    /// Stop cleanly after the frames of the first format.
+    case stop
+}
+
 /// The options of a capture, parsed and checked.
 public struct CaptureOptions: Sendable {
     public var devicePath: String
@@ -95,6 +104,11 @@ public struct CaptureOptions: Sendable {
     public var reconnect: Bool = false
     /// `--reconnect-timeout`: how long to wait for it; nil for the default.
     public var reconnectTimeoutSeconds: Double?
+    /// `--on-source-change`: follow a source change into a new segment (default), or stop.
+    public var onSourceChange: SourceChangeAction = .follow
+    /// `--wait-for-signal`: how long to wait for a signal (at the start, or after it is lost);
+    /// nil fails at once without one.
+    public var waitForSignalSeconds: Double? = nil
     /// The wait after a disconnect: `reconnectTimeoutSeconds`, 30 s by default.
     public var reconnectWaitSeconds: Double { reconnectTimeoutSeconds ?? 30 }
 
@@ -104,7 +118,10 @@ public struct CaptureOptions: Sendable {
                 directIO: DirectIOMode = .auto, pngDirectory: String? = nil, pngEvery: Int = 1, errorFramePolicy: ErrorFramePolicy = .deliver,
                 frameTimeoutSeconds: Double = 5,
                 corruptFramePolicy: CorruptFramePolicy = .skip, jpegDirectory: String? = nil,
-                reconnect: Bool = false, reconnectTimeoutSeconds: Double? = nil) {
+                reconnect: Bool = false, reconnectTimeoutSeconds: Double? = nil,
+                onSourceChange: SourceChangeAction = .follow, waitForSignalSeconds: Double? = nil) {
+        self.onSourceChange = onSourceChange
+        self.waitForSignalSeconds = waitForSignalSeconds
         self.devicePath = devicePath
         self.backend = backend
         self.count = count

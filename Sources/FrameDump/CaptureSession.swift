@@ -26,6 +26,9 @@ public final class CaptureSession {
     public var standardOutputDescriptor: Int32 = 1
     /// Called after each frame is written, with the number of frames written so far.
     public var afterFrame: ((Int) -> Void)?
+    /// Called with one-line notices: a frame rate the driver changed, a source change followed,
+    /// a lost signal waited for.
+    public var notice: ((String) -> Void)?
 
     /// The pin while the session runs (for inspection).
     public private(set) var pin: CapturePin?
@@ -56,7 +59,9 @@ public final class CaptureSession {
         let startCPU = Clock.cpuMicroseconds()
         let startTime = Clock.monotonicNanoseconds()
         try capture.start()
+        for line in capture.takeNotices() { notice?(line) }
         var interrupted = false
+        var stoppedEarly = false
 
         func summary() -> CaptureSummary {
             capture.summary(cpuMicroseconds: Double(Clock.cpuMicroseconds() - startCPU), cpuFrames: capture.framesWritten,
@@ -72,19 +77,18 @@ public final class CaptureSession {
         }
 
         let count = options.count
-        let timeout = Int64(options.frameTimeoutSeconds * 1e9)
-        while capture.framesWritten < count {
+        while capture.framesWritten < count && !stoppedEarly {
             if stopFlag.isRequested {
                 interrupted = true
                 break
             }
             // The pointer holds the frame's only reference: it is queued again the moment it
             // is released after the write, not at the next advance.
-            var next: StreamPointer?
+            var frame: StreamPointer?
+            let source: DeviceCapture.SourceEvent?
             do {
                 // One wait up to the frame timeout: the stop flag wakes it (the pin's eventfd).
-                let left = max(0, timeout - (Clock.monotonicNanoseconds() - capture.lastFrameTime))
-                next = try capture.pin.next(timeout: .nanoseconds(left), keepLeadingEdge: false)
+                source = try capture.next(timeout: .nanoseconds(max(0, capture.deadline - Clock.monotonicNanoseconds())), frame: &frame)
             } catch {
                 if error.kind == .disconnected && options.reconnect {
                     self.progress?.clear()
@@ -101,9 +105,22 @@ public final class CaptureSession {
                 }
                 throw failure(FrameDumpError(.runtime, capture.endMessage(error)))
             }
-            guard let pointer = next.take() else {
-                if Clock.monotonicNanoseconds() - capture.lastFrameTime >= timeout {
-                    throw failure(.runtime(capture.timeoutMessage))
+            if let source {
+                let action = capture.handle(source)
+                self.progress?.clear()
+                for line in capture.takeNotices() { notice?(line) }
+                switch action {
+                case .goOn: continue
+                case .stop(let message):
+                    notice?(message)
+                    stoppedEarly = true
+                case .fail(let error): throw failure(error)
+                }
+                break
+            }
+            guard let pointer = frame.take() else {
+                if Clock.monotonicNanoseconds() >= capture.deadline {
+                    throw failure(.runtime(capture.deadlineMessage))
                 }
                 continue
             }

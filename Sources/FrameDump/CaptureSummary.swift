@@ -56,6 +56,20 @@ public struct CaptureSummary: Hashable, Sendable, Codable {
     public var disconnectedSeconds: Double = 0
     /// Compressed formats only (MJPEG, ...): frame validation and MJPEG outputs.
     public var compressed: CompressedSummary? = nil
+    /// Each format the capture wrote, in order: one segment, or one more after each source change
+    /// it followed (`--on-source-change follow`), each in its own file (-o with -segK).
+    public var segments: [SegmentSummary] = []
+    /// Source changes followed into a new segment.
+    public var sourceChanges: Int = 0
+    /// Frames the driver had filled when a source change came, dropped undelivered.
+    public var framesDroppedAtSourceChange: Int = 0
+    /// Seconds without a signal (`--wait-for-signal`).
+    public var noSignalSeconds: Double = 0
+    /// Why the capture stopped at a source change, when it did.
+    public var stoppedBySourceChange: String? = nil
+    /// `--fps`, and the rate the driver set (VIDIOC_S_PARM's answer), when --fps was given.
+    public var framesPerSecondRequested: Double? = nil
+    public var framesPerSecondGranted: Double? = nil
     /// With several devices: the error that ended this device's stream early (the others went on).
     public var error: String? = nil
     /// With several devices, for each but the first: how far its frames' timestamps lie from the
@@ -86,6 +100,17 @@ public struct CaptureSummary: Hashable, Sendable, Codable {
         }
         if let compressed { text += compressed.render() }
 
+        if let requested = framesPerSecondRequested, let granted = framesPerSecondGranted, abs(granted - requested) > requested * 0.005 {
+            text += "  frame rate       : \(FrameDumpFormatting.decimal(granted)) fps (--fps \(FrameDumpFormatting.decimal(requested)) asked; the driver set it)\n"
+        }
+        if segments.count > 1 || sourceChanges > 0 {
+            text += "  source changes   : \(sourceChanges) followed, \(framesDroppedAtSourceChange) frames dropped at them\n"
+            for (k, segment) in segments.enumerated() {
+                text += "  segment \(k)        : \(segment.pixelFormat) \(segment.width)x\(segment.height)\(segment.field == "none" ? "" : " \(segment.field)"), \(segment.framesWritten) frames\(segment.output.map { " to \($0)" } ?? "")\n"
+            }
+        }
+        if noSignalSeconds > 0 { text += "  no signal        : \(FrameDumpFormatting.decimal(noSignalSeconds)) s\n" }
+        if let stoppedBySourceChange { text += "  stopped          : \(stoppedBySourceChange)\n" }
         if let skew { text += "  skew             : \(skew.render())\n" }
         if let error { text += "  ended by         : \(error)\n" }
         text += "  interrupted      : \(interrupted ? "yes" : "no")\n"
@@ -94,6 +119,18 @@ public struct CaptureSummary: Hashable, Sendable, Codable {
 
     /// The JSON summary (camelCase keys).
     public func json() -> String { FrameDumpJSON.encode(self) }
+}
+
+/// One format of a capture (``CaptureSummary/segments``).
+public struct SegmentSummary: Hashable, Sendable, Codable {
+    /// The file this segment went to (-o, then -o with -seg1, -seg2, ...), when a stream was written.
+    public var output: String?
+    public var width: UInt32
+    public var height: UInt32
+    public var pixelFormat: String
+    public var field: String
+    public var framesWritten: Int
+    public var bytesWritten: Int
 }
 
 /// The compressed-frame part of a capture summary: each validation case counted separately.

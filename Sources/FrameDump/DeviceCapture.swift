@@ -16,12 +16,33 @@ final class DeviceCapture {
     let options: CaptureOptions
     private(set) var device: VideoDevice
     private(set) var pin: CapturePin
-    /// The format the outputs were made for.
-    let format: ImageFormat
+    /// The format the outputs of the current segment were made for.
+    private(set) var format: ImageFormat
+    /// The segments before the current one (a source change the capture followed starts a new one).
+    private var earlierSegments: [SegmentSummary] = []
+    /// Frames and bytes of the segments before the current one.
+    private var framesBeforeSegment = 0
+    private var bytesBeforeSegment = 0
+    private var pngFilesBeforeSegment = 0
+    private var jpegFilesBeforeSegment = 0
+    private var framesDirectBefore = 0
+    private var framesBufferedBefore = 0
+    /// The current segment's -o path (with -segK after the first).
+    private var segmentOutputPath: String?
+    /// Source changes followed, and when the signal was lost (while it is).
+    private(set) var sourceChangesFollowed = 0
+    private(set) var signalLostAt: Int64?
+    private var noSignalNanoseconds: Int64 = 0
+    /// Why the capture stopped at a source change, when it did.
+    var stoppedBySourceChange: String?
+    /// One-line notices for the user (a frame rate the driver changed).
+    private(set) var notices: [String] = []
+    /// The frame rate asked for and the one in force, when one was asked for.
+    private(set) var grantedFramesPerSecond: Double?
     /// The device's place among the `-d` options (0 for a single device).
     let position: Int
 
-    private let jpegFormat: Bool
+    private var jpegFormat: Bool
     private let candidate: any AllocatorDispatch
     private var png: PNGSink?
     private var mjpegPNG: MJPEGPNGSink?
@@ -63,6 +84,7 @@ final class DeviceCapture {
             throw FrameDumpError(error)
         }
         try options.format.checkControls(on: device)
+        try Self.awaitSignal(device, options: options)
         do {
             pin = try CapturePin(device: device, configuration: options.format.pinConfiguration(
                 errorFramePolicy: options.errorFramePolicy, corruptFramePolicy: options.corruptFramePolicy))
@@ -70,8 +92,80 @@ final class DeviceCapture {
             throw FrameDumpError(error)
         }
         format = pin.format
-        // MJPEG/JPEG frames are decoded with TurboJPEG for y4m and PNG (MJPEGSinks.swift).
         jpegFormat = format.pixelFormat.isJPEG
+        segmentOutputPath = options.outputPath
+        candidate = try AllocatorPlan.candidate(memory: options.memory, source: options.dmabufSource, format: format,
+                                                backend: options.backend)
+        try prepareSinks()
+        let preview = selection(framing: pin.framing).select(framing: pin.framing)
+        if preview.fellBackToDefault || !preview.rejections.isEmpty {
+            throw .runtime(rejectionMessage(rejections: preview.rejections))
+        }
+    }
+
+    /// Before the pin is made: an input that says it has no signal (ENUMINPUT's status, or
+    /// QUERY_DV_TIMINGS on a DV input) would stream noise. With --wait-for-signal this waits for
+    /// the signal (a source-change event, POLLPRI) and applies the timings it brings; without,
+    /// it fails naming the input.
+    private static func awaitSignal(_ device: VideoDevice, options: CaptureOptions) throws(FrameDumpError) {
+        do {
+            if let input = options.format.input, (try? device.currentInput()) != input { try device.selectInput(input) }
+        } catch {
+            throw FrameDumpError(error)
+        }
+        guard var loss = signalLoss(device) else { return }
+        guard let wait = options.waitForSignalSeconds else {
+            throw .runtime("\(device.path): no signal on input \(loss.input) (\(loss.detail)); connect the source, or --wait-for-signal SECONDS waits for it")
+        }
+        let deadline = Clock.monotonicNanoseconds() + Int64(wait * 1e9)
+        let subscribed = (try? device.subscribe(.sourceChange, id: loss.input)) != nil
+        defer { if subscribed { try? device.unsubscribe(.sourceChange, id: loss.input) } }
+        while true {
+            let left = deadline - Clock.monotonicNanoseconds()
+            guard left > 0 else {
+                throw .runtime("\(device.path): no signal on input \(loss.input) within \(FrameDumpFormatting.decimal(wait)) s (\(loss.detail); --wait-for-signal)")
+            }
+            // Woken by the source-change event; a driver without events is asked again each 200 ms.
+            let slice = subscribed ? left : min(left, 200_000_000)
+            _ = try? device.poll(events: [.priority], timeoutMilliseconds: Int32(clamping: (slice + 999_999) / 1_000_000))
+            while subscribed, (try? device.dequeueEvent()) ?? nil != nil {}
+            guard let still = signalLoss(device) else { break }
+            loss = still
+        }
+        // The source's timings, not those set before it was lost.
+        if let timings = try? device.queryDVTimings(), (try? device.dvTimings()) != timings {
+            do {
+                _ = try device.setDVTimings(timings)
+            } catch {
+                throw FrameDumpError(error)
+            }
+        }
+    }
+
+    /// The current input's lack of signal, if it has none.
+    static func signalLoss(_ device: VideoDevice) -> (input: UInt32, detail: String)? {
+        guard let input = try? device.currentInput(), let info = (try? device.inputs())?.first(where: { $0.index == input }) else {
+            return nil
+        }
+        if info.capabilityFlags.contains(.dvTimings) {
+            do {
+                _ = try device.queryDVTimings()
+            } catch {
+                if [ENOLINK, ENOLCK, ERANGE].contains(error.errno?.rawValue ?? 0) { return (input, error.description) }
+            }
+        }
+        if info.statusFlags.contains(.noSignal) { return (input, "VIDIOC_ENUMINPUT: status no signal") }
+        return nil
+    }
+
+    /// The sinks for `format`, checked before anything is written. MJPEG/JPEG frames are decoded
+    /// with TurboJPEG for y4m and PNG (MJPEGSinks.swift).
+    private func prepareSinks() throws(FrameDumpError) {
+        png = nil
+        mjpegPNG = nil
+        jpeg = nil
+        sinks = []
+        decodingSinks = []
         if options.outputPath != nil && options.container == .y4m {
             if jpegFormat { try MJPEGY4MSink.check(format) } else { try Y4MConverter.check(format) }
         }
@@ -84,12 +178,6 @@ final class DeviceCapture {
         }
         if let directory = options.jpegDirectory {
             jpeg = try JPEGSink(directory: directory, every: options.pngEvery, format: format)
-        }
-        candidate = try AllocatorPlan.candidate(memory: options.memory, source: options.dmabufSource, format: format,
-                                                backend: options.backend)
-        let preview = selection(framing: pin.framing).select(framing: pin.framing)
-        if preview.fellBackToDefault || !preview.rejections.isEmpty {
-            throw .runtime(rejectionMessage(rejections: preview.rejections))
         }
     }
 
@@ -110,6 +198,13 @@ final class DeviceCapture {
             throw .runtime(rejectionMessage(rejections: result.rejections))
         }
         allocatorName = result.chosen.name
+        if let asked = options.format.framesPerSecond, let interval = pin.frameInterval, interval.numerator > 0 {
+            let granted = Double(interval.denominator) / Double(interval.numerator)
+            grantedFramesPerSecond = granted
+            if abs(granted - asked) > asked * 0.005 {
+                notices.append("\(device.path): --fps \(FrameDumpFormatting.decimal(asked)): the driver set \(FrameDumpFormatting.decimal(granted)) frames per second (VIDIOC_S_PARM granted \(interval) s per frame)")
+            }
+        }
         let buffers = pin.bufferCounts
         bufferCount = buffers.queued + buffers.held + buffers.free
         lastFrameTime = Clock.monotonicNanoseconds()
@@ -123,7 +218,7 @@ final class DeviceCapture {
     }
 
     private func createOutputs() throws(FrameDumpError) {
-        if let path = options.outputPath {
+        if let path = segmentOutputPath {
             var capacity = 64
             for item in pin.framing.items { capacity += max(item.frameSizeMaximum, item.frameSizeMinimum) }
             // Direct I/O for raw frames only: a y4m frame starts with its FRAME header.
@@ -249,9 +344,158 @@ final class DeviceCapture {
                                 policy: options.corruptFramePolicy, statistics: statistics,
                                 jpegFilesWritten: jpeg?.filesWritten ?? 0, framesNotDecoded: framesNotDecoded,
                                 lastDecodeError: decodingSinks.compactMap(\.lastDecodeError).last) : nil)
-        summary.field = FieldOrder.name(format.field)
         summary.error = failure?.message
+        let segments = earlierSegments + [currentSegment]
+        // The summary's format is the first segment's; each segment says its own.
+        let first = segments[0]
+        summary.pixelFormat = first.pixelFormat
+        summary.width = first.width
+        summary.height = first.height
+        summary.field = first.field
+        summary.bytesWritten = bytesBeforeSegment + (output?.committedBytes ?? 0)
+        summary.framesDirect = framesDirectBefore + (output?.framesDirect ?? 0)
+        summary.framesBuffered = framesBufferedBefore + (output?.framesBuffered ?? 0)
+        summary.pngFilesWritten += pngFilesBeforeSegment
+        summary.compressed?.jpegFilesWritten += jpegFilesBeforeSegment
+        summary.segments = segments
+        summary.sourceChanges = sourceChangesFollowed
+        summary.framesDroppedAtSourceChange = statistics.droppedAtSourceChange
+        var noSignal = noSignalNanoseconds
+        if let signalLostAt { noSignal += Clock.monotonicNanoseconds() - signalLostAt }
+        summary.noSignalSeconds = Double(noSignal) / 1e9
+        summary.stoppedBySourceChange = stoppedBySourceChange
+        summary.framesPerSecondRequested = options.format.framesPerSecond
+        summary.framesPerSecondGranted = grantedFramesPerSecond
         return summary
+    }
+
+    /// The segment being written.
+    private var currentSegment: SegmentSummary {
+        SegmentSummary(output: segmentOutputPath, width: format.width, height: format.height, pixelFormat: format.pixelFormat.description,
+                       field: FieldOrder.name(format.field), framesWritten: framesWritten - framesBeforeSegment,
+                       bytesWritten: output?.committedBytes ?? 0)
+    }
+
+    /// The path of segment `k` (0 is -o itself): `-segK` before the extension.
+    static func segmentPath(_ path: String, _ k: Int) -> String {
+        guard k > 0 else { return path }
+        let slash = path.lastIndex(of: "/")
+        let name = slash.map { path[path.index(after: $0)...] } ?? path[...]
+        if let dot = name.lastIndex(of: "."), dot != name.startIndex {
+            return String(path[..<dot]) + "-seg\(k)" + String(path[dot...])
+        }
+        return path + "-seg\(k)"
+    }
+
+    /// A source event of the pin: a format change it followed, or the loss of the signal.
+    enum SourceEvent {
+        case formatChanged(FormatChange)
+        case noSignal(SignalLoss)
+    }
+
+    /// The next frame (into `frame`) or source event of the pin; nil for a frame or nothing.
+    /// (A function of its own: a `consume` in a session's long loop made Swift 6.3.1's
+    /// MovedAsyncVarDebugInfoPropagator pass never finish.)
+    func next(timeout: Duration, frame: inout StreamPointer?) throws(CaptureError) -> SourceEvent? {
+        guard let event = try pin.nextEvent(timeout: timeout, keepLeadingEdge: false) else { return nil }
+        switch consume event {
+        case .frame(let pointer):
+            frame = consume pointer
+            return nil
+        case .formatChanged(let change): return .formatChanged(change)
+        case .noSignal(let loss): return .noSignal(loss)
+        }
+    }
+
+    /// What a session does after a source event.
+    enum SourceAction {
+        case goOn
+        /// Stop cleanly (`--on-source-change stop`): the message says why.
+        case stop(String)
+        case fail(FrameDumpError)
+    }
+
+    /// Follows a source event: a new format starts a new segment (a new output file, sinks for
+    /// the new format); the loss of the signal waits for it with --wait-for-signal, or fails.
+    func handle(_ event: SourceEvent) -> SourceAction {
+        let now = Clock.monotonicNanoseconds()
+        switch event {
+        case .noSignal(let loss):
+            guard let wait = options.waitForSignalSeconds else {
+                return .fail(.runtime("\(device.path): the source lost its signal (\(loss)); the output keeps the \(framesWritten) whole frames written before (of \(options.count); --wait-for-signal SECONDS waits for the signal to come back)"))
+            }
+            if signalLostAt == nil { signalLostAt = now }
+            notices.append("\(device.path): no signal (\(loss)); waiting up to \(FrameDumpFormatting.decimal(wait)) s for it (--wait-for-signal)")
+            return .goOn
+        case .formatChanged(let change):
+            if let lost = signalLostAt {
+                noSignalNanoseconds += now - lost
+                signalLostAt = nil
+            }
+            lastFrameTime = now
+            let new = change.format
+            let same = new.pixelFormat == format.pixelFormat && new.width == format.width && new.height == format.height
+                && new.field == format.field && new.planes.map(\.bytesPerLine) == format.planes.map(\.bytesPerLine)
+                && new.planes.map(\.sizeImage) == format.planes.map(\.sizeImage)
+            if same { return .goOn }
+            let described = "\(new.pixelFormat) \(new.width)x\(new.height)\(new.field == format.field ? "" : ", field \(FieldOrder.name(new.field))")"
+            if options.onSourceChange == .stop {
+                stoppedBySourceChange = "the source changed to \(described) (--on-source-change stop)"
+                return .stop("\(device.path): the source changed to \(described) after \(framesWritten) frames; stopped (--on-source-change stop)")
+            }
+            if options.outputPath == "-" {
+                stoppedBySourceChange = "the source changed to \(described); standard output cannot take a second format"
+                return .fail(.runtime("\(device.path): the source changed to \(described) after \(framesWritten) frames; a stream on standard output cannot change its format (a y4m reader takes one header), so the capture stopped; -o FILE writes one file per format (FILE-seg1, ...), or --on-source-change stop ends the capture cleanly"))
+            }
+            do throws(FrameDumpError) {
+                try beginSegment(format: new)
+            } catch {
+                return .fail(error)
+            }
+            sourceChangesFollowed += 1
+            notices.append("\(device.path): the source changed to \(described); segment \(earlierSegments.count)\(segmentOutputPath.map { " goes to \($0)" } ?? "")")
+            return .goOn
+        }
+    }
+
+    /// Ends the current segment's outputs and starts the next one's, for `new`.
+    private func beginSegment(format new: ImageFormat) throws(FrameDumpError) {
+        for sink in sinks { try sink.finish() }
+        try output?.close()
+        earlierSegments.append(currentSegment)
+        framesBeforeSegment = framesWritten
+        bytesBeforeSegment += output?.committedBytes ?? 0
+        framesDirectBefore += output?.framesDirect ?? 0
+        framesBufferedBefore += output?.framesBuffered ?? 0
+        pngFilesBeforeSegment += (png?.filesWritten ?? 0) + (mjpegPNG?.filesWritten ?? 0)
+        jpegFilesBeforeSegment += jpeg?.filesWritten ?? 0
+        output = nil
+        format = new
+        jpegFormat = new.pixelFormat.isJPEG
+        segmentOutputPath = options.outputPath.map { Self.segmentPath($0, earlierSegments.count) }
+        try prepareSinks()
+        try createOutputs()
+    }
+
+    /// Takes the notices gathered since the last call.
+    func takeNotices() -> [String] {
+        defer { notices.removeAll() }
+        return notices
+    }
+
+    /// How long to wait for the next frame: the frame timeout, or while the signal is lost,
+    /// --wait-for-signal's.
+    var deadline: Int64 {
+        if let signalLostAt, let wait = options.waitForSignalSeconds { return signalLostAt + Int64(wait * 1e9) }
+        return lastFrameTime + Int64(options.frameTimeoutSeconds * 1e9)
+    }
+
+    /// The message for a deadline that passed: no frame, or no signal back.
+    var deadlineMessage: String {
+        if signalLostAt != nil, let wait = options.waitForSignalSeconds {
+            return "\(device.path): the signal did not come back within \(FrameDumpFormatting.decimal(wait)) s (--wait-for-signal); the output keeps the \(framesWritten) whole frames written before (of \(options.count))"
+        }
+        return timeoutMessage
     }
 
     /// write/writev calls the stream output made.

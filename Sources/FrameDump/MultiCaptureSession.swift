@@ -20,6 +20,8 @@ public final class MultiCaptureSession {
     public var progress: ProgressLine?
     /// Called after each frame is written, with the device's position and its frames so far.
     public var afterFrame: ((Int, Int) -> Void)?
+    /// Called with one-line notices (``CaptureSession/notice``).
+    public var notice: ((String) -> Void)?
 
     public init(options: [CaptureOptions], allOrNothing: Bool = false, stopFlag: StopFlag = StopSignals.flag) {
         precondition(!options.isEmpty, "MultiCaptureSession needs at least one device")
@@ -115,6 +117,7 @@ public final class MultiCaptureSession {
         for (c, capture) in captures.enumerated() {
             do throws(FrameDumpError) {
                 try capture.start()
+                for line in capture.takeNotices() { notice?(line) }
                 started.append(c)
             } catch {
                 if allOrNothing || error.kind == .usage { throw fatal(error) }
@@ -134,21 +137,40 @@ public final class MultiCaptureSession {
         stopFlag.attach(wakeupDescriptor: group.wakeupDescriptor)
         defer { stopFlag.detach() }
 
-        while started.contains(where: { !captures[$0].isDone }) {
+        // Devices stopped cleanly at a source change (--on-source-change stop).
+        var stopped: Set<Int> = []
+        while started.contains(where: { !captures[$0].isDone && !stopped.contains($0) }) {
             if stopFlag.isRequested {
                 interrupted = true
                 break
             }
             // One wait up to the earliest device's frame timeout.
             var deadline = Int64.max
-            for c in started where !captures[c].isDone {
-                deadline = min(deadline, captures[c].lastFrameTime + Int64(captures[c].options.frameTimeoutSeconds * 1e9))
+            for c in started where !captures[c].isDone && !stopped.contains(c) {
+                deadline = min(deadline, captures[c].deadline)
             }
             let now = Clock.monotonicNanoseconds()
             var frame: StreamPointer? = nil
-            if let (g, ending) = try wait(group, timeout: .nanoseconds(max(0, deadline - now)), fatal: fatal, frame: &frame) {
+            if let (g, ending, source) = try wait(group, timeout: .nanoseconds(max(0, deadline - now)), fatal: fatal, frame: &frame) {
                 let c = started[g]
                 let capture = captures[c]
+                if let source {
+                    guard !capture.isDone else { continue }
+                    let action = capture.handle(source)
+                    self.progress?.clear()
+                    for line in capture.takeNotices() { notice?(line) }
+                    switch action {
+                    case .goOn: break
+                    case .stop(let message):
+                        notice?(message)
+                        stopped.insert(c)
+                        group.retire(pin: g)
+                    case .fail(let error):
+                        group.retire(pin: g)
+                        try end(c, error)
+                    }
+                    continue
+                }
                 if let ending {
                     guard !capture.isDone else { continue }
                     try end(c, FrameDumpError(.runtime, capture.endMessage(ending)))
@@ -177,10 +199,10 @@ public final class MultiCaptureSession {
                 }
             } else {
                 let now = Clock.monotonicNanoseconds()
-                for (g, c) in started.enumerated() where !captures[c].isDone {
-                    if now - captures[c].lastFrameTime >= Int64(captures[c].options.frameTimeoutSeconds * 1e9) {
+                for (g, c) in started.enumerated() where !captures[c].isDone && !stopped.contains(c) {
+                    if now >= captures[c].deadline {
                         group.retire(pin: g)
-                        try end(c, .runtime(captures[c].timeoutMessage))
+                        try end(c, .runtime(captures[c].deadlineMessage))
                     }
                 }
             }
@@ -201,12 +223,13 @@ public final class MultiCaptureSession {
 }
 
 extension MultiCaptureSession {
-    /// The group's next event: the pin, and its frame (in `frame`) or the error that ended its
-    /// stream; nil when the wait timed out or was woken. With allOrNothing the group stopped every
+    /// The group's next event: the pin, and its frame (in `frame`), the error that ended its
+    /// stream or its source event; nil when the wait timed out or was woken. With allOrNothing the group stopped every
     /// pin on a failure, whose error names the device. (A function of its own: a `consume` in
     /// run()'s long body made Swift 6.3.1's MovedAsyncVarDebugInfoPropagator pass never finish.)
     fileprivate func wait(_ group: PinGroup, timeout: Duration, fatal: (FrameDumpError) -> FrameDumpError,
-                          frame: inout StreamPointer?) throws(FrameDumpError) -> (pin: Int, ending: CaptureError?)? {
+                          frame: inout StreamPointer?) throws(FrameDumpError)
+        -> (pin: Int, ending: CaptureError?, source: DeviceCapture.SourceEvent?)? {
         let next: PinGroupEvent?
         do {
             next = try group.next(timeout: timeout)
@@ -217,9 +240,13 @@ extension MultiCaptureSession {
         switch consume event {
         case .frame(let pin, let pointer):
             frame = consume pointer
-            return (pin, nil)
+            return (pin, nil, nil)
         case .ended(let pin, let error):
-            return (pin, error)
+            return (pin, error, nil)
+        case .formatChanged(let pin, let change):
+            return (pin, nil, .formatChanged(change))
+        case .noSignal(let pin, let loss):
+            return (pin, nil, .noSignal(loss))
         }
     }
 }

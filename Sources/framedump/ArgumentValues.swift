@@ -36,3 +36,7 @@ extension FieldOrder: ExpressibleByArgument {
     public static var allValueStrings: [String] { allCases.map(\.description) }
     public static var allValueDescriptions: [String: String] { [:] }
 }
+
+extension SourceChangeAction: ExpressibleByArgument {
+    public init?(argument: String) { self.init(rawValue: argument.lowercased()) }
+}

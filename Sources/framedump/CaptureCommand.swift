@@ -89,6 +89,15 @@ struct CaptureCommand: ParsableCommand {
     @Flag(name: .customLong("all-or-nothing"), help: "With several -d: the first device that fails stops every device (default: the others go on).")
     var allOrNothing = false
 
+    @Option(name: .customLong("on-source-change"),
+            help: "When the source's format changes (HDMI timings, analog standard): follow (default) goes on in a new segment, each in its own file (-o FILE, then FILE-seg1, FILE-seg2, ...), stop ends the capture cleanly.")
+    var onSourceChange: SourceChangeAction?
+
+    @Option(name: .customLong("wait-for-signal"), parsing: .unconditional,
+            help: ArgumentHelp("Wait this long for a signal when the input has none, at the start or after it is lost (default: fail at once).", valueName: "SECONDS"),
+            transform: OptionValues.seconds)
+    var waitForSignal: Double?
+
     @Flag(name: .customLong("json"), help: "Print the summary as JSON.")
     var json = false
 
@@ -109,19 +118,22 @@ struct CaptureCommand: ParsableCommand {
                                   outputPath: output, container: container ?? .raw, directIO: directIO ?? .auto,
                                   pngDirectory: pngDirectory, pngEvery: every ?? 1, errorFramePolicy: errorFrames,
                                   frameTimeoutSeconds: timeout ?? 5, corruptFramePolicy: corruptFrames,
-                                  jpegDirectory: jpegDirectory, reconnect: reconnect, reconnectTimeoutSeconds: reconnectTimeout)
+                                  jpegDirectory: jpegDirectory, reconnect: reconnect, reconnectTimeoutSeconds: reconnectTimeout,
+                                  onSourceChange: onSourceChange ?? .follow, waitForSignalSeconds: waitForSignal)
                 .forDevice(position: n)
         }
         StopSignals.install()
         if options.count == 1 {
             let session = CaptureSession(options: options[0])
             session.progress = ProgressLine.forStandardError(quiet: quiet)
+            if !quiet { session.notice = { printError("framedump: \($0)\n") } }
             let summary = try session.run()
             report(json: summary.json(), text: summary.render())
             return
         }
         let session = MultiCaptureSession(options: options, allOrNothing: allOrNothing)
         session.progress = ProgressLine.forStandardError(quiet: quiet)
+        if !quiet { session.notice = { printError("framedump: \($0)\n") } }
         let summary: MultiCaptureSummary
         do {
             summary = try session.run()
