@@ -537,7 +537,10 @@ public final class CapturePin: Sendable {
         return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 
-    private func advance(timeout: Duration, clone: Holders) throws(CaptureError) -> Outcome {
+    /// - Parameter ready: what a poll the caller already made said of the device (a PinGroup's
+    ///   one poll over all its pins): the first round uses it instead of polling again.
+    private func advance(timeout: Duration, clone: Holders, ready: PollEvents? = nil) throws(CaptureError) -> Outcome {
+        var ready = ready
         let deadline = Self.nanoseconds(timeout).map { MonotonicClock.nanoseconds() + $0 }
         var waitedForStarvation = false
         var polled = false
@@ -566,15 +569,20 @@ public final class CapturePin: Sendable {
             }
             let events: PollEvents
             polled = true
-            let subscribed = core.subscribedToSource.load(ordering: .relaxed)
-            do {
-                let answer = try device.poll(events: subscribed ? [.input, .error, .priority] : [.input, .error],
-                                             wakeup: core.wakeup, timeoutMilliseconds: milliseconds)
-                if answer.woken, core.wakeup.drain().woken { return .woken }
-                events = answer.events
-            } catch {
-                if let failure = failUnlessStopped(error) { throw failure }
-                return .woken
+            if let given = ready {
+                ready = nil
+                events = given
+            } else {
+                let subscribed = core.subscribedToSource.load(ordering: .relaxed)
+                do {
+                    let answer = try device.poll(events: subscribed ? [.input, .error, .priority] : [.input, .error],
+                                                 wakeup: core.wakeup, timeoutMilliseconds: milliseconds)
+                    if answer.woken, core.wakeup.drain().woken { return .woken }
+                    events = answer.events
+                } catch {
+                    if let failure = failUnlessStopped(error) { throw failure }
+                    return .woken
+                }
             }
             if events.isEmpty {
                 if let deadline, MonotonicClock.nanoseconds() >= deadline { return .timedOut }
@@ -988,7 +996,13 @@ public final class CapturePin: Sendable {
     /// A restart needs the driver's buffers back (REQBUFS 0), which happens once no stream
     /// pointer holds a frame of the old stream: while some do, waits return nil at their timeout.
     public func nextEvent(timeout: Duration = .seconds(2), keepLeadingEdge: Bool = true) throws(CaptureError) -> PinEvent? {
-        let outcome = try advance(timeout: timeout, clone: keepLeadingEdge ? .edgeAndPointer : .pointerOnly)
+        try nextEvent(timeout: timeout, keepLeadingEdge: keepLeadingEdge, ready: nil)
+    }
+
+    /// ``nextEvent(timeout:keepLeadingEdge:)`` after a poll of the caller's own (a PinGroup's)
+    /// said `ready` of the device: no second poll before the DQBUF.
+    func nextEvent(timeout: Duration, keepLeadingEdge: Bool, ready: PollEvents?) throws(CaptureError) -> PinEvent? {
+        let outcome = try advance(timeout: timeout, clone: keepLeadingEdge ? .edgeAndPointer : .pointerOnly, ready: ready)
         switch consume outcome {
         case .frame(let pointer): return .frame(pointer)
         case .formatChanged(let change): return .formatChanged(change)

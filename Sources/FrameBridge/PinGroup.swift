@@ -141,7 +141,8 @@ public final class PinGroup: @unchecked Sendable {
                 let i = (cursor + step) % count
                 guard !ended[i], entries[i].revents != 0 || (restartPending && pins[i].isRestartPending) else { continue }
                 do throws(CaptureError) {
-                    if let event = try pins[i].nextEvent(timeout: .zero, keepLeadingEdge: false) {
+                    let ready = entries[i].revents != 0 ? PollEvents(rawValue: entries[i].revents) : nil
+                    if let event = try pins[i].nextEvent(timeout: .zero, keepLeadingEdge: false, ready: ready) {
                         cursor = (i + 1) % count
                         switch consume event {
                         case .frame(let pointer): return .frame(pin: i, pointer)

@@ -514,7 +514,7 @@ final class DeviceCapture {
     func abandon() {
         pin.stop()
         try? output?.close()
-        if options.container == .y4m, let output, output.committedBytes == 0, let path = options.outputPath, path != "-" {
+        if options.container == .y4m, let output, output.committedBytes == 0, let path = segmentOutputPath, path != "-" {
             unlink(path)
         }
     }
