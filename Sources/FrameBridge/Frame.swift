@@ -244,4 +244,34 @@ public struct CaptureStatistics: Hashable, Sendable, Codable {
     public var droppedAtSourceChange = 0
 
     public init() {}
+
+    /// These counters and `later`'s together, as over two streams one after the other (a pin
+    /// before a reconnect and the one after): counts add up, the sequence span is the first's
+    /// start to the later's end, the last descriptions are the later's when it has them.
+    public func adding(_ later: CaptureStatistics) -> CaptureStatistics {
+        var sum = self
+        sum.delivered += later.delivered
+        sum.dropped += later.dropped
+        sum.errorFlagged += later.errorFlagged
+        sum.skippedErrorFrames += later.skippedErrorFrames
+        sum.driverViolations += later.driverViolations
+        sum.requeueFailures += later.requeueFailures
+        sum.starvationWaits += later.starvationWaits
+        sum.starvationCancels += later.starvationCancels
+        sum.cancelledFrames += later.cancelledFrames
+        sum.firstSequence = firstSequence ?? later.firstSequence
+        sum.lastSequence = later.lastSequence ?? lastSequence
+        sum.lastViolation = later.lastViolation ?? lastViolation
+        sum.compressedEmpty += later.compressedEmpty
+        sum.compressedMissingStartOfImage += later.compressedMissingStartOfImage
+        sum.compressedTruncated += later.compressedTruncated
+        sum.compressedBytesUsedOverLength += later.compressedBytesUsedOverLength
+        sum.corruptSkipped += later.corruptSkipped
+        sum.corruptDelivered += later.corruptDelivered
+        sum.lastCorruption = later.lastCorruption ?? lastCorruption
+        sum.synchronizationFailures += later.synchronizationFailures
+        sum.sourceChanges += later.sourceChanges
+        sum.droppedAtSourceChange += later.droppedAtSourceChange
+        return sum
+    }
 }

@@ -113,7 +113,10 @@ final class DeviceCapture {
         } catch {
             throw FrameDumpError(error)
         }
-        guard var loss = signalLoss(device) else { return }
+        guard var loss = signalLoss(device) else {
+            try applyDetectedTimings(device)
+            return
+        }
         guard let wait = options.waitForSignalSeconds else {
             throw .runtime("\(device.path): no signal on input \(loss.input) (\(loss.detail)); connect the source, or --wait-for-signal SECONDS waits for it")
         }
@@ -132,13 +135,17 @@ final class DeviceCapture {
             guard let still = signalLoss(device) else { break }
             loss = still
         }
-        // The source's timings, not those set before it was lost.
-        if let timings = try? device.queryDVTimings(), (try? device.dvTimings()) != timings {
-            do {
-                _ = try device.setDVTimings(timings)
-            } catch {
-                throw FrameDumpError(error)
-            }
+        try applyDetectedTimings(device)
+    }
+
+    /// On a DV input: the timings the source sends (QUERY_DV_TIMINGS) when they differ from those
+    /// set (G_DV_TIMINGS), so the capture starts in the source's format, not in one left over.
+    private static func applyDetectedTimings(_ device: VideoDevice) throws(FrameDumpError) {
+        guard let timings = try? device.queryDVTimings(), let current = try? device.dvTimings(), current != timings else { return }
+        do {
+            _ = try device.setDVTimings(timings)
+        } catch {
+            throw FrameDumpError(error)
         }
     }
 
@@ -303,20 +310,7 @@ final class DeviceCapture {
     }
 
     /// The pin's statistics with those of the pins before a reconnect.
-    var statistics: CaptureStatistics {
-        var statistics = pin.statistics
-        statistics.dropped += earlier.dropped
-        statistics.errorFlagged += earlier.errorFlagged
-        statistics.skippedErrorFrames += earlier.skippedErrorFrames
-        statistics.driverViolations += earlier.driverViolations
-        statistics.compressedEmpty += earlier.compressedEmpty
-        statistics.compressedMissingStartOfImage += earlier.compressedMissingStartOfImage
-        statistics.compressedTruncated += earlier.compressedTruncated
-        statistics.compressedBytesUsedOverLength += earlier.compressedBytesUsedOverLength
-        statistics.corruptSkipped += earlier.corruptSkipped
-        statistics.corruptDelivered += earlier.corruptDelivered
-        return statistics
-    }
+    var statistics: CaptureStatistics { earlier.adding(pin.statistics) }
 
     /// The summary so far. `cpuMicroseconds` and `elapsedSeconds` are the capture's (the whole
     /// process's CPU, for several devices: it is shared by their frames).
@@ -524,17 +518,7 @@ final class DeviceCapture {
     func reconnect(stopFlag: StopFlag) throws(FrameDumpError) -> Bool {
         let identity = device.capabilities
         let lost = Clock.monotonicNanoseconds()
-        let before = pin.statistics
-        earlier.dropped += before.dropped
-        earlier.errorFlagged += before.errorFlagged
-        earlier.skippedErrorFrames += before.skippedErrorFrames
-        earlier.driverViolations += before.driverViolations
-        earlier.compressedEmpty += before.compressedEmpty
-        earlier.compressedMissingStartOfImage += before.compressedMissingStartOfImage
-        earlier.compressedTruncated += before.compressedTruncated
-        earlier.compressedBytesUsedOverLength += before.compressedBytesUsedOverLength
-        earlier.corruptSkipped += before.corruptSkipped
-        earlier.corruptDelivered += before.corruptDelivered
+        earlier = earlier.adding(pin.statistics)
         pin.stop()
         let deadline = lost + Int64(options.reconnectWaitSeconds * 1e9)
         var found: VideoDevice?
