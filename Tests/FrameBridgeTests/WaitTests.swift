@@ -81,6 +81,9 @@ final class WaitTests: XCTestCase {
         let returned = DispatchSemaphore(value: 0)
         let outcome = Locked<String?>(nil)
         let stoppedAt = Locked<ContinuousClock.Instant?>(nil)
+        // Counted before the thread starts: read after, it could already include the thread's
+        // poll, and the loop below would wait for one that never comes.
+        let pollsBefore = rig.backend.pollCount(path: capturePath)
         Thread {
             do {
                 let frame = try pin.next(timeout: .seconds(30))
@@ -93,8 +96,11 @@ final class WaitTests: XCTestCase {
         }.start()
         // Stop once the other thread is in its poll (a stop before the call is another case:
         // the call throws, not streaming).
-        let pollsBefore = rig.backend.pollCount(path: capturePath)
-        while rig.backend.pollCount(path: capturePath) == pollsBefore { usleep(1000) }
+        let pollDeadline = ContinuousClock.now + .seconds(20)
+        while rig.backend.pollCount(path: capturePath) == pollsBefore {
+            guard ContinuousClock.now < pollDeadline else { return XCTFail("the waiting thread never polled") }
+            usleep(1000)
+        }
         usleep(20_000)
         stoppedAt.withLock { $0 = ContinuousClock.now }
         pin.stop()
