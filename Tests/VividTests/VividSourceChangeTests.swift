@@ -304,7 +304,8 @@ final class VividSourceChangeTests: XCTestCase {
         // The source sends the selected standard: PAL first, as set.
         try Vivid.setControl(device, "standard_signal_mode", 4)
         try Vivid.setControl(device, "standard", try menuIndex(device, "PAL-B", control: "standard"))
-        var configuration = PinConfiguration(input: tv, pixelFormat: .yuyv)
+        // The size asked for: G_FMT may still hold another test's (a 720x288 field format).
+        var configuration = PinConfiguration(input: tv, pixelFormat: .yuyv, width: 720, height: 576)
         configuration.field = .interlaced
         let pin = try CapturePin(device: device, configuration: configuration)
         defer { pin.stop() }
