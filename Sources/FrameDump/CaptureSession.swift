@@ -61,7 +61,6 @@ public final class CaptureSession {
         try capture.start()
         for line in capture.takeNotices() { notice?(line) }
         var interrupted = false
-        var stoppedEarly = false
 
         func summary() -> CaptureSummary {
             capture.summary(cpuMicroseconds: Double(Clock.cpuMicroseconds() - startCPU), cpuFrames: capture.framesWritten,
@@ -77,7 +76,7 @@ public final class CaptureSession {
         }
 
         let count = options.count
-        while capture.framesWritten < count && !stoppedEarly {
+        while !capture.isDone {
             if stopFlag.isRequested {
                 interrupted = true
                 break
@@ -113,7 +112,6 @@ public final class CaptureSession {
                 case .goOn: continue
                 case .stop(let message):
                     notice?(message)
-                    stoppedEarly = true
                 case .fail(let error): throw failure(error)
                 }
                 break

@@ -71,7 +71,8 @@ final class DeviceCapture {
     /// The error that ended this device's stream early, when one did.
     var failure: FrameDumpError?
 
-    var isDone: Bool { framesWritten >= options.count || failure != nil }
+    /// All frames written, or the stream ended: by an error, or cleanly at a source change.
+    var isDone: Bool { framesWritten >= options.count || failure != nil || stoppedBySourceChange != nil }
 
     /// Opens the device and sets it up; checks what can be checked before streaming.
     init(options: CaptureOptions, position: Int = 0) throws(FrameDumpError) {

@@ -137,16 +137,14 @@ public final class MultiCaptureSession {
         stopFlag.attach(wakeupDescriptor: group.wakeupDescriptor)
         defer { stopFlag.detach() }
 
-        // Devices stopped cleanly at a source change (--on-source-change stop).
-        var stopped: Set<Int> = []
-        while started.contains(where: { !captures[$0].isDone && !stopped.contains($0) }) {
+        while started.contains(where: { !captures[$0].isDone }) {
             if stopFlag.isRequested {
                 interrupted = true
                 break
             }
             // One wait up to the earliest device's frame timeout.
             var deadline = Int64.max
-            for c in started where !captures[c].isDone && !stopped.contains(c) {
+            for c in started where !captures[c].isDone {
                 deadline = min(deadline, captures[c].deadline)
             }
             let now = Clock.monotonicNanoseconds()
@@ -163,7 +161,6 @@ public final class MultiCaptureSession {
                     case .goOn: break
                     case .stop(let message):
                         notice?(message)
-                        stopped.insert(c)
                         group.retire(pin: g)
                     case .fail(let error):
                         group.retire(pin: g)
@@ -199,7 +196,7 @@ public final class MultiCaptureSession {
                 }
             } else {
                 let now = Clock.monotonicNanoseconds()
-                for (g, c) in started.enumerated() where !captures[c].isDone && !stopped.contains(c) {
+                for (g, c) in started.enumerated() where !captures[c].isDone {
                     if now >= captures[c].deadline {
                         group.retire(pin: g)
                         try end(c, .runtime(captures[c].deadlineMessage))
