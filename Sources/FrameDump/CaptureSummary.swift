@@ -70,7 +70,7 @@ public struct CaptureSummary: Hashable, Sendable, Codable {
     /// `--fps`, and the rate the driver set (VIDIOC_S_PARM's answer), when --fps was given.
     public var framesPerSecondRequested: Double? = nil
     public var framesPerSecondGranted: Double? = nil
-    /// With several devices: the error that ended this device's stream early (the others went on).
+    /// The error that ended this device's stream early (with several devices, the others went on).
     public var error: String? = nil
     /// With several devices, for each but the first: how far its frames' timestamps lie from the
     /// nearest frame of the first device.

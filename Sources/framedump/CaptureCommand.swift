@@ -127,7 +127,18 @@ struct CaptureCommand: ParsableCommand {
             let session = CaptureSession(options: options[0])
             session.progress = ProgressLine.forStandardError(quiet: quiet)
             if !quiet { session.notice = { printError("framedump: \($0)\n") } }
-            let summary = try session.run()
+            let summary: CaptureSummary
+            do {
+                summary = try session.run()
+            } catch {
+                // A capture that failed part-way still tells a --json reader what it wrote and
+                // dropped, as each device's entry does with several devices.
+                if json, var partial = error.summary {
+                    partial.error = partial.error ?? error.message
+                    report(json: partial.json(), text: "")
+                }
+                throw error
+            }
             report(json: summary.json(), text: summary.render())
             return
         }
