@@ -139,8 +139,12 @@ public final class MJPEGY4MSink: DecodingSink {
     }
 
     /// With no frame decoded the file stays empty: the layout is unknown without one, and a
-    /// guessed header would claim a stream that is not there (the summary counts the frames).
-    public func finish() throws(FrameDumpError) {}
+    /// guessed header would claim a stream that is not there. An empty file is no y4m stream,
+    /// so that is an error, not a success with a count in the summary.
+    public func finish() throws(FrameDumpError) {
+        guard stream == nil, framesNotDecoded > 0 else { return }
+        throw .runtime("--container y4m: none of the \(framesNotDecoded) frames could be decoded (last: \(lastDecodeError ?? "unknown")), so \(output.displayName) holds no y4m stream; --container raw or --jpeg-dir keeps the bytes the camera sent")
+    }
 }
 
 /// Writes PNG pictures of every `every`-th MJPEG frame (`frame-000000.png`), decoded by

@@ -241,6 +241,29 @@ final class MJPEGCaptureTests: XCTestCase {
         XCTAssertTrue(summary.render().contains("not decoded      : 1 frames"), summary.render())
     }
 
+    func testY4MWithNoFrameDecodedIsAnError() throws {
+        let backend = camera(SimulatedMJPEG(variants: 1), production: .manual)
+        let root = makeTemporaryDirectory(self)
+        // Both frames pass marker validation and neither decodes: there is no layout for a header.
+        XCTAssertTrue(backend.injectFault(.undecodableJPEG, path: simulatedPath))
+        XCTAssertTrue(backend.injectFault(.undecodableJPEG, path: simulatedPath))
+        let session = CaptureSession(options: options(backend, count: 2, output: root + "/out.y4m", container: .y4m),
+                                     stopFlag: StopFlag())
+        let producer = Thread {
+            for _ in 0..<40 {
+                _ = backend.produceFrames(path: simulatedPath, count: 1)
+                usleep(5000)
+            }
+        }
+        producer.start()
+        let error = expectFrameDumpError { () throws(FrameDumpError) in try session.run() }
+        XCTAssertEqual(error?.exitCode, 1)
+        XCTAssertTrue(error?.message.contains("none of the 2 frames could be decoded") ?? false, error?.message ?? "")
+        XCTAssertTrue(error?.message.contains("--jpeg-dir") ?? false, error?.message ?? "")
+        XCTAssertEqual(error?.summary?.compressed?.framesNotDecoded, 2)
+        XCTAssertEqual(readFile(root + "/out.y4m").count, 0, "no header guessed")
+    }
+
     // MARK: - Corrupt frames
 
     private func corruptRun(_ policy: CorruptFramePolicy, output: String, png: String? = nil) throws -> CaptureSummary {
