@@ -557,7 +557,7 @@ final class DeviceCapture {
             let result = try newPin.start(selection)
             if result.fellBackToDefault {
                 newPin.stop()
-                throw FrameDumpError.runtime("--memory \(options.memory): \(returned.path): allocator \(candidate.name) was rejected: \(result.rejections.map(\.reason).joined(separator: "; "))")
+                throw FrameDumpError.runtime(rejectionMessage(rejections: result.rejections, candidate: candidate, path: returned.path))
             }
             device = returned
             stopFlag.detach()
@@ -584,9 +584,12 @@ final class DeviceCapture {
         return output.directIO.description
     }
 
-    private func rejectionMessage(rejections: [AllocatorRejection]) -> String {
+    /// Why `--memory`'s allocator was not chosen; `candidate` and `path` are this capture's
+    /// unless a reconnect made new ones.
+    private func rejectionMessage(rejections: [AllocatorRejection], candidate: (any AllocatorDispatch)? = nil,
+                                  path: String? = nil) -> String {
         let reasons = rejections.map(\.reason).joined(separator: "; ")
-        return "--memory \(options.memory): \(device.path): allocator \(candidate.name) was rejected: \(reasons.isEmpty ? "no reason given" : reasons)"
+        return "--memory \(options.memory): \(path ?? device.path): allocator \((candidate ?? self.candidate).name) was rejected: \(reasons.isEmpty ? "no reason given" : reasons)"
     }
 
     /// The message for a stream that ended with `error` after some frames.
