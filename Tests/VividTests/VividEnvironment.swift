@@ -94,4 +94,22 @@ enum Vivid {
         }
         try device.setControlValue(info.id, value, type: info.type)
     }
+
+    /// The size of `file`, -1 while it does not exist.
+    static func fileSize(_ file: String) -> Int {
+        var status = stat()
+        return stat(file, &status) == 0 ? Int(status.st_size) : -1
+    }
+
+    /// Waits until `file` holds at least `bytes` (a capture in another process is under way),
+    /// failing after `seconds`.
+    static func waitFor(_ file: String, bytes: Int, seconds: Int64 = 30) throws {
+        let start = MonotonicClock.nanoseconds()
+        while fileSize(file) < bytes {
+            guard MonotonicClock.nanoseconds() - start < seconds * 1_000_000_000 else {
+                throw CaptureError(.invalidState, "\(file) did not grow to \(bytes) bytes in \(seconds) s")
+            }
+            usleep(20_000)
+        }
+    }
 }

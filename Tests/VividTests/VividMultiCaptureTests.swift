@@ -30,10 +30,6 @@ final class VividMultiCaptureTests: XCTestCase {
         return (top, try XCTUnwrap(top["devices"] as? [[String: Any]]))
     }
 
-    private func fileSize(_ path: String) -> Int {
-        ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? -1
-    }
-
     func testThreeDevicesInOneProcessWithTheirOwnOptions() throws {
         // Device 2 at its own size: --device-options applies to it alone.
         let run = try ChildProcess.run(VividCLITests.framedump, arguments(count: 60) + ["--device-options", "2=--size 320x180"])
@@ -47,7 +43,7 @@ final class VividMultiCaptureTests: XCTestCase {
             XCTAssertEqual(entry["device"] as? String, devices[n])
             XCTAssertEqual(entry["framesWritten"] as? Int, 60, "device \(n)")
             XCTAssertEqual(entry["width"] as? Int, n == 2 ? 320 : 640)
-            XCTAssertEqual(fileSize("\(work)/cam\(n).raw"), 60 * size, "device \(n)")
+            XCTAssertEqual(Vivid.fileSize("\(work)/cam\(n).raw"), 60 * size, "device \(n)")
             if n > 0 {
                 let skew = try XCTUnwrap(entry["skew"] as? [String: Any], "device \(n) has no skew")
                 XCTAssertEqual(skew["reference"] as? String, devices[0])
@@ -71,11 +67,7 @@ final class VividMultiCaptureTests: XCTestCase {
         let child = try ChildProcess(VividCLITests.framedump, arguments(count: 150))
         // Once device 1 has written some frames, its driver fails for good (another file handle).
         let victim = try Vivid.open(devices[1])
-        var waited = 0
-        while fileSize("\(work)/cam1.raw") < 10 * frameSize && waited < 200 {
-            usleep(50_000)
-            waited += 1
-        }
+        try Vivid.waitFor("\(work)/cam1.raw", bytes: 10 * frameSize)
         try Vivid.setControl(victim, "inject_fatal_streaming_error")
         let run = child.wait()
         XCTAssertEqual(run.status, 1, "one device failed: exit 1 at the end; \(run.stderr)")
@@ -84,7 +76,7 @@ final class VividMultiCaptureTests: XCTestCase {
         XCTAssertEqual(top["failedDevices"] as? Int, 1)
         for (n, entry) in entries.enumerated() {
             let written = try XCTUnwrap(entry["framesWritten"] as? Int)
-            XCTAssertEqual(fileSize("\(work)/cam\(n).raw"), written * frameSize, "device \(n): whole frames only")
+            XCTAssertEqual(Vivid.fileSize("\(work)/cam\(n).raw"), written * frameSize, "device \(n): whole frames only")
             if n == 1 {
                 XCTAssertNotNil(entry["error"] as? String)
                 XCTAssertLessThan(written, 150)
@@ -100,11 +92,7 @@ final class VividMultiCaptureTests: XCTestCase {
     func testAllOrNothingStopsEveryDevice() throws {
         let child = try ChildProcess(VividCLITests.framedump, arguments(count: 300) + ["--all-or-nothing"])
         let victim = try Vivid.open(devices[2])
-        var waited = 0
-        while fileSize("\(work)/cam2.raw") < 10 * frameSize && waited < 200 {
-            usleep(50_000)
-            waited += 1
-        }
+        try Vivid.waitFor("\(work)/cam2.raw", bytes: 10 * frameSize)
         try Vivid.setControl(victim, "inject_fatal_streaming_error")
         let run = child.wait()
         XCTAssertEqual(run.status, 1, run.stderr)
@@ -113,7 +101,7 @@ final class VividMultiCaptureTests: XCTestCase {
         for (n, entry) in entries.enumerated() {
             let written = try XCTUnwrap(entry["framesWritten"] as? Int)
             XCTAssertLessThan(written, 300, "device \(n) was stopped")
-            XCTAssertEqual(fileSize("\(work)/cam\(n).raw"), written * frameSize, "device \(n): whole frames only")
+            XCTAssertEqual(Vivid.fileSize("\(work)/cam\(n).raw"), written * frameSize, "device \(n): whole frames only")
         }
     }
 }

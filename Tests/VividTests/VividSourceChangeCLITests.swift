@@ -49,19 +49,6 @@ final class VividSourceChangeCLITests: XCTestCase {
                                                    "--set-ctrl", "osd_text_mode=2", "-n", String(count), "--json"] + extra)
     }
 
-    private func fileSize(_ file: String) -> Int {
-        ((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? Int) ?? -1
-    }
-
-    /// Waits until `file` holds at least `bytes` (the capture is under way).
-    private func waitFor(_ file: String, bytes: Int) throws {
-        let start = MonotonicClock.nanoseconds()
-        while fileSize(file) < bytes {
-            guard MonotonicClock.nanoseconds() - start < 30_000_000_000 else { throw CaptureError(.invalidState, "\(file) did not grow to \(bytes) bytes") }
-            usleep(20_000)
-        }
-    }
-
     private func json(_ run: ChildProcess.Result) throws -> [String: Any] {
         try XCTUnwrap(try JSONSerialization.jsonObject(with: run.stdout) as? [String: Any], "stdout: \(run.text)\nstderr: \(run.stderr)")
     }
@@ -75,7 +62,7 @@ final class VividSourceChangeCLITests: XCTestCase {
     func testFollowsAChangeTo640x480IntoASecondSegment() throws {
         let output = "\(work)/hdmi.raw"
         let child = try capture(120, ["-o", output])
-        try waitFor(output, bytes: 10 * big)
+        try Vivid.waitFor(output, bytes: 10 * big)
         try Vivid.setControl(control, "dv_timings", try menuIndex("640x480p59"))
         let run = child.wait()
         XCTAssertEqual(run.status, 0, run.stderr)
@@ -95,8 +82,8 @@ final class VividSourceChangeCLITests: XCTestCase {
         XCTAssertGreaterThanOrEqual(first, 10)
         XCTAssertGreaterThan(second, 0)
         // Each file holds exactly its frames, each of its segment's size.
-        XCTAssertEqual(fileSize(output), first * big)
-        XCTAssertEqual(fileSize("\(work)/hdmi-seg1.raw"), second * small)
+        XCTAssertEqual(Vivid.fileSize(output), first * big)
+        XCTAssertEqual(Vivid.fileSize("\(work)/hdmi-seg1.raw"), second * small)
         // And every frame of the second file is a 640-wide picture: vivid's bars line up at
         // 640 pixels a row, top and bottom, getting darker from left to right.
         let data = try Data(contentsOf: URL(fileURLWithPath: "\(work)/hdmi-seg1.raw"))
@@ -114,7 +101,7 @@ final class VividSourceChangeCLITests: XCTestCase {
     func testY4MFilesGetAHeaderEachAndFFprobeReadsBoth() throws {
         let output = "\(work)/hdmi.y4m"
         let child = try capture(60, ["-o", output, "--container", "y4m"])
-        try waitFor(output, bytes: 5 * big)
+        try Vivid.waitFor(output, bytes: 5 * big)
         try Vivid.setControl(control, "dv_timings", try menuIndex("640x480p59"))
         let run = child.wait()
         XCTAssertEqual(run.status, 0, run.stderr)
@@ -129,10 +116,10 @@ final class VividSourceChangeCLITests: XCTestCase {
     func testNoSignalIsSurvivedWithWaitForSignal() throws {
         let output = "\(work)/nosignal.raw"
         let child = try capture(90, ["-o", output, "--wait-for-signal", "20"])
-        try waitFor(output, bytes: 10 * big)
+        try Vivid.waitFor(output, bytes: 10 * big)
         try Vivid.setControl(control, "dv_timings_signal_mode", 1)
         usleep(1_500_000)
-        let during = fileSize(output)
+        let during = Vivid.fileSize(output)
         try Vivid.setControl(control, "dv_timings_signal_mode", 4)
         let run = child.wait()
         XCTAssertEqual(run.status, 0, run.stderr)
@@ -140,7 +127,7 @@ final class VividSourceChangeCLITests: XCTestCase {
         XCTAssertEqual(summary["framesWritten"] as? Int, 90)
         XCTAssertEqual((summary["segments"] as? [[String: Any]])?.count, 1, "the same format after the signal came back: one segment")
         XCTAssertGreaterThan(summary["noSignalSeconds"] as? Double ?? 0, 1.0, "\(summary)")
-        XCTAssertEqual(fileSize(output), 90 * big)
+        XCTAssertEqual(Vivid.fileSize(output), 90 * big)
         XCTAssertLessThan(during, 90 * big, "frames went on during no signal")
         XCTAssertTrue(run.stderr.contains("no signal"), run.stderr)
     }
@@ -148,14 +135,14 @@ final class VividSourceChangeCLITests: XCTestCase {
     func testNoSignalWithoutWaitIsAClearErrorAndKeepsWholeFrames() throws {
         let output = "\(work)/lost.raw"
         let child = try capture(600, ["-o", output])
-        try waitFor(output, bytes: 10 * big)
+        try Vivid.waitFor(output, bytes: 10 * big)
         try Vivid.setControl(control, "dv_timings_signal_mode", 1)
         let run = child.wait()
         XCTAssertEqual(run.status, 1, run.stderr)
         XCTAssertTrue(run.stderr.contains("\(path): the source lost its signal"), run.stderr)
         XCTAssertTrue(run.stderr.contains("--wait-for-signal"), run.stderr)
-        XCTAssertEqual(fileSize(output) % big, 0, "whole frames only")
-        XCTAssertGreaterThanOrEqual(fileSize(output), 10 * big)
+        XCTAssertEqual(Vivid.fileSize(output) % big, 0, "whole frames only")
+        XCTAssertGreaterThanOrEqual(Vivid.fileSize(output), 10 * big)
         // At the start, no signal is refused before anything is written.
         let start = try ChildProcess.run(VividCLITests.framedump, ["capture", "-d", path, "--input", String(hdmi), "-n", "1", "-o", "\(work)/never.raw"])
         XCTAssertEqual(start.status, 1, start.stderr)
@@ -166,14 +153,14 @@ final class VividSourceChangeCLITests: XCTestCase {
     func testOnSourceChangeStopEndsCleanly() throws {
         let output = "\(work)/stop.raw"
         let child = try capture(600, ["-o", output, "--on-source-change", "stop"])
-        try waitFor(output, bytes: 10 * big)
+        try Vivid.waitFor(output, bytes: 10 * big)
         try Vivid.setControl(control, "dv_timings", try menuIndex("640x480p59"))
         let run = child.wait()
         XCTAssertEqual(run.status, 0, run.stderr)
         let summary = try json(run)
         let written = try XCTUnwrap(summary["framesWritten"] as? Int)
         XCTAssertLessThan(written, 600)
-        XCTAssertEqual(fileSize(output), written * big)
+        XCTAssertEqual(Vivid.fileSize(output), written * big)
         XCTAssertNotNil(summary["stoppedBySourceChange"] as? String, "\(summary)")
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(work)/stop-seg1.raw"))
     }
@@ -181,7 +168,7 @@ final class VividSourceChangeCLITests: XCTestCase {
     func testY4MOnStandardOutputStopsWithAMessageAtAChange() throws {
         let output = "\(work)/stdout.y4m"
         let child = try ChildProcess("/bin/sh", ["-c", "\(VividCLITests.framedump) capture -d \(path) --input \(hdmi) --pixel-format YUYV -n 600 -o - --container y4m --quiet > \(output)"])
-        try waitFor(output, bytes: 10 * big)
+        try Vivid.waitFor(output, bytes: 10 * big)
         try Vivid.setControl(control, "dv_timings", try menuIndex("640x480p59"))
         let run = child.wait()
         XCTAssertEqual(run.status, 1, run.stderr)
@@ -195,7 +182,7 @@ final class VividSourceChangeCLITests: XCTestCase {
         let frames = Int(fields.last ?? "") ?? -1
         XCTAssertGreaterThanOrEqual(frames, 10)
         let header = "YUV4MPEG2 W1280 H720".utf8.count
-        XCTAssertGreaterThan(fileSize(output), frames * big + header)
+        XCTAssertGreaterThan(Vivid.fileSize(output), frames * big + header)
     }
 
     /// --fps that the driver changes: a one-line notice and both rates in the summary.
