@@ -29,6 +29,13 @@ enum UVC {
     /// Path of the uvcvideo `nodrop` parameter (writable at run time).
     static let nodropParameter = "/sys/module/uvcvideo/parameters/nodrop"
 
+    /// Outside the VM run these tests skip (tools/test counts a skip there as a failure).
+    static func skipUnlessRequested() throws {
+        guard requested else {
+            throw XCTSkip("needs uvcvideo and vhci_hcd: run tools/test (it boots tools/vivid-vm --uvc and sets FRAMEBRIDGE_UVC=1)")
+        }
+    }
+
     static func writeParameter(_ path: String, _ value: String) throws {
         let fd = open(path, O_WRONLY)
         guard fd >= 0 else { throw CameraFailure("open \(path): \(String(cString: strerror(errno)))") }
@@ -89,9 +96,7 @@ final class EmulatedCamera {
     private(set) var result: ChildProcess.Result?
 
     init(port: Int = 0, _ arguments: [String] = [], file: StaticString = #filePath, line: UInt = #line) throws {
-        guard UVC.requested else {
-            throw XCTSkip("needs uvcvideo and vhci_hcd: run tools/test (it boots tools/vivid-vm --uvc and sets FRAMEBRIDGE_UVC=1)")
-        }
+        try UVC.skipUnlessRequested()
         guard access(UVC.camera, X_OK) == 0 else {
             XCTFail("uvc-camera not built at \(UVC.camera)", file: file, line: line)
             throw CameraFailure("no uvc-camera")

@@ -33,10 +33,11 @@ final class VividSourceChangeCLITests: XCTestCase {
     }
 
     override func tearDown() {
+        guard let control else { return }    // setUp skipped or failed before it opened the device
         try? control.selectInput(hdmi)
         try? Vivid.setControl(control, "dv_timings_signal_mode", 0)
         try? control.selectInput(0)
-        control = nil
+        self.control = nil
     }
 
     private func menuIndex(_ prefix: String) throws -> Int64 {
