@@ -541,7 +541,7 @@ public final class CapturePin: Sendable {
     ///   one poll over all its pins): the first round uses it instead of polling again.
     private func advance(timeout: Duration, clone: Holders, ready: PollEvents? = nil) throws(CaptureError) -> Outcome {
         var ready = ready
-        let deadline = Self.nanoseconds(timeout).map { MonotonicClock.nanoseconds() + $0 }
+        var deadline = WaitDeadline(timeout)
         var waitedForStarvation = false
         var polled = false
         var descriptor = BufferDescriptor(index: 0, bufferType: bufferType, memory: core.streamMemoryKind)
@@ -554,19 +554,16 @@ public final class CapturePin: Sendable {
                     throw error
                 case .runHandlers(let handlers):
                     for handler in handlers { handler() }
+                    deadline.timePassed()
                     continue
                 case .follow:
-                    return try followSource(deadline: deadline)
+                    return try followSource(deadline: deadline.absolute)
                 case .ready: break
                 }
             }
             // The first poll runs even with no time left, so a zero timeout still takes a
             // frame that is ready.
-            var milliseconds: Int32 = -1
-            if let deadline {
-                let left = deadline - MonotonicClock.nanoseconds()
-                milliseconds = left <= 0 ? 0 : Int32(clamping: (left + 999_999) / 1_000_000)
-            }
+            let milliseconds = deadline.pollMilliseconds()
             let events: PollEvents
             polled = true
             if let given = ready {
@@ -576,7 +573,7 @@ public final class CapturePin: Sendable {
                 let subscribed = core.subscribedToSource.load(ordering: .relaxed)
                 do {
                     let answer = try device.poll(events: subscribed ? [.input, .error, .priority] : [.input, .error],
-                                                 wakeup: core.wakeup, timeoutMilliseconds: milliseconds)
+                                                 wakeup: core.wakeup, timeoutMilliseconds: milliseconds, deadline: deadline.absolute)
                     if answer.woken, core.wakeup.drain().woken { return .woken }
                     events = answer.events
                 } catch {
@@ -585,7 +582,7 @@ public final class CapturePin: Sendable {
                 }
             }
             if events.isEmpty {
-                if let deadline, MonotonicClock.nanoseconds() >= deadline { return .timedOut }
+                if deadline.hasPassed { return .timedOut }
                 continue
             }
             // Events before frames: a frame that is ready beside a source change may already
@@ -600,10 +597,10 @@ public final class CapturePin: Sendable {
                 }
                 if let event {
                     beginSourceChange(event)
-                    return try followSource(deadline: deadline)
+                    return try followSource(deadline: deadline.absolute)
                 }
                 if events.isDisjoint(with: [.input, .error]) {
-                    if let deadline, MonotonicClock.nanoseconds() >= deadline { return .timedOut }
+                    if deadline.hasPassed { return .timedOut }
                     continue
                 }
             }
@@ -627,7 +624,7 @@ public final class CapturePin: Sendable {
                     return .woken
                 }
                 // EAGAIN after a readable poll: the deadline bounds how often that repeats.
-                if let deadline, MonotonicClock.nanoseconds() >= deadline { return .timedOut }
+                if deadline.hasPassed { return .timedOut }
                 continue
             }
             let accepted = accept(&descriptor, clone: clone)

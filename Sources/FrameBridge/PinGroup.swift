@@ -109,7 +109,7 @@ public final class PinGroup: @unchecked Sendable {
     ///
     /// - Throws: with `allOrNothing`, the first pin's failure, after stopping every pin.
     public func next(timeout: Duration = .seconds(2)) throws(CaptureError) -> PinGroupEvent? {
-        let deadline = CapturePin.nanoseconds(timeout).map { MonotonicClock.nanoseconds() + $0 }
+        var deadline = WaitDeadline(timeout)
         let count = pins.count
         while true {
             if !ended.contains(false) { return nil }
@@ -122,11 +122,7 @@ public final class PinGroup: @unchecked Sendable {
                 }
             }
             entries[count] = pollfd(fd: wakeup.descriptor, events: Int16(POLLIN), revents: 0)
-            var milliseconds: Int32 = -1
-            if let deadline {
-                let left = deadline - MonotonicClock.nanoseconds()
-                milliseconds = left <= 0 ? 0 : Int32(clamping: (left + 999_999) / 1_000_000)
-            }
+            var milliseconds = deadline.pollMilliseconds()
             if restartPending { milliseconds = milliseconds < 0 ? 10 : min(milliseconds, 10) }
             switch backend.poll(entries, timeoutMilliseconds: milliseconds) {
             case .success: break
@@ -154,7 +150,7 @@ public final class PinGroup: @unchecked Sendable {
                     return try end(pin: i, error)
                 }
             }
-            if let deadline, MonotonicClock.nanoseconds() >= deadline { return nil }
+            if deadline.hasPassed { return nil }
         }
     }
 

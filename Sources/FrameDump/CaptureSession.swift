@@ -87,7 +87,7 @@ public final class CaptureSession {
             let source: DeviceCapture.SourceEvent?
             do {
                 // One wait up to the frame timeout: the stop flag wakes it (the pin's eventfd).
-                source = try capture.next(timeout: .nanoseconds(max(0, capture.deadline - Clock.monotonicNanoseconds())), frame: &frame)
+                source = try capture.next(timeout: .nanoseconds(max(0, capture.deadline - Clock.coarseNanoseconds())), frame: &frame)
             } catch {
                 if error.kind == .disconnected && options.reconnect {
                     self.progress?.clear()
@@ -117,7 +117,7 @@ public final class CaptureSession {
                 break
             }
             guard let pointer = frame.take() else {
-                if Clock.monotonicNanoseconds() >= capture.deadline {
+                if Clock.coarseNanoseconds() >= capture.deadline {
                     throw failure(.runtime(capture.deadlineMessage))
                 }
                 continue
@@ -129,7 +129,7 @@ public final class CaptureSession {
             }
             afterFrame?(capture.framesWritten)
             if let line = self.progress {
-                let now = Clock.monotonicNanoseconds()
+                let now = Clock.coarseNanoseconds()
                 if line.isDue(now: now) {
                     let elapsed = Double(now - startTime) / 1e9
                     line.show(frames: capture.framesWritten, total: count,

@@ -215,7 +215,7 @@ final class DeviceCapture {
         }
         let buffers = pin.bufferCounts
         bufferCount = buffers.queued + buffers.held + buffers.free
-        lastFrameTime = Clock.monotonicNanoseconds()
+        lastFrameTime = Clock.coarseNanoseconds()
         do throws(FrameDumpError) {
             try createOutputs()
         } catch {
@@ -275,7 +275,7 @@ final class DeviceCapture {
     /// (cancelled by a stop under way) is not written; false then.
     @discardableResult
     func write(_ pointer: consuming StreamPointer) throws(FrameDumpError) -> Bool {
-        lastFrameTime = Clock.monotonicNanoseconds()
+        lastFrameTime = Clock.coarseNanoseconds()
         do {
             try pointer.lock()
         } catch {
@@ -356,7 +356,7 @@ final class DeviceCapture {
         summary.sourceChanges = sourceChangesFollowed
         summary.framesDroppedAtSourceChange = statistics.droppedAtSourceChange
         var noSignal = noSignalNanoseconds
-        if let signalLostAt { noSignal += Clock.monotonicNanoseconds() - signalLostAt }
+        if let signalLostAt { noSignal += Clock.coarseNanoseconds() - signalLostAt }
         summary.noSignalSeconds = Double(noSignal) / 1e9
         summary.stoppedBySourceChange = stoppedBySourceChange
         summary.framesPerSecondRequested = options.format.framesPerSecond
@@ -413,7 +413,7 @@ final class DeviceCapture {
     /// Follows a source event: a new format starts a new segment (a new output file, sinks for
     /// the new format); the loss of the signal waits for it with --wait-for-signal, or fails.
     func handle(_ event: SourceEvent) -> SourceAction {
-        let now = Clock.monotonicNanoseconds()
+        let now = Clock.coarseNanoseconds()
         switch event {
         case .noSignal(let loss):
             guard let wait = options.waitForSignalSeconds else {
@@ -570,7 +570,7 @@ final class DeviceCapture {
         }
         reconnects += 1
         disconnectedNanoseconds += Clock.monotonicNanoseconds() - lost
-        lastFrameTime = Clock.monotonicNanoseconds()
+        lastFrameTime = Clock.coarseNanoseconds()
         return true
     }
 

@@ -147,7 +147,7 @@ public final class MultiCaptureSession {
             for c in started where !captures[c].isDone {
                 deadline = min(deadline, captures[c].deadline)
             }
-            let now = Clock.monotonicNanoseconds()
+            let now = Clock.coarseNanoseconds()
             var frame: StreamPointer? = nil
             if let (g, ending, source) = try wait(group, timeout: .nanoseconds(max(0, deadline - now)), fatal: fatal, frame: &frame) {
                 let c = started[g]
@@ -186,7 +186,7 @@ public final class MultiCaptureSession {
                 afterFrame?(c, capture.framesWritten)
                 if capture.framesWritten >= capture.options.count { group.retire(pin: g) }
                 if let line = self.progress {
-                    let now = Clock.monotonicNanoseconds()
+                    let now = Clock.coarseNanoseconds()
                     if line.isDue(now: now) {
                         var dropped = 0
                         for capture in captures { dropped += capture.pin.statistics.dropped }
@@ -195,7 +195,7 @@ public final class MultiCaptureSession {
                     }
                 }
             } else {
-                let now = Clock.monotonicNanoseconds()
+                let now = Clock.coarseNanoseconds()
                 for (g, c) in started.enumerated() where !captures[c].isDone {
                     if now >= captures[c].deadline {
                         group.retire(pin: g)

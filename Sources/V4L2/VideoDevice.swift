@@ -698,16 +698,19 @@ public final class VideoDevice: Sendable {
     /// poll(2) on the device and `wakeup` together, retrying EINTR (with the time left). Returns
     /// the device's events (empty on timeout or wake-up) and whether `wakeup` was signalled;
     /// the event is not drained.
+    ///
+    /// - Parameter deadline: the caller's CLOCK_MONOTONIC deadline, if it has one, for the
+    ///   time left after EINTR; without it the clock is read here (not for -1 or 0).
     public func poll(events: PollEvents = [.input, .error], wakeup: WakeupEvent,
-                     timeoutMilliseconds: Int32) throws(V4L2Error) -> (events: PollEvents, woken: Bool) {
-        let deadline = MonotonicClock.nanoseconds() + Int64(max(timeoutMilliseconds, 0)) * 1_000_000
+                     timeoutMilliseconds: Int32, deadline: Int64? = nil) throws(V4L2Error) -> (events: PollEvents, woken: Bool) {
+        let deadline = deadline ?? (timeoutMilliseconds > 0 ? MonotonicClock.nanoseconds() + Int64(timeoutMilliseconds) * 1_000_000 : 0)
         var timeout = timeoutMilliseconds
         while true {
             switch backend.poll(descriptor, events: events.rawValue, wakeup: wakeup.descriptor, timeoutMilliseconds: timeout) {
             case .success(let result): return (PollEvents(rawValue: result.revents), result.woken)
             case .failure(.interrupted):
                 if timeoutMilliseconds >= 0 {
-                    timeout = Int32(max(0, (deadline - MonotonicClock.nanoseconds() + 999_999) / 1_000_000))
+                    timeout = Int32(clamping: max(0, (deadline - MonotonicClock.nanoseconds() + 999_999) / 1_000_000))
                 }
                 continue
             case .failure(let errno): throw error("poll", errno)
