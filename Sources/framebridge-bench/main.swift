@@ -8,6 +8,9 @@
 //                                                 the same with lock / read a byte / unlock
 //   framebridge-bench chain [--frames N]          the chain alone, for a profiler
 //   framebridge-bench bare [--frames N]           the bare loop alone, for a profiler
+//   framebridge-bench session [--frames N]        framedump's capture loop (CaptureSession,
+//                                                 raw to /dev/null) on the simulated device:
+//                                                 ns per frame beyond set-up, for a profiler
 //   framebridge-bench write-floor -o FILE [--bytes B] [--frames N]
 //                                                 CPU time of write(2) alone: one write of a
 //                                                 B-byte frame from memory, N times, to FILE; no
@@ -25,6 +28,7 @@
 import CMallocCounter
 import CV4L2
 import FrameBridge
+import FrameDump
 import V4L2
 import V4L2Simulator
 #if canImport(Glibc)
@@ -260,6 +264,24 @@ if mode == "bare" || mode == "chain" {
     if let pin { sink &+= runChain(pin, frames: frames) } else if let bare { sink &+= bare.run(frames: frames, reads: false) }
     print("\(mode): \(Double(monotonicNanoseconds() - t0) / Double(frames)) ns per frame")
     pin?.stop()
+}
+if mode == "session" {
+    // Two captures, N and 2N frames: the difference is N frames of the loop without set-up.
+    let frames = argument("--frames", default: 100_000)
+    func capture(_ count: Int) -> UInt64 {
+        let backend = makeBackend(fills: false)
+        let options = CaptureOptions(devicePath: devicePath, backend: backend, count: count,
+                                     format: FormatOptions(width: 640, height: 360), outputPath: "/dev/null")
+        let t0 = monotonicNanoseconds()
+        do {
+            _ = try CaptureSession(options: options, stopFlag: StopFlag()).run()
+        } catch {
+            fail("session: \(error)")
+        }
+        return monotonicNanoseconds() - t0
+    }
+    let short = capture(frames), long = capture(2 * frames)
+    print("session: \(Double(long &- short) / Double(frames)) ns per frame")
 }
 if mode == "write-floor" {
     let bytes = argument("--bytes", default: 1280 * 720 * 2)
