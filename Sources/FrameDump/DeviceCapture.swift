@@ -140,11 +140,17 @@ final class DeviceCapture {
     }
 
     /// On a DV input: the timings the source sends (QUERY_DV_TIMINGS) when they differ from those
-    /// set (G_DV_TIMINGS), so the capture starts in the source's format, not in one left over.
+    /// set (G_DV_TIMINGS); on an analog one, the standard it sends (QUERYSTD) when the one set
+    /// (G_STD) is not among those detected. The capture starts in the source's format, not in
+    /// one left over (a PAL source read as NTSC would be 480 of its 576 lines, rolling).
     private static func applyDetectedTimings(_ device: VideoDevice) throws(FrameDumpError) {
-        guard let timings = try? device.queryDVTimings(), let current = try? device.dvTimings(), current != timings else { return }
         do {
-            _ = try device.setDVTimings(timings)
+            if let timings = try? device.queryDVTimings() {
+                if let current = try? device.dvTimings(), current != timings { _ = try device.setDVTimings(timings) }
+            } else if let detected = try? device.queryStandard(), detected != 0,
+                      let current = try? device.standard(), current & detected == 0 {
+                try device.setStandard(detected)
+            }
         } catch {
             throw FrameDumpError(error)
         }

@@ -273,11 +273,9 @@ if mode == "session" {
         let options = CaptureOptions(devicePath: devicePath, backend: backend, count: count,
                                      format: FormatOptions(width: 640, height: 360), outputPath: "/dev/null")
         let t0 = monotonicNanoseconds()
-        do {
-            _ = try CaptureSession(options: options, stopFlag: StopFlag()).run()
-        } catch {
-            fail("session: \(error)")
-        }
+        let session = CaptureSession(options: options, stopFlag: StopFlag())
+        let result = Result { () throws(FrameDumpError) -> CaptureSummary in try session.run() }
+        if case .failure(let error) = result { fail("session: \(error)") }
         return monotonicNanoseconds() - t0
     }
     let short = capture(frames), long = capture(2 * frames)

@@ -40,8 +40,8 @@ final class VividSourceChangeCLITests: XCTestCase {
         self.control = nil
     }
 
-    private func menuIndex(_ prefix: String) throws -> Int64 {
-        let menu = try XCTUnwrap(try control.control(named: "dv_timings"), "\(path) has no dv_timings control").menuItems
+    private func menuIndex(_ prefix: String, control name: String = "dv_timings") throws -> Int64 {
+        let menu = try XCTUnwrap(try control.control(named: name), "\(path) has no \(name) control").menuItems
         return Int64(try XCTUnwrap(menu.first { $0.name.hasPrefix(prefix) }, "\(menu.map(\.name))").index)
     }
 
@@ -187,6 +187,30 @@ final class VividSourceChangeCLITests: XCTestCase {
     }
 
     /// --fps that the driver changes: a one-line notice and both rates in the summary.
+    func testAnAnalogSourcesStandardIsAppliedAtTheStart() throws {
+        let tv = try XCTUnwrap(try control.inputs().first { $0.capabilityFlags.contains(.standards) }, "\(path) has no TV input").index
+        defer {
+            try? control.selectInput(tv)
+            try? Vivid.setControl(control, "standard_signal_mode", 0)
+        }
+        try control.selectInput(tv)
+        // NTSC is set and the source sends PAL-B: a tuner left at NTSC, a PAL source plugged in.
+        let ntsc = try XCTUnwrap(try control.standards().first { $0.name.hasPrefix("NTSC") })
+        try control.setStandard(ntsc.id)
+        try Vivid.setControl(control, "standard_signal_mode", 4)
+        try Vivid.setControl(control, "standard", try menuIndex("PAL-B", control: "standard"))
+        XCTAssertEqual(try control.standard() & StandardID.pal, 0, "NTSC is set before the capture")
+        let output = "\(work)/tv.raw"
+        let run = try ChildProcess.run(VividCLITests.framedump, ["capture", "-d", path, "--input", String(tv), "--pixel-format", "YUYV",
+                                                                 "--field", "interlaced", "-n", "3", "-o", output, "--json", "--quiet"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let summary = try json(run)
+        XCTAssertEqual([summary["width"] as? Int, summary["height"] as? Int], [720, 576], "\(summary)")
+        XCTAssertEqual(Vivid.fileSize(output), 3 * 720 * 576 * 2)
+        XCTAssertNotEqual(try control.standard() & StandardID.pal, 0, "QUERYSTD's PAL was applied (S_STD)")
+        print("cli analog start: NTSC set, PAL-B sent: framedump applied PAL and captured 3 frames of 720x576")
+    }
+
     func testAFrameRateTheDriverChangesIsReported() throws {
         let run = try ChildProcess.run(VividCLITests.framedump, ["capture", "-d", path, "--input", "0", "--pixel-format", "YUYV", "--size", "640x360",
                                                                "--fps", "7.3", "-n", "2", "--json"])
