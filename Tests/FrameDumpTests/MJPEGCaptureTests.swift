@@ -200,13 +200,7 @@ final class MJPEGCaptureTests: XCTestCase {
         XCTAssertTrue(backend.injectFault(.dropFrames(0), path: simulatedPath))
         XCTAssertTrue(backend.injectFault(.jpegSubsampling(1), path: simulatedPath))
         let session = CaptureSession(options: options(backend, count: 5, output: path, container: .y4m), stopFlag: StopFlag())
-        let producer = Thread {
-            for _ in 0..<40 {
-                _ = backend.produceFrames(path: simulatedPath, count: 1)
-                usleep(5000)
-            }
-        }
-        producer.start()
+        produce(backend, frames: 40)
         let error = expectFrameDumpError { () throws(FrameDumpError) in try session.run() }
         XCTAssertEqual(error?.exitCode, 1)
         XCTAssertTrue(error?.message.contains("frame 2 is a 320x180 4:2:2 JPEG but the stream is 320x180 4:2:0") ?? false,
@@ -224,13 +218,7 @@ final class MJPEGCaptureTests: XCTestCase {
         XCTAssertTrue(backend.injectFault(.undecodableJPEG, path: simulatedPath))
         let session = CaptureSession(options: options(backend, count: 3, output: root + "/out.y4m", container: .y4m,
                                                       png: root + "/pngs"), stopFlag: StopFlag())
-        let producer = Thread {
-            for _ in 0..<40 {
-                _ = backend.produceFrames(path: simulatedPath, count: 1)
-                usleep(5000)
-            }
-        }
-        producer.start()
+        produce(backend, frames: 40)
         let summary = try session.run()
         XCTAssertEqual(summary.framesWritten, 3)
         XCTAssertEqual(summary.compressed?.framesNotDecoded, 1)
@@ -249,19 +237,23 @@ final class MJPEGCaptureTests: XCTestCase {
         XCTAssertTrue(backend.injectFault(.undecodableJPEG, path: simulatedPath))
         let session = CaptureSession(options: options(backend, count: 2, output: root + "/out.y4m", container: .y4m),
                                      stopFlag: StopFlag())
-        let producer = Thread {
-            for _ in 0..<40 {
-                _ = backend.produceFrames(path: simulatedPath, count: 1)
-                usleep(5000)
-            }
-        }
-        producer.start()
+        produce(backend, frames: 40)
         let error = expectFrameDumpError { () throws(FrameDumpError) in try session.run() }
         XCTAssertEqual(error?.exitCode, 1)
         XCTAssertTrue(error?.message.contains("none of the 2 frames could be decoded") ?? false, error?.message ?? "")
         XCTAssertTrue(error?.message.contains("--jpeg-dir") ?? false, error?.message ?? "")
         XCTAssertEqual(error?.summary?.compressed?.framesNotDecoded, 2)
         XCTAssertEqual(readFile(root + "/out.y4m").count, 0, "no header guessed")
+    }
+
+    /// A camera's frames, one every 5 ms, from a thread of their own while the session runs.
+    private func produce(_ backend: SimulatedV4L2Backend, frames: Int) {
+        Thread {
+            for _ in 0..<frames {
+                _ = backend.produceFrames(path: simulatedPath, count: 1)
+                usleep(5000)
+            }
+        }.start()
     }
 
     // MARK: - Corrupt frames
@@ -272,13 +264,7 @@ final class MJPEGCaptureTests: XCTestCase {
         for fault in faults { XCTAssertTrue(backend.injectFault(fault, path: simulatedPath)) }
         let session = CaptureSession(options: options(backend, count: policy == .skip ? 3 : 5, output: output, png: png, policy: policy),
                                      stopFlag: StopFlag())
-        let producer = Thread {
-            for _ in 0..<60 {
-                _ = backend.produceFrames(path: simulatedPath, count: 1)
-                usleep(5000)
-            }
-        }
-        producer.start()
+        produce(backend, frames: 60)
         return try session.run()
     }
 
