@@ -85,7 +85,7 @@ final class DeviceCapture {
             throw FrameDumpError(error)
         }
         try options.format.checkControls(on: device)
-        try Self.awaitSignal(device, options: options)
+        let waitedForSignal = try Self.awaitSignal(device, options: options)
         do {
             pin = try CapturePin(device: device, configuration: options.format.pinConfiguration(
                 errorFramePolicy: options.errorFramePolicy, corruptFramePolicy: options.corruptFramePolicy))
@@ -102,13 +102,18 @@ final class DeviceCapture {
         if preview.fellBackToDefault || !preview.rejections.isEmpty {
             throw .runtime(rejectionMessage(rejections: preview.rejections))
         }
+        if let waitedForSignal {
+            noSignalNanoseconds = waitedForSignal.nanoseconds
+            notices.append("\(device.path): the signal on input \(waitedForSignal.input) came after \(FrameDumpFormatting.decimal(Double(waitedForSignal.nanoseconds) / 1e9)) s (--wait-for-signal)")
+        }
     }
 
     /// Before the pin is made: an input that says it has no signal (ENUMINPUT's status, or
     /// QUERY_DV_TIMINGS on a DV input) would stream noise. With --wait-for-signal this waits for
     /// the signal (a source-change event, POLLPRI) and applies the timings it brings; without,
-    /// it fails naming the input.
-    private static func awaitSignal(_ device: VideoDevice, options: CaptureOptions) throws(FrameDumpError) {
+    /// it fails naming the input. Returns the input and how long it waited, nil when the
+    /// signal was there.
+    private static func awaitSignal(_ device: VideoDevice, options: CaptureOptions) throws(FrameDumpError) -> (input: UInt32, nanoseconds: Int64)? {
         do {
             if let input = options.format.input, (try? device.currentInput()) != input { try device.selectInput(input) }
         } catch {
@@ -116,12 +121,13 @@ final class DeviceCapture {
         }
         guard var loss = signalLoss(device) else {
             try applyDetectedTimings(device)
-            return
+            return nil
         }
         guard let wait = options.waitForSignalSeconds else {
             throw .runtime("\(device.path): no signal on input \(loss.input) (\(loss.detail)); connect the source, or --wait-for-signal SECONDS waits for it")
         }
-        let deadline = Clock.monotonicNanoseconds() + Int64(wait * 1e9)
+        let start = Clock.monotonicNanoseconds()
+        let deadline = start + Int64(wait * 1e9)
         let subscribed = (try? device.subscribe(.sourceChange, id: loss.input)) != nil
         defer { if subscribed { try? device.unsubscribe(.sourceChange, id: loss.input) } }
         while true {
@@ -137,6 +143,7 @@ final class DeviceCapture {
             loss = still
         }
         try applyDetectedTimings(device)
+        return (loss.input, Clock.monotonicNanoseconds() - start)
     }
 
     /// On a DV input: the timings the source sends (QUERY_DV_TIMINGS) when they differ from those

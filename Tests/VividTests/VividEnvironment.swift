@@ -101,6 +101,20 @@ enum Vivid {
         return stat(file, &status) == 0 ? Int(status.st_size) : -1
     }
 
+    /// Waits until process `pid` has `device` open (its start-up is over), failing after `seconds`.
+    static func waitUntilOpen(pid: pid_t, _ device: String, seconds: Int64 = 30) throws {
+        let start = MonotonicClock.nanoseconds()
+        let directory = "/proc/\(pid)/fd"
+        while true {
+            let links = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+            if links.contains(where: { (try? FileManager.default.destinationOfSymbolicLink(atPath: directory + "/" + $0)) == device }) { return }
+            guard MonotonicClock.nanoseconds() - start < seconds * 1_000_000_000 else {
+                throw CaptureError(.invalidState, "process \(pid) did not open \(device) in \(seconds) s")
+            }
+            usleep(20_000)
+        }
+    }
+
     /// Waits until `file` holds at least `bytes` (a capture in another process is under way),
     /// failing after `seconds`.
     static func waitFor(_ file: String, bytes: Int, seconds: Int64 = 30) throws {

@@ -133,6 +133,25 @@ final class VividSourceChangeCLITests: XCTestCase {
         XCTAssertTrue(run.stderr.contains("no signal"), run.stderr)
     }
 
+    func testACaptureStartedWithoutSignalWaitsForIt() throws {
+        try Vivid.setControl(control, "dv_timings_signal_mode", 1)
+        let output = "\(work)/late.raw"
+        let child = try capture(30, ["-o", output, "--wait-for-signal", "20"])
+        // Its start-up (over a second for a debug build under TCG) is not part of the wait.
+        try Vivid.waitUntilOpen(pid: child.pid, path)
+        usleep(1_500_000)
+        XCTAssertLessThanOrEqual(Vivid.fileSize(output), 0, "nothing is written before the signal comes")
+        try Vivid.setControl(control, "dv_timings_signal_mode", 4)
+        let run = child.wait()
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let summary = try json(run)
+        XCTAssertEqual(summary["framesWritten"] as? Int, 30)
+        XCTAssertEqual([summary["width"] as? Int, summary["height"] as? Int], [1280, 720])
+        XCTAssertGreaterThan(summary["noSignalSeconds"] as? Double ?? 0, 1.0, "the wait at the start is counted: \(summary)")
+        XCTAssertEqual(Vivid.fileSize(output), 30 * big)
+        XCTAssertTrue(run.stderr.contains("the signal on input \(hdmi) came after"), run.stderr)
+    }
+
     func testNoSignalWithoutWaitIsAClearErrorAndKeepsWholeFrames() throws {
         let output = "\(work)/lost.raw"
         let child = try capture(600, ["-o", output])
