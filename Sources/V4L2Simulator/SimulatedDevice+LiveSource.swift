@@ -105,11 +105,20 @@ extension SimulatedDevice {
         }
     }
 
-    /// v4l2_event_pending for handle `fd`. On the poll path: no allocation.
+    /// v4l2_event_pending for handle `fd`. On the poll path: indexes, not for-in, which
+    /// allocated in debug builds (three mallocs a poll).
     @inline(__always)
     func hasPendingEvent(_ fd: Int32) -> Bool {
-        for queue in eventQueues where queue.fd == fd {
-            for subscription in queue.subscriptions where subscription.pending { return true }
+        var q = 0
+        while q < eventQueues.count {
+            if eventQueues[q].fd == fd {
+                var s = 0
+                while s < eventQueues[q].subscriptions.count {
+                    if eventQueues[q].subscriptions[s].pending { return true }
+                    s += 1
+                }
+            }
+            q += 1
         }
         return false
     }
