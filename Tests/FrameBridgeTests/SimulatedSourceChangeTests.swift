@@ -319,6 +319,76 @@ final class SimulatedSourceChangeTests: XCTestCase {
         for _ in 0..<3 { XCTAssertEqual(try nextFrame(pin, produce: backend).planes[0].bytesUsed, largeFrame) }
     }
 
+    /// Twenty changes from one thread while another fills buffers and the consumer follows:
+    /// changes may arrive during a restart or merge into one event, but every frame has the
+    /// size and generation of the last change reported, and the pin ends in the last timings.
+    func testRepeatedChangesFromAnotherThreadWhileFramesArrive() throws {
+        let backend = makeBackend(width: 1280, height: 720)
+        let pin = try makePin(backend)
+        defer { pin.stop() }
+        try pin.start()
+        let running = Locked(true)
+        let producerDone = DispatchSemaphore(value: 0)
+        let changerDone = DispatchSemaphore(value: 0)
+        Thread {
+            while running.withLock({ $0 }) {
+                backend.produceFrames(path: Self.path, count: 1)
+                usleep(300)
+            }
+            producerDone.signal()
+        }.start()
+        let sizes = [SimulatedFrameSize(width: 640, height: 480), SimulatedFrameSize(width: 1280, height: 720)]
+        Thread {
+            for k in 0..<20 {
+                usleep(3_000)
+                backend.changeSource(path: Self.path, width: sizes[k % 2].width, height: sizes[k % 2].height)
+            }
+            changerDone.signal()
+        }.start()
+        defer {
+            running.withLock { $0 = false }
+            _ = producerDone.wait(timeout: .now() + 10)
+        }
+
+        var expectedSize = Int(pin.format.planes[0].sizeImage)
+        var generation: UInt64 = 0
+        var changes = 0
+        var framesSinceChange = 0
+        var changerFinished = false
+        let deadline = ContinuousClock.now + .seconds(30)
+        // Done once the changer has finished, its last event has been followed and frames come.
+        while !(changerFinished && backend.pendingEventCount(path: Self.path) == 0 && !pin.isFollowingSourceChange
+                && framesSinceChange >= 3) {
+            guard ContinuousClock.now < deadline else {
+                return XCTFail("after 30 s: \(changes) change(s) followed, \(framesSinceChange) frame(s) since, changer finished: \(changerFinished)")
+            }
+            if !changerFinished { changerFinished = changerDone.wait(timeout: .now()) == .success }
+            guard let event = try pin.nextEvent(timeout: .seconds(1), keepLeadingEdge: false) else { continue }
+            switch consume event {
+            case .frame(let pointer):
+                XCTAssertEqual(pointer.info.planes[0].bytesUsed, expectedSize, "a frame of another size than the last change's")
+                XCTAssertEqual(pointer.info.formatGeneration, generation)
+                framesSinceChange += 1
+            case .formatChanged(let change):
+                changes += 1
+                XCTAssertEqual(change.generation, generation + 1, "generations go up by one")
+                XCTAssertEqual(change.timings.map { [$0.width, $0.height] }, [change.format.width, change.format.height])
+                generation = change.generation
+                expectedSize = Int(change.format.planes[0].sizeImage)
+                framesSinceChange = 0
+            case .noSignal(let loss):
+                return XCTFail("unexpected no signal: \(loss)")
+            }
+        }
+        XCTAssertEqual([pin.format.width, pin.format.height], [1280, 720], "the last timings sent")
+        XCTAssertGreaterThanOrEqual(changes, 1)
+        XCTAssertLessThanOrEqual(changes, 20, "at most one restart per change")
+        XCTAssertEqual(pin.statistics.sourceChanges, changes)
+        XCTAssertEqual(pin.formatGeneration, generation)
+        XCTAssertNil(pin.failure)
+        print("repeated source changes: 20 sent, \(changes) followed, \(pin.statistics.droppedAtSourceChange) frame(s) dropped at them")
+    }
+
     // MARK: - Helpers
 
     /// A backend with a device at ``path`` whose HDMI input has a source of `width` x `height`.
