@@ -389,6 +389,45 @@ final class SimulatedSourceChangeTests: XCTestCase {
         print("repeated source changes: 20 sent, \(changes) followed, \(pin.statistics.droppedAtSourceChange) frame(s) dropped at them")
     }
 
+    /// stop() from another thread while the consumer waits for a signal: the wait ends (nil),
+    /// the subscription goes, the buffers are freed, and a signal coming back restarts nothing.
+    func testStopWhileWaitingForASignalEndsTheWait() throws {
+        let backend = makeBackend(width: 1280, height: 720)
+        let pin = try makePin(backend)
+        try pin.start()
+        XCTAssertTrue(backend.setSignal(path: Self.path, present: false))
+        guard let event = try pin.nextEvent(timeout: .seconds(5)) else { return XCTFail("no event within 5 s of the signal going") }
+        guard case .noSignal = consume event else { return XCTFail("expected no signal") }
+        let pollsBefore = backend.pollCount(path: Self.path)
+        let returned = DispatchSemaphore(value: 0)
+        let outcome = Locked<String?>(nil)
+        Thread {
+            do {
+                let next = try pin.nextEvent(timeout: .seconds(30))
+                outcome.withLock { $0 = next == nil ? "nil" : "an event" }
+            } catch {
+                outcome.withLock { $0 = "\(error)" }
+            }
+            returned.signal()
+        }.start()
+        let pollDeadline = ContinuousClock.now + .seconds(10)
+        while backend.pollCount(path: Self.path) == pollsBefore {
+            guard ContinuousClock.now < pollDeadline else { return XCTFail("the waiting thread never polled") }
+            usleep(1000)
+        }
+        pin.stop()
+        XCTAssertEqual(returned.wait(timeout: .now() + 10), .success, "stop() did not end the wait for a signal")
+        XCTAssertEqual(outcome.withLock { $0 }, "nil")
+        XCTAssertFalse(pin.isFollowingSourceChange)
+        XCTAssertNil(pin.signalLoss)
+        XCTAssertEqual(backend.subscriptionCount(path: Self.path), 0, "stop() unsubscribes")
+        XCTAssertEqual(backend.queueState(path: Self.path)?.bufferCount, 0)
+        XCTAssertTrue(backend.setSignal(path: Self.path, present: true))
+        XCTAssertEqual(backend.pendingEventCount(path: Self.path), 0, "nobody is subscribed")
+        XCTAssertThrowsError(try pin.advance(timeout: .zero), "the pin is stopped") { XCTAssertEqual(($0 as? CaptureError)?.kind, .invalidState, "\($0)") }
+        XCTAssertEqual(pin.statistics.sourceChanges, 0)
+    }
+
     // MARK: - Helpers
 
     /// A backend with a device at ``path`` whose HDMI input has a source of `width` x `height`.
