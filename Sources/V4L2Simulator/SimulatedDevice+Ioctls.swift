@@ -47,6 +47,20 @@ extension SimulatedDevice {
         case CV4L2_VIDIOC_S_CTRL: return setControl(argument.assumingMemoryBound(to: v4l2_control.self))
         case CV4L2_VIDIOC_G_EXT_CTRLS: return extendedControls(argument.assumingMemoryBound(to: v4l2_ext_controls.self), set: false)
         case CV4L2_VIDIOC_S_EXT_CTRLS: return extendedControls(argument.assumingMemoryBound(to: v4l2_ext_controls.self), set: true)
+        default: return liveSourceIoctl(fd, request, argument)
+        }
+    }
+
+    /// The ioctls of the live HDMI input: ENOTTY unless the device has one (as before it had).
+    private func liveSourceIoctl(_ fd: Int32, _ request: UInt, _ argument: UnsafeMutableRawPointer) -> Errno? {
+        guard hasLiveHDMI else { return .inappropriateIOCTLForDevice }
+        switch request {
+        case CV4L2_VIDIOC_SUBSCRIBE_EVENT: return subscribeEvent(fd, argument.assumingMemoryBound(to: v4l2_event_subscription.self))
+        case CV4L2_VIDIOC_UNSUBSCRIBE_EVENT: return unsubscribeEvent(fd, argument.assumingMemoryBound(to: v4l2_event_subscription.self))
+        case CV4L2_VIDIOC_DQEVENT: return dequeueEvent(fd, argument.assumingMemoryBound(to: v4l2_event.self))
+        case CV4L2_VIDIOC_QUERY_DV_TIMINGS: return queryDVTimings(argument.assumingMemoryBound(to: v4l2_dv_timings.self))
+        case CV4L2_VIDIOC_G_DV_TIMINGS: return getDVTimings(argument.assumingMemoryBound(to: v4l2_dv_timings.self))
+        case CV4L2_VIDIOC_S_DV_TIMINGS: return setDVTimings(argument.assumingMemoryBound(to: v4l2_dv_timings.self))
         default: return .inappropriateIOCTLForDevice
         }
     }
@@ -94,6 +108,9 @@ extension SimulatedDevice {
         input.pointee.type = entry.type
         input.pointee.std = entry.std
         input.pointee.capabilities = entry.capabilities
+        if hasLiveHDMI && UInt32(index) == SimulatedDevice.hdmiInput && !hasSignal {
+            input.pointee.status = UInt32(V4L2_IN_ST_NO_SIGNAL)
+        }
         return nil
     }
 
@@ -102,7 +119,12 @@ extension SimulatedDevice {
         guard Int(index) < SimulatedDevice.inputs.count else { return .invalidArgument }
         if index == input { return nil }
         if !buffers.isEmpty { return .resourceBusy }
+        let leavesOrEntersLive = hasLiveHDMI && (index == SimulatedDevice.hdmiInput || input == SimulatedDevice.hdmiInput)
         input = index
+        // vivid_update_format_cap: the live input's size is its timings', the webcam's one it offers.
+        if leavesOrEntersLive {
+            format = negotiate(fourcc: format.pixelFormat.fourcc.rawValue, width: format.width, height: format.height)
+        }
         return nil
     }
 

@@ -64,6 +64,15 @@ final class SimulatedDevice {
     var controls: [SimulatedControl]
     var openDescriptors = 0
 
+    // The live HDMI input (``SimulatedDeviceConfiguration/hdmiSource``).
+    /// The size of the timings the source sends (QUERY_DV_TIMINGS), and whether it sends any.
+    var sourceSize: SimulatedFrameSize
+    var hasSignal: Bool
+    /// The size of the timings the receiver is set to (G/S_DV_TIMINGS): the format's size on that input.
+    var dvTimingsSize: SimulatedFrameSize
+    /// The event subscriptions and pending events of each file handle that subscribed.
+    var eventQueues: [SimulatedEventQueue] = []
+
     // Queue state.
     var owner: Int32 = -1
     var memory: UInt32 = 0
@@ -123,6 +132,11 @@ final class SimulatedDevice {
         buffers.reserveCapacity(32)
         faults.reserveCapacity(16)
         requestCounts.reserveCapacity(48)
+        let source = configuration.hdmiSource ?? SimulatedHDMISource()
+        sourceSize = SimulatedFrameSize(width: source.width, height: source.height)
+        hasSignal = source.hasSignal
+        dvTimingsSize = sourceSize
+        eventQueues.reserveCapacity(4)
         format = SimulatedFormat(pixelFormat: .yuyv, width: 0, height: 0, planes: [])
         format = negotiate(fourcc: configuration.initialPixelFormat.rawValue,
                            width: configuration.initialWidth, height: configuration.initialHeight)
@@ -383,7 +397,9 @@ final class SimulatedDevice {
         case failed(Errno)
     }
 
-    func poll(events: Int16) -> PollAnswer {
+    /// vb2_fop_poll: the queue's readiness when `events` asks for it (POLLERR when not streaming),
+    /// and POLLPRI while handle `fd` has an event pending (v4l2_event_pending).
+    func poll(_ fd: Int32, events: Int16) -> PollAnswer {
         let always = Int16(POLLERR | POLLHUP | POLLNVAL)
         if !disconnected && !faults.isEmpty, let errno = applyCallFault(request: nil, framePath: true) {
             if errno != .noSuchDevice { return .failed(errno) }
@@ -393,11 +409,19 @@ final class SimulatedDevice {
             let mask = Int16(POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM | POLLERR | POLLHUP | POLLPRI)
             return .ready(mask & (events | always))
         }
-        if !streaming || fatal { return .ready(Int16(POLLERR)) }
+        let priority = !eventQueues.isEmpty && hasPendingEvent(fd) ? Int16(POLLPRI) : 0
         let readable = isCapture ? Int16(POLLIN | POLLRDNORM) : Int16(POLLOUT | POLLWRNORM)
-        if !done.isEmpty { return .ready(readable & (events | always)) }
-        if producesOnDemand && produceFrame() { return .ready(readable & (events | always)) }
-        return .notReady
+        var queue: Int16 = 0
+        // vb2_core_poll looks at the queue only for the events of its direction.
+        if events & readable != 0 {
+            if !streaming || fatal {
+                queue = Int16(POLLERR)
+            } else if !done.isEmpty || (producesOnDemand && produceFrame()) {
+                queue = readable
+            }
+        }
+        let revents = (queue | priority) & (events | always)
+        return revents != 0 ? .ready(revents) : .notReady
     }
 
     // MARK: - mmap
@@ -520,7 +544,8 @@ final class SimulatedDevice {
     /// The format a driver would choose for a request (TRY_FMT).
     func negotiate(fourcc: UInt32, width: UInt32, height: UInt32) -> SimulatedFormat {
         let pixelFormat = pixelFormats.first { $0.fourcc.rawValue == fourcc } ?? pixelFormats[0]
-        let size = configuration.frameSizes.nearest(width: width, height: height)
+        // As vivid: on a live input the size is the source's (the timings set), whatever is asked.
+        let size = isLiveHDMI ? dvTimingsSize : configuration.frameSizes.nearest(width: width, height: height)
         let width = max(size.width & ~1, 2)
         let height = pixelFormat.isVerticallySubsampled ? max(size.height & ~1, 2) : max(size.height, 1)
         return SimulatedFormat(pixelFormat: pixelFormat, width: width, height: height,

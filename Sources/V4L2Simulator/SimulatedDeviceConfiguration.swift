@@ -61,6 +61,24 @@ public struct SimulatedMJPEG: Sendable, Hashable {
     }
 }
 
+/// The source plugged into a simulated device's HDMI input (input 3): what it sends at first.
+/// Tests change it while the device streams with ``SimulatedV4L2Backend/changeSource(path:width:height:)``
+/// and ``SimulatedV4L2Backend/setSignal(path:present:)``.
+public struct SimulatedHDMISource: Sendable, Hashable {
+    /// The picture size of the source's timings (60 frames a second; CEA-861 timings for
+    /// 640x480, 1280x720 and 1920x1080, CVT reduced blanking for other sizes).
+    public var width: UInt32
+    public var height: UInt32
+    /// False: nothing is plugged in (QUERY_DV_TIMINGS is ENOLINK, ENUMINPUT says no signal).
+    public var hasSignal: Bool
+
+    public init(width: UInt32 = 1280, height: UInt32 = 720, hasSignal: Bool = true) {
+        self.width = width
+        self.height = height
+        self.hasSignal = hasSignal
+    }
+}
+
 /// What a simulated V4L2 device looks like and how it behaves.
 public struct SimulatedDeviceConfiguration: Sendable, Hashable {
     /// Capture through `V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE` only (else single-planar only).
@@ -102,6 +120,10 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
     public var fillsPayload: Bool
     /// Offer MJPEG (single-planar devices only; last in ENUM_FMT, flagged compressed); nil for none.
     public var mjpeg: SimulatedMJPEG?
+    /// Makes input 3 ("HDMI 3") a live DV-timings input with this source: DV timings, its
+    /// signal status in ENUMINPUT, and V4L2_EVENT_SOURCE_CHANGE events. Nil (the default): the
+    /// input is listed but has no source, and the DV-timings and event ioctls are ENOTTY.
+    public var hdmiSource: SimulatedHDMISource?
 
     public init(multiplanar: Bool = false,
                 canCapture: Bool = true,
@@ -120,7 +142,8 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
                 initialHeight: UInt32 = 360,
                 production: SimulatedFrameProduction = .onDemand,
                 fillsPayload: Bool = true,
-                mjpeg: SimulatedMJPEG? = nil) {
+                mjpeg: SimulatedMJPEG? = nil,
+                hdmiSource: SimulatedHDMISource? = nil) {
         self.multiplanar = multiplanar
         self.canCapture = canCapture
         self.memoryKinds = memoryKinds
@@ -139,6 +162,7 @@ public struct SimulatedDeviceConfiguration: Sendable, Hashable {
         self.production = production
         self.fillsPayload = fillsPayload
         self.mjpeg = mjpeg
+        self.hdmiSource = hdmiSource
     }
 
     /// The buffer type of the device's one queue.

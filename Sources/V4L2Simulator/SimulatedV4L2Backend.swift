@@ -32,9 +32,19 @@ import Glibc
 ///   dmabuf (any mappable descriptor, for example one exported by another simulated device).
 /// - Frames: filled with ``SimulatedPattern`` bytes, sequence numbers from 0 per STREAMON,
 ///   CLOCK_MONOTONIC timestamps, `V4L2_FIELD_NONE`; on demand or by ``produceFrames(path:count:)``.
+/// - A live HDMI input, when ``SimulatedDeviceConfiguration/hdmiSource`` is set (input 3; off by
+///   default): ENUMINPUT reports V4L2_IN_ST_NO_SIGNAL while the source has none;
+///   QUERY_DV_TIMINGS (the source's timings, ENOLINK without a signal), G/S_DV_TIMINGS (EBUSY
+///   while buffers are allocated; the format takes the timings' size, as vivid's does; ENODATA
+///   off that input), BT.656/1120 progressive timings at 60 Hz (CEA-861 for 640x480, 1280x720,
+///   1920x1080, CVT reduced blanking otherwise); SUBSCRIBE/UNSUBSCRIBE_EVENT for
+///   V4L2_EVENT_SOURCE_CHANGE (id: the input) and DQEVENT (ENOENT when none is pending), one
+///   pending event per subscription with later changes merged in, as v4l2-event does. Tests
+///   change the source with ``changeSource(path:width:height:)`` and ``setSignal(path:present:)``.
 /// - poll: POLLIN | POLLRDNORM when a buffer is (or can be made) ready, POLLERR when not
-///   streaming or after a fatal error, waiting up to the timeout for another thread to
-///   queue or produce.
+///   streaming or after a fatal error (both only when the queue's events are asked for, as
+///   vb2_core_poll), POLLPRI while the handle has an event pending, waiting up to the timeout
+///   for another thread to queue, produce or send an event.
 /// - Faults (``SimulatedFault``) for tests of a misbehaving driver, and counters for tests
 ///   of the caller (ioctls issued, buffer states, mappings, open descriptors).
 ///
@@ -42,8 +52,10 @@ import Glibc
 /// Blocking I/O (every descriptor behaves as if opened with O_NONBLOCK: DQBUF never waits),
 /// read()/write() I/O, output devices beyond the queue rules (nothing is displayed), real
 /// frame timing (`timeperframe` is reported, not obeyed), format conversion (the bytes are
-/// a pattern, not an image), events (VIDIOC_DQEVENT and POLLPRI), requests, selection and
-/// cropping, standards and DV timings, cache-hint flags, and dmabuf fences and synchronization.
+/// a pattern, not an image), events other than source changes (control, frame sync, end of
+/// stream), requests, selection and cropping, analog standards (the TV and S-Video inputs
+/// are listed only), ENUM_DV_TIMINGS and DV_TIMINGS_CAP, interlaced timings, cache-hint flags,
+/// and dmabuf fences and synchronization.
 ///
 /// Descriptors it hands out are real, unique numbers (each one an open /dev/null), so they
 /// never collide with real descriptors. Calls on descriptors it does not own go to the
@@ -123,6 +135,7 @@ public final class SimulatedV4L2Backend: DeviceBackend {
                 registry.descriptors.remove(at: i)
                 registry.descriptorDevices.remove(at: i)
                 device.openDescriptors -= 1
+                device.dropEventQueue(of: descriptor)
                 // vb2_fop_release: the owner's close stops streaming and frees the buffers.
                 if device.owner == descriptor {
                     device.freeBuffers(registry: registry)
@@ -229,7 +242,7 @@ public final class SimulatedV4L2Backend: DeviceBackend {
             let answer: PollAnswer = registry.withLock { registry in
                 guard let device = registry.device(for: descriptor), device.isV4L2 else { return .notOurs }
                 if counts { device.polls += 1 }
-                switch device.poll(events: events) {
+                switch device.poll(descriptor, events: events) {
                 case .ready(let revents): return .ready(revents)
                 case .failed(let errno): return .failed(errno)
                 case .notReady: return .notReady
@@ -266,7 +279,7 @@ public final class SimulatedV4L2Backend: DeviceBackend {
                 let answer: PollAnswer = registry.withLock { registry in
                     guard let device = registry.device(for: entries[i].fd), device.isV4L2 else { return .notOurs }
                     if counts { device.polls += 1 }
-                    switch device.poll(events: entries[i].events) {
+                    switch device.poll(entries[i].fd, events: entries[i].events) {
                     case .ready(let revents): return .ready(revents)
                     case .failed(let errno): return .failed(errno)
                     case .notReady: return .notReady
@@ -321,6 +334,52 @@ public final class SimulatedV4L2Backend: DeviceBackend {
             while produced < count && device.produceFrame() { produced += 1 }
             return produced
         }
+    }
+
+    // MARK: - The live HDMI input
+
+    /// The source on the HDMI input of the device at `path` (configured with
+    /// ``SimulatedDeviceConfiguration/hdmiSource``) now sends `width` x `height` timings, with a
+    /// signal: QUERY_DV_TIMINGS answers them, and every handle subscribed to source changes of
+    /// input 3 gets a V4L2_EVENT_SOURCE_CHANGE (changes: V4L2_EVENT_SRC_CH_RESOLUTION), seen by
+    /// poll as POLLPRI. The receiver keeps its timings (and frames their size) until S_DV_TIMINGS.
+    /// Returns false when there is no such device or it has no live HDMI input.
+    @discardableResult
+    public func changeSource(path: String, width: UInt32, height: UInt32) -> Bool {
+        registry.withLock { registry in
+            guard let device = registry.device(path: path), device.hasLiveHDMI else { return false }
+            device.sourceSize = SimulatedFrameSize(width: width, height: height)
+            device.hasSignal = true
+            device.queueSourceChange(input: SimulatedDevice.hdmiInput, changes: SimulatedDevice.resolutionChange)
+            return true
+        }
+    }
+
+    /// The signal on the HDMI input of the device at `path` goes (QUERY_DV_TIMINGS is ENOLINK,
+    /// ENUMINPUT says V4L2_IN_ST_NO_SIGNAL) or comes back with the source's last timings; either
+    /// way subscribed handles get a source-change event, as vivid sends one. Returns false when
+    /// there is no such device or it has no live HDMI input.
+    @discardableResult
+    public func setSignal(path: String, present: Bool) -> Bool {
+        registry.withLock { registry in
+            guard let device = registry.device(path: path), device.hasLiveHDMI else { return false }
+            device.hasSignal = present
+            device.queueSourceChange(input: SimulatedDevice.hdmiInput, changes: SimulatedDevice.resolutionChange)
+            return true
+        }
+    }
+
+    /// Source-change events pending for handles of the device at `path` (for tests of the caller).
+    public func pendingEventCount(path: String) -> Int {
+        registry.withLock { registry in
+            guard let device = registry.device(path: path) else { return 0 }
+            return device.eventQueues.reduce(0) { $0 + $1.subscriptions.filter(\.pending).count }
+        }
+    }
+
+    /// Event subscriptions of the handles of the device at `path`.
+    public func subscriptionCount(path: String) -> Int {
+        registry.withLock { $0.device(path: path)?.eventQueues.reduce(0) { $0 + $1.subscriptions.count } ?? 0 }
     }
 
     // MARK: - Faults

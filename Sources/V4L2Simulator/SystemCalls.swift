@@ -130,6 +130,12 @@ func ioctlName(_ request: UInt) -> String {
     case CV4L2_VIDIOC_S_CTRL: return "VIDIOC_S_CTRL"
     case CV4L2_VIDIOC_G_EXT_CTRLS: return "VIDIOC_G_EXT_CTRLS"
     case CV4L2_VIDIOC_S_EXT_CTRLS: return "VIDIOC_S_EXT_CTRLS"
+    case CV4L2_VIDIOC_SUBSCRIBE_EVENT: return "VIDIOC_SUBSCRIBE_EVENT"
+    case CV4L2_VIDIOC_UNSUBSCRIBE_EVENT: return "VIDIOC_UNSUBSCRIBE_EVENT"
+    case CV4L2_VIDIOC_DQEVENT: return "VIDIOC_DQEVENT"
+    case CV4L2_VIDIOC_QUERY_DV_TIMINGS: return "VIDIOC_QUERY_DV_TIMINGS"
+    case CV4L2_VIDIOC_G_DV_TIMINGS: return "VIDIOC_G_DV_TIMINGS"
+    case CV4L2_VIDIOC_S_DV_TIMINGS: return "VIDIOC_S_DV_TIMINGS"
     default: return "ioctl 0x" + String(request, radix: 16)
     }
 }

@@ -40,9 +40,9 @@ final class PinGroupTests: XCTestCase {
             case .ended(let pin, let error):
                 XCTFail("pin \(pin) ended: \(error)")
             case .formatChanged(let pin, _):
-                XCTFail("pin \(pin): the simulator sends no source change")
+                XCTFail("pin \(pin): these devices have no live input, so no source change")
             case .noSignal(let pin, _):
-                XCTFail("pin \(pin): the simulator sends no source change")
+                XCTFail("pin \(pin): these devices have no live input, so no source change")
             }
         }
         XCTAssertEqual(perPin, [10, 10, 10], "every ready pin is served in turn: \(order)")
@@ -60,8 +60,8 @@ final class PinGroupTests: XCTestCase {
             switch consume event {
             case .frame(let pin, _): frames[pin] += 1
             case .ended(let pin, let error): endings.append((pin, error.kind))
-            case .formatChanged(let pin, _): XCTFail("pin \(pin): the simulator sends no source change")
-            case .noSignal(let pin, _): XCTFail("pin \(pin): the simulator sends no source change")
+            case .formatChanged(let pin, _): XCTFail("pin \(pin): these devices have no live input, so no source change")
+            case .noSignal(let pin, _): XCTFail("pin \(pin): these devices have no live input, so no source change")
             }
         }
         XCTAssertEqual(endings.count, 1)
@@ -122,8 +122,8 @@ final class PinGroupTests: XCTestCase {
         switch consume event {
         case .frame(let pin, _): XCTAssertEqual(pin, 1)
         case .ended(let pin, let error): XCTFail("pin \(pin) ended: \(error)")
-        case .formatChanged(let pin, _): XCTFail("pin \(pin): the simulator sends no source change")
-        case .noSignal(let pin, _): XCTFail("pin \(pin): the simulator sends no source change")
+        case .formatChanged(let pin, _): XCTFail("pin \(pin): these devices have no live input, so no source change")
+        case .noSignal(let pin, _): XCTFail("pin \(pin): these devices have no live input, so no source change")
         }
         group.stop()
     }
@@ -142,9 +142,9 @@ final class PinGroupTests: XCTestCase {
                 XCTAssertEqual(error.kind, .disconnected)
                 ended.append(pin)
             case .formatChanged(let pin, _):
-                XCTFail("pin \(pin): the simulator sends no source change")
+                XCTFail("pin \(pin): these devices have no live input, so no source change")
             case .noSignal(let pin, _):
-                XCTFail("pin \(pin): the simulator sends no source change")
+                XCTFail("pin \(pin): these devices have no live input, so no source change")
             }
         }
         XCTAssertEqual(ended.sorted(), [0, 1, 2], "the sequence ends when every pin has ended")

@@ -62,10 +62,22 @@ final class AllocationTests: XCTestCase {
             throw XCTSkip("run by testPerFrameCallsDoNotAllocate with the malloc counter preloaded")
         }
         let allocations = unsafeBitCast(symbol, to: (@convention(c) () -> Int).self)
-        for multiplanar in [false, true] {
+        // The third run streams from the live HDMI input with its handle subscribed to source
+        // changes and polling for POLLPRI too, while another handle has an event pending.
+        for (multiplanar, live) in [(false, false), (true, false), (false, true)] {
             let backend = makeBackend(SimulatedDeviceConfiguration(multiplanar: multiplanar, dataOffset: multiplanar ? 128 : 0,
-                                                                   fillsPayload: multiplanar))
+                                                                   fillsPayload: multiplanar,
+                                                                   hdmiSource: live ? SimulatedHDMISource() : nil))
             let device = try VideoDevice(path: videoPath, backend: backend)
+            let watcher = try VideoDevice(path: videoPath, backend: backend)
+            if live {
+                try device.selectInput(3)
+                try device.subscribe(.sourceChange, id: 3)
+                try watcher.subscribe(.sourceChange, id: 3)
+                XCTAssertTrue(backend.changeSource(path: videoPath, width: 1280, height: 720))
+                XCTAssertNotNil(try device.dequeueEvent())
+            }
+            let events = Int16(live ? POLLIN | POLLPRI : POLLIN)
             try device.startMMAPStreaming(count: 4)
             let fd = device.descriptor
             let type = device.captureType.rawValue
@@ -79,7 +91,7 @@ final class AllocationTests: XCTestCase {
                     raw.memory = 1
                     raw.length = 8
                     raw.m.planes = bytes.baseAddress!.assumingMemoryBound(to: v4l2_plane.self)
-                    if case .success(let revents) = backend.poll(fd, events: Int16(POLLIN), timeoutMilliseconds: 0), revents == 0 {
+                    if case .success(let revents) = backend.poll(fd, events: events, timeoutMilliseconds: 0), revents != Int16(POLLIN) {
                         failures += 1
                     }
                     if withUnsafeMutablePointer(to: &raw, { backend.ioctl(fd, request: CV4L2_VIDIOC_DQBUF, argument: $0) }) != nil {
@@ -97,8 +109,10 @@ final class AllocationTests: XCTestCase {
             for _ in 0..<2000 { cycle() }
             let after = allocations()
             XCTAssertEqual(failures, 0)
-            XCTAssertEqual(after - before, 0, "allocations in 2000 poll/DQBUF/QBUF cycles (multiplanar \(multiplanar))")
+            XCTAssertEqual(after - before, 0, "allocations in 2000 poll/DQBUF/QBUF cycles (multiplanar \(multiplanar), live \(live))")
             XCTAssertEqual(backend.queueState(path: videoPath)?.framesProduced, 2064)
+            XCTAssertEqual(backend.pendingEventCount(path: videoPath), live ? 1 : 0, "the watcher's event is still pending")
+            withExtendedLifetime(watcher) {}
         }
     }
 
