@@ -346,12 +346,9 @@ public final class SimulatedV4L2Backend: DeviceBackend {
     /// Returns false when there is no such device or it has no live HDMI input.
     @discardableResult
     public func changeSource(path: String, width: UInt32, height: UInt32) -> Bool {
-        registry.withLock { registry in
-            guard let device = registry.device(path: path), device.hasLiveHDMI else { return false }
+        changeLiveSource(path: path) { device in
             device.sourceSize = SimulatedFrameSize(width: width, height: height)
             device.hasSignal = true
-            device.queueSourceChange(input: SimulatedDevice.hdmiInput, changes: SimulatedDevice.resolutionChange)
-            return true
         }
     }
 
@@ -361,9 +358,15 @@ public final class SimulatedV4L2Backend: DeviceBackend {
     /// there is no such device or it has no live HDMI input.
     @discardableResult
     public func setSignal(path: String, present: Bool) -> Bool {
+        changeLiveSource(path: path) { $0.hasSignal = present }
+    }
+
+    /// Applies `change` to the live HDMI source of the device at `path` and sends its
+    /// source-change event; false when there is no such device or input.
+    private func changeLiveSource(path: String, _ change: (SimulatedDevice) -> Void) -> Bool {
         registry.withLock { registry in
             guard let device = registry.device(path: path), device.hasLiveHDMI else { return false }
-            device.hasSignal = present
+            change(device)
             device.queueSourceChange(input: SimulatedDevice.hdmiInput, changes: SimulatedDevice.resolutionChange)
             return true
         }
