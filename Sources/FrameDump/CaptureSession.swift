@@ -57,14 +57,14 @@ public final class CaptureSession {
             self.pin = nil
         }
         let startCPU = Clock.cpuMicroseconds()
-        let startTime = Clock.monotonicNanoseconds()
+        let startTime = MonotonicClock.nanoseconds()
         try capture.start()
         for line in capture.takeNotices() { notice?(line) }
         var interrupted = false
 
         func summary() -> CaptureSummary {
             capture.summary(cpuMicroseconds: Double(Clock.cpuMicroseconds() - startCPU), cpuFrames: capture.framesWritten,
-                            elapsedSeconds: Double(Clock.monotonicNanoseconds() - startTime) / 1e9, interrupted: interrupted)
+                            elapsedSeconds: Double(MonotonicClock.nanoseconds() - startTime) / 1e9, interrupted: interrupted)
         }
         func failure(_ error: FrameDumpError) -> FrameDumpError {
             self.progress?.clear()

@@ -2,15 +2,8 @@
 import Glibc
 #endif
 
+/// CLOCK_MONOTONIC itself is V4L2's `MonotonicClock`.
 enum Clock {
-    /// CLOCK_MONOTONIC in nanoseconds.
-    @inline(__always)
-    static func monotonicNanoseconds() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
-    }
-
     /// CLOCK_MONOTONIC_COARSE in nanoseconds: the last timer tick (1-10 ms old), for frame
     /// timeouts and the progress line, which a tick does not change. The vDSO reads it without
     /// the clocksource, so it is no system call even where CLOCK_MONOTONIC is one (QEMU TCG

@@ -126,12 +126,12 @@ final class DeviceCapture {
         guard let wait = options.waitForSignalSeconds else {
             throw .runtime("\(device.path): no signal on input \(loss.input) (\(loss.detail)); connect the source, or --wait-for-signal SECONDS waits for it")
         }
-        let start = Clock.monotonicNanoseconds()
+        let start = MonotonicClock.nanoseconds()
         let deadline = start + Int64(wait * 1e9)
         let subscribed = (try? device.subscribe(.sourceChange, id: loss.input)) != nil
         defer { if subscribed { try? device.unsubscribe(.sourceChange, id: loss.input) } }
         while true {
-            let left = deadline - Clock.monotonicNanoseconds()
+            let left = deadline - MonotonicClock.nanoseconds()
             guard left > 0 else {
                 throw .runtime("\(device.path): no signal on input \(loss.input) within \(FrameDumpFormatting.decimal(wait)) s (\(loss.detail); --wait-for-signal)")
             }
@@ -143,7 +143,7 @@ final class DeviceCapture {
             loss = still
         }
         try applyDetectedTimings(device)
-        return (loss.input, Clock.monotonicNanoseconds() - start)
+        return (loss.input, MonotonicClock.nanoseconds() - start)
     }
 
     /// On a DV input: the timings the source sends (QUERY_DV_TIMINGS) when they differ from those
@@ -531,7 +531,7 @@ final class DeviceCapture {
     /// same format and starts a pin on it. Returns false when a stop was requested meanwhile.
     func reconnect(stopFlag: StopFlag) throws(FrameDumpError) -> Bool {
         let identity = device.capabilities
-        let lost = Clock.monotonicNanoseconds()
+        let lost = MonotonicClock.nanoseconds()
         earlier = earlier.adding(pin.statistics)
         pin.stop()
         let deadline = lost + Int64(options.reconnectWaitSeconds * 1e9)
@@ -547,7 +547,7 @@ final class DeviceCapture {
                 }
             }
             if found == nil {
-                guard Clock.monotonicNanoseconds() < deadline else {
+                guard MonotonicClock.nanoseconds() < deadline else {
                     throw .runtime("\(device.path): the device was disconnected and did not come back within \(FrameDumpFormatting.decimal(options.reconnectWaitSeconds)) s (looked for bus \(identity.busInfo), card \(identity.card); --reconnect-timeout changes the limit)")
                 }
                 usleep(200_000)
@@ -582,7 +582,7 @@ final class DeviceCapture {
             throw FrameDumpError.wrap(error)
         }
         reconnects += 1
-        disconnectedNanoseconds += Clock.monotonicNanoseconds() - lost
+        disconnectedNanoseconds += MonotonicClock.nanoseconds() - lost
         lastFrameTime = Clock.coarseNanoseconds()
         return true
     }

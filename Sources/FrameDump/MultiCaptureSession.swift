@@ -75,7 +75,7 @@ public final class MultiCaptureSession {
         defer { for capture in captures { capture.pin.stop() } }
         let count = options[0].count
         let startCPU = Clock.cpuMicroseconds()
-        let startTime = Clock.monotonicNanoseconds()
+        let startTime = MonotonicClock.nanoseconds()
         var interrupted = false
         let skew = SkewMeter(devices: captures.count, capacity: options.map(\.count).max() ?? count)
 
@@ -83,7 +83,7 @@ public final class MultiCaptureSession {
             let cpu = Double(Clock.cpuMicroseconds() - startCPU)
             var frames = 0
             for capture in captures { frames += capture.framesWritten }
-            let elapsed = Double(Clock.monotonicNanoseconds() - startTime) / 1e9
+            let elapsed = Double(MonotonicClock.nanoseconds() - startTime) / 1e9
             var devices = captures.map {
                 $0.summary(cpuMicroseconds: cpu, cpuFrames: frames, elapsedSeconds: elapsed, interrupted: interrupted)
             }
