@@ -166,9 +166,6 @@ extension CapturePin {
     /// Whether the pin was stopped with ``stop()`` (not failed, not streaming, not stopped
     /// for a source change it follows).
     var wasStoppedByCaller: Bool {
-        core.state.withLock { state in
-            if case .stopped = state.phase { return !state.source.isActive }
-            return false
-        }
+        core.state.withLock { $0.machine.wasStoppedByCaller }
     }
 }

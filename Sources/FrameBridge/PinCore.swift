@@ -58,35 +58,11 @@ final class PinCore: Sendable {
         var record: UnsafeMutablePointer<FrameRecord>?
     }
 
-    enum Phase: Sendable {
-        case idle
-        case streaming
-        case stopped
-        case failed(CaptureError)
-    }
-
-    /// Where a pin that follows source changes is between a source-change event and the
-    /// restart (the phase is `.stopped` meanwhile; ``CapturePin/stop()`` puts it back to `.none`).
-    enum SourceFollow: Sendable {
-        case none
-        /// STREAMOFF is done; the restart runs on the consumer's next wait, once the buffers
-        /// are given back (REQBUFS 0).
-        case restartPending
-        /// The source has no signal: the pin waits for the next source-change event.
-        /// `reported` once the consumer was told.
-        case noSignal(SignalLoss, reported: Bool)
-
-        var isActive: Bool {
-            if case .none = self { return false }
-            return true
-        }
-    }
-
     /// Only ever touched under `state`'s lock; the raw base pointers point into `storage`.
     struct State: @unchecked Sendable {
-        /// A start() has claimed the pin and is setting up (between its check and its commit).
-        var starting = false
-        var phase: Phase = .idle
+        /// Where the pin is in its life (``PinStateMachine``): every start, stop, failure and
+        /// source change goes through it.
+        var machine = PinStateMachine()
         var slots = SlotTable(capacity: AllocatorFraming.queueMaximumFrames)
         /// The frames' metadata (pointers read their record without the lock).
         var records = FrameRecordPool()
@@ -119,8 +95,9 @@ final class PinCore: Sendable {
         var starvedWaiter = false
         /// The pin's wake-up event (set once by PinCore.init).
         var wakeup: WakeupEvent?
-        /// Following a source change (see ``SourceFollow``).
-        var source: SourceFollow = .none
+        /// Handlers of pointers that were locked when their frame was cancelled: each runs
+        /// when its pointer unlocks.
+        var pendingLockedHandlers: [CancelHandler] = []
         /// Teardowns taken out of the state whose free/REQBUFS(0) has not finished: a restart
         /// waits for them (vivid's S_DV_TIMINGS is EBUSY while the queue has buffers).
         var teardownsRunning = 0
@@ -134,13 +111,16 @@ final class PinCore: Sendable {
     let starvationPolicy: StarvationPolicy
     let errorFramePolicy: ErrorFramePolicy
     let corruptFramePolicy: CorruptFramePolicy
-    /// How dequeued frames are validated beyond the checks every frame gets.
-    let validation: FrameValidation
+    /// How dequeued frames are checked before they are delivered.
+    let validator: FrameValidator
     let state = Locked(State())
-    /// Mirrors of the state for the lock-free check before waiting: streaming, buffers queued
-    /// to the driver, no QBUF to retry. Written under the lock, read without it.
-    let fedAndStreaming = Atomic<Bool>(false)
-    /// Mirror of `state.source.isActive`, for the poll set of a ``PinGroup``.
+    /// Mirror of the state for the lock-free check before waiting: the stream's epoch
+    /// (``PinStateMachine/epoch``) while it streams with buffers queued to the driver and no
+    /// QBUF to retry, else 0. A wait remembers it, so that a buffer it dequeues after a stop
+    /// (or a stop and a start) is not taken for one of the stream it waited on.
+    /// Written under the lock, read without it.
+    let fedEpoch = Atomic<UInt64>(0)
+    /// Mirror of ``PinStateMachine/isFollowingSource``, for the poll set of a ``PinGroup``.
     let followingSource = Atomic<Bool>(false)
     /// Whether the pin subscribed to source-change events (POLLPRI joins the poll set).
     let subscribedToSource = Atomic<Bool>(false)
@@ -151,10 +131,9 @@ final class PinCore: Sendable {
 
     /// Updates the lock-free mirror. Called with the state locked.
     func publish(_ state: State) {
-        var streaming = false
-        if case .streaming = state.phase { streaming = true }
-        fedAndStreaming.store(streaming && state.queuedCount > 0 && !state.pendingRequeue, ordering: .releasing)
-        followingSource.store(state.source.isActive, ordering: .releasing)
+        let fed = state.machine.isStreaming && state.queuedCount > 0 && !state.pendingRequeue
+        fedEpoch.store(fed ? state.machine.epoch : 0, ordering: .releasing)
+        followingSource.store(state.machine.isFollowingSource, ordering: .releasing)
     }
 
     /// Moves slot `index` to `newState`, keeping the queued count. Called with the state locked.
@@ -184,7 +163,7 @@ final class PinCore: Sendable {
         self.starvationPolicy = starvationPolicy
         self.errorFramePolicy = errorFramePolicy
         self.corruptFramePolicy = corruptFramePolicy
-        self.validation = validation
+        validator = FrameValidator(validation: validation, errorFramePolicy: errorFramePolicy, corruptFramePolicy: corruptFramePolicy)
         state.withLock { $0.wakeup = wakeup }
     }
 
@@ -233,7 +212,7 @@ final class PinCore: Sendable {
         slot.pointee.references = 0
         if !slot.pointee.handlers.isEmpty { slot.pointee.handlers.removeAll(keepingCapacity: true) }
         releaseRecord(&state, slot: index)
-        if case .streaming = state.phase {
+        if state.machine.isStreaming {
             _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
         } else {
             PinCore.setSlot(&state, index, .free)
@@ -322,10 +301,11 @@ final class PinCore: Sendable {
 
     func cancelledError() -> CaptureError {
         let reason: String = state.withLock { state in
-            switch state.phase {
+            switch state.machine.state {
             case .failed(let error): return error.message
-            case .stopped, .idle: return "streaming was stopped (VIDIOC_STREAMOFF)"
             case .streaming: return "the frame was given back to the driver to keep it fed (starvation policy cancel-oldest)"
+            case .restartPending, .noSignal, .starting(restart: true): return "the source changed (the stream was stopped to follow it)"
+            case .stopped, .stopRequested, .idle, .starting: return "streaming was stopped (VIDIOC_STREAMOFF)"
             }
         }
         return CaptureError(.frameCancelled, "\(device.path): the frame was cancelled: \(reason)")
@@ -350,8 +330,8 @@ final class PinCore: Sendable {
                 return synchronize
             }
             // Cancelled while locked: this pointer's handler runs now.
-            if hasHandler, let index = pendingLockedHandlers.withLock({ $0.firstIndex { $0.pointer == pointer } }) {
-                runHandler = pendingLockedHandlers.withLock { $0.remove(at: index).handler }
+            if hasHandler, let index = state.pendingLockedHandlers.firstIndex(where: { $0.pointer == pointer }) {
+                runHandler = state.pendingLockedHandlers.remove(at: index).handler
             }
             return synchronize
         }
@@ -365,14 +345,17 @@ final class PinCore: Sendable {
         runHandler?()
     }
 
-    /// Handlers of pointers that were locked when their frame was cancelled.
-    let pendingLockedHandlers = Locked<[CancelHandler]>([])
-
     func addCancelHandler(slot: Int, generation: UInt32, pointer: UInt64, locked: Bool, handler: @escaping @Sendable () -> Void) {
+        let entry = CancelHandler(pointer: pointer, locked: locked, handler: handler)
         let runNow = state.withLock { state -> Bool in
             guard slot < state.slots.count, state.slots[slot].generation == generation,
-                  state.slots[slot].state == .held else { return !locked }
-            state.slots[slot].handlers.append(CancelHandler(pointer: pointer, locked: locked, handler: handler))
+                  state.slots[slot].state == .held else {
+                // Already cancelled: an unlocked pointer's handler runs now, a locked one's
+                // when it unlocks, as if it had been registered before the cancellation.
+                if locked { state.pendingLockedHandlers.append(entry) }
+                return !locked
+            }
+            state.slots[slot].handlers.append(entry)
             return false
         }
         if runNow { handler() }
@@ -405,7 +388,7 @@ final class PinCore: Sendable {
         if userReferences > 0 { state.statistics.cancelledFrames += 1 }
         for entry in state.slots[index].handlers {
             if entry.locked {
-                pendingLockedHandlers.withLock { $0.append(entry) }
+                state.pendingLockedHandlers.append(entry)
             } else {
                 handlers.append(entry.handler)
             }
@@ -449,11 +432,7 @@ final class PinCore: Sendable {
     /// When streaming is over and no pointer is alive, takes the allocator and the memory
     /// out of the state so they can be freed outside the lock.
     func takeTeardownIfDone(_ state: inout State) -> Teardown? {
-        switch state.phase {
-        case .streaming, .idle: return nil
-        case .stopped, .failed: break
-        }
-        guard state.livePointers == 0, let allocator = state.allocator, let storage = state.storage else { return nil }
+        guard state.machine.isOver, state.livePointers == 0, let allocator = state.allocator, let storage = state.storage else { return nil }
         state.slots.removeAll()
         state.queuedCount = 0
         state.storage = nil

@@ -34,22 +34,30 @@ public enum PinGroupEvent: ~Copyable {
 /// timestamps are CLOCK_MONOTONIC, so frames of different devices can be related by them
 /// (``FrameInfo/timestampNanoseconds``).
 ///
-/// Call ``next(timeout:)`` from one consumer thread at a time; ``wake()`` and ``stop()`` from any.
-public final class PinGroup: @unchecked Sendable {
+/// A group has one consumer at a time: ``next(timeout:)`` called while another thread waits in
+/// it (or a second ``frames()`` sequence iterated beside the first) throws
+/// ``CaptureError/Kind/invalidState``. ``wake()`` and ``stop()`` may be called from any thread.
+public final class PinGroup: Sendable {
     /// The pins, in the order given.
     public let pins: [CapturePin]
     /// Whether one pin's failure stops the whole group.
     public let allOrNothing: Bool
     private let backend: any DeviceBackend
     private let wakeup: WakeupEvent
-    /// Touched by the consumer thread only: the poll set (every pin, then the eventfd) and
-    /// where the round robin goes on.
-    private let entries: UnsafeMutableBufferPointer<pollfd>
-    private var cursor = 0
-    /// The pins whose stream has ended (a consumer-side mirror of `state`, read per wait with
-    /// no lock and no allocation).
-    private var ended: [Bool]
+    /// The consumer's side, held by the one consumer for a whole wait.
+    private let consumer: Locked<Consumer>
+    /// Claimed by the consumer in ``next(timeout:)``: a second one is refused, not serialized.
+    private let consuming = Atomic<Bool>(false)
     private let state: Locked<[CaptureError?]>
+
+    /// The poll set (every pin, then the eventfd), where the round robin goes on, and the pins
+    /// whose stream has ended (a mirror of `state`, read per wait with no allocation).
+    /// Unchecked: `entries` is the group's own buffer, touched only under the consumer lock.
+    private struct Consumer: @unchecked Sendable {
+        let entries: UnsafeMutableBufferPointer<pollfd>
+        var cursor = 0
+        var ended: [Bool]
+    }
 
     /// - Precondition: at least one pin, all on one backend.
     public init(_ pins: [CapturePin], allOrNothing: Bool = false) throws(CaptureError) {
@@ -64,14 +72,14 @@ public final class PinGroup: @unchecked Sendable {
         } catch {
             throw CaptureError(error)
         }
-        entries = .allocate(capacity: pins.count + 1)
+        let entries = UnsafeMutableBufferPointer<pollfd>.allocate(capacity: pins.count + 1)
         entries.initialize(repeating: pollfd(fd: -1, events: 0, revents: 0))
+        consumer = Locked(Consumer(entries: entries, ended: Array(repeating: false, count: pins.count)))
         state = Locked(Array(repeating: nil, count: pins.count))
-        ended = Array(repeating: false, count: pins.count)
     }
 
     deinit {
-        entries.deallocate()
+        consumer.withLock { $0.entries.deallocate() }
     }
 
     /// The error that ended each pin's stream (nil while it streams).
@@ -91,8 +99,11 @@ public final class PinGroup: @unchecked Sendable {
     /// frames it wants: the pin stops and the group no longer waits on it; with `allOrNothing`
     /// the others go on. Call it from the consumer thread.
     public func retire(pin i: Int) {
-        guard !ended[i] else { return }
-        ended[i] = true
+        let retired = consumer.withLock { consumer in
+            defer { consumer.ended[i] = true }
+            return !consumer.ended[i]
+        }
+        guard retired else { return }
         state.withLock { $0[i] = CaptureError(.invalidState, "\(pins[i].device.path): retired from the group") }
         pins[i].stop()
     }
@@ -109,14 +120,23 @@ public final class PinGroup: @unchecked Sendable {
     ///
     /// - Throws: with `allOrNothing`, the first pin's failure, after stopping every pin.
     public func next(timeout: Duration = .seconds(2)) throws(CaptureError) -> PinGroupEvent? {
+        guard consuming.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+            throw CaptureError(.invalidState, "\(pins.map(\.device.path).joined(separator: ", ")): a PinGroup has one consumer at a time, and another thread is waiting in next(timeout:) (or iterating frames())")
+        }
+        defer { consuming.store(false, ordering: .releasing) }
+        return try consumer.withLock { consumer throws(CaptureError) in try next(timeout: timeout, consumer: &consumer) }
+    }
+
+    private func next(timeout: Duration, consumer: inout Consumer) throws(CaptureError) -> PinGroupEvent? {
         var deadline = WaitDeadline(timeout)
+        let entries = consumer.entries
         let count = pins.count
         while true {
-            if !ended.contains(false) { return nil }
+            if !consumer.ended.contains(false) { return nil }
             var restartPending = false
             for i in 0..<count {
-                entries[i] = pollfd(fd: ended[i] ? -1 : pins[i].device.descriptor, events: pins[i].groupPollEvents.rawValue, revents: 0)
-                if !ended[i], pins[i].isFollowingSourceChange, pins[i].isRestartPending {
+                entries[i] = pollfd(fd: consumer.ended[i] ? -1 : pins[i].device.descriptor, events: pins[i].groupPollEvents.rawValue, revents: 0)
+                if !consumer.ended[i], pins[i].isFollowingSourceChange, pins[i].isRestartPending {
                     // Its restart waits for stream pointers to let go, with no descriptor to say so.
                     restartPending = true
                 }
@@ -134,12 +154,12 @@ public final class PinGroup: @unchecked Sendable {
             if entries[count].revents != 0, wakeup.drain().woken { return nil }
             // Round robin over the ready pins, from where the last frame came.
             for step in 0..<count {
-                let i = (cursor + step) % count
-                guard !ended[i], entries[i].revents != 0 || (restartPending && pins[i].isRestartPending) else { continue }
+                let i = (consumer.cursor + step) % count
+                guard !consumer.ended[i], entries[i].revents != 0 || (restartPending && pins[i].isRestartPending) else { continue }
                 do throws(CaptureError) {
                     let ready = entries[i].revents != 0 ? PollEvents(rawValue: entries[i].revents) : nil
                     if let event = try pins[i].nextEvent(timeout: .zero, keepLeadingEdge: false, ready: ready) {
-                        cursor = (i + 1) % count
+                        consumer.cursor = (i + 1) % count
                         switch consume event {
                         case .frame(let pointer): return .frame(pin: i, pointer)
                         case .formatChanged(let change): return .formatChanged(pin: i, change)
@@ -147,7 +167,7 @@ public final class PinGroup: @unchecked Sendable {
                         }
                     }
                 } catch {
-                    return try end(pin: i, error)
+                    return try end(pin: i, error, consumer: &consumer)
                 }
             }
             if deadline.hasPassed { return nil }
@@ -155,13 +175,13 @@ public final class PinGroup: @unchecked Sendable {
     }
 
     /// Records the end of pin `i`'s stream; with `allOrNothing`, stops every pin and throws.
-    private func end(pin i: Int, _ error: CaptureError) throws(CaptureError) -> PinGroupEvent {
+    private func end(pin i: Int, _ error: CaptureError, consumer: inout Consumer) throws(CaptureError) -> PinGroupEvent {
         state.withLock { $0[i] = error }
-        ended[i] = true
+        consumer.ended[i] = true
         pins[i].stop()
         if allOrNothing {
             for (j, pin) in pins.enumerated() where j != i { pin.stop() }
-            for j in ended.indices { ended[j] = true }
+            for j in consumer.ended.indices { consumer.ended[j] = true }
             state.withLock { endings in
                 for j in endings.indices where endings[j] == nil {
                     endings[j] = CaptureError(.invalidState, "\(pins[j].device.path): stopped because \(pins[i].device.path) failed (all or nothing)")

@@ -198,4 +198,20 @@ final class AllocatorTests: XCTestCase {
             rig.assertTornDown("\(layout) grown pool")
         }
     }
+
+    /// addFrames with a count below one is a clear error, not a trap in CREATE_BUFS' arithmetic,
+    /// and the stream goes on.
+    func testAddingFewerThanOneFrameIsRefused() throws {
+        let rig = try SimRig(.singlePlanar, width: 160, height: 120)
+        try rig.pin.start(AllocatorSelection(frameCount: 4))
+        for count in [0, -1, Int.min] {
+            XCTAssertThrowsError(try rig.pin.addFrames(count)) { error in
+                XCTAssertEqual((error as? CaptureError)?.kind, .invalidConfiguration)
+                XCTAssertTrue((error as? CaptureError)?.message.contains("addFrames(\(count))") ?? false, "\(error)")
+            }
+        }
+        XCTAssertEqual(rig.queue.bufferCount, 4)
+        XCTAssertTrue(gotFrame(try rig.pin.next()))
+        rig.pin.stop()
+    }
 }

@@ -149,6 +149,34 @@ final class MisbehavingDriverTests: XCTestCase {
         }
     }
 
+    /// An error frame with nothing in it (bytesused 0, as uvcvideo's nodrop=1 can hand back) is
+    /// an error frame, not a driver violation: the error-frame policy decides, and deliver delivers it.
+    func testAnEmptyErrorFlaggedFrameFollowsTheErrorFramePolicy() throws {
+        for policy in ErrorFramePolicy.allCases {
+            let rig = try SimRig(.singlePlanar, errorFramePolicy: policy)
+            try rig.pin.start(AllocatorSelection(frameCount: 4))
+            XCTAssertTrue(gotFrame(try rig.pin.next()))
+            rig.inject(.errorFlag)
+            rig.inject(.bytesUsedZero)
+            var empty: [UInt32] = []
+            for _ in 0..<3 {
+                var pointer = try unwrapPointer(try rig.pin.next())
+                if pointer.info.hasError {
+                    XCTAssertEqual(pointer.info.planes[0].bytesUsed, 0)
+                    XCTAssertEqual(try pointer.withLockedPayload { $0.plane(0).byteCount }, 0, "an empty payload, nothing read past it")
+                    empty.append(pointer.info.sequence)
+                }
+            }
+            let stats = rig.pin.statistics
+            report("empty error frame (\(policy))", stats)
+            XCTAssertEqual(stats.driverViolations, 0, "\(policy): \(stats.lastViolation ?? "")")
+            XCTAssertEqual(stats.errorFlagged, 1, "\(policy)")
+            XCTAssertEqual(empty, policy == .deliver ? [1] : [], "\(policy)")
+            XCTAssertEqual(stats.skippedErrorFrames, policy == .skip ? 1 : 0, "\(policy)")
+            rig.pin.stop()
+        }
+    }
+
     func testErrorFlaggedFrameIsSkippedAndCounted() throws {
         for layout in Layout.allCases {
             let rig = try SimRig(layout, errorFramePolicy: .skip)

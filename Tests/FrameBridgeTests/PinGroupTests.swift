@@ -1,8 +1,12 @@
+import Dispatch
 import FrameBridge
 import FrameBridgeTestSupport
 import V4L2
 import V4L2Simulator
 import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Several pins waited on with one poll (issue 15): frames carry their pin, a failing device
 /// ends only its own stream, and the group wakes at once.
@@ -150,5 +154,34 @@ final class PinGroupTests: XCTestCase {
         XCTAssertEqual(ended.sorted(), [0, 1, 2], "the sequence ends when every pin has ended")
         XCTAssertTrue(perPin.allSatisfy { (5...6).contains($0) }, "\(perPin)")
         XCTAssertTrue(group.isFinished)
+    }
+
+    /// A group has one consumer: a second next() while the first waits (two frames() sequences,
+    /// say) is refused with a clear error instead of racing on the poll set and the round robin.
+    func testASecondConsumerIsRefusedWhileOneWaits() throws {
+        let (_, group) = try makeGroup(.manual)
+        defer { group.stop() }
+        let waiting = Counter()
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            waiting.increment()
+            _ = try? group.next(timeout: .seconds(20))
+            done.signal()
+        }
+        // The first consumer is in its poll (manual production: no frame comes).
+        while waiting.value == 0 { usleep(1000) }
+        usleep(100_000)
+        do {
+            _ = try group.next(timeout: .milliseconds(10))
+            XCTFail("a second consumer was let in while the first waits")
+        } catch {
+            XCTAssertEqual(error.kind, .invalidState)
+            XCTAssertTrue("\(error)".contains("one consumer at a time"), "\(error)")
+        }
+        group.wake()
+        XCTAssertEqual(done.wait(timeout: .now() + 10), .success)
+        // Once the first has returned, the next consumer is served.
+        let next = try group.next(timeout: .milliseconds(10))
+        XCTAssertTrue(next == nil, "no frame is produced")
     }
 }
