@@ -78,8 +78,7 @@ let package = Package(
         // The in-process benchmarks that tools/bench runs.
         .executableTarget(
             name: "framebridge-bench",
-            dependencies: ["CMallocCounter", "CV4L2", "CFrameDump", "CTurboJPEG", "V4L2", "V4L2Simulator", "FrameBridge", "FrameDump"],
-            exclude: ["PERFORMANCE.md"]
+            dependencies: ["CMallocCounter", "CV4L2", "CFrameDump", "CTurboJPEG", "V4L2", "V4L2Simulator", "FrameBridge", "FrameDump"]
         ),
         // Helpers shared by the test targets (pointer boxes, spy allocator, /proc counters).
         .target(name: "FrameBridgeTestSupport", dependencies: ["FrameBridge", "V4L2", system,
