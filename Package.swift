@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.0"),
+        // `swift package generate-documentation` for the DocC catalog (tools/test builds it).
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
     targets: [
         // C shim: <linux/videodev2.h>, libv4l2, libv4lconvert (the benchmark's comparisons), ioctl
@@ -76,8 +78,7 @@ let package = Package(
         // The in-process benchmarks that tools/bench runs.
         .executableTarget(
             name: "framebridge-bench",
-            dependencies: ["CMallocCounter", "CV4L2", "CFrameDump", "CTurboJPEG", "V4L2", "V4L2Simulator", "FrameBridge", "FrameDump"],
-            exclude: ["PERFORMANCE.md"]
+            dependencies: ["CMallocCounter", "CV4L2", "CFrameDump", "CTurboJPEG", "V4L2", "V4L2Simulator", "FrameBridge", "FrameDump"]
         ),
         // Helpers shared by the test targets (pointer boxes, spy allocator, /proc counters).
         .target(name: "FrameBridgeTestSupport", dependencies: ["FrameBridge", "V4L2", system,

@@ -4,7 +4,7 @@ import V4L2
 /// allocator involved.
 public struct CaptureError: Error, Sendable, CustomStringConvertible {
     public enum Kind: String, Sendable, Codable {
-        /// A device call failed (the underlying ``V4L2Error`` names it).
+        /// A device call failed (the underlying `V4L2Error` names it).
         case device
         /// Streaming stopped after a fatal driver error (EIO from DQBUF or POLLERR).
         case fatalStreamingError

@@ -7,7 +7,7 @@ import V4L2
 /// goes back to the driver when the last `CapturedFrame` referencing it is gone (or on
 /// ``release()``).
 ///
-/// Its pointer is under a lock: ``withLockedPayload(_:)`` and ``release()`` may be called from
+/// Its pointer is under a lock: ``withLockedPayload(_:)-((FramePayload)->R)`` and ``release()`` may be called from
 /// any thread; a release waits for a payload closure under way to return.
 ///
 /// Unlike ``CapturePin/next(timeout:keepLeadingEdge:)``, each element is one small heap object;

@@ -145,6 +145,8 @@ public final class V4L2BufferExporter: DMABufExporter {
     ///   - path: the exporting device, e.g. `/dev/video1`.
     ///   - format: the format to set on it so its buffers are large enough; nil keeps its format
     ///     and relies on the plane sizes check.
+    ///   - backend: the system calls to open and export it with (the kernel's by default, or a
+    ///     simulator).
     public init(path: String, format: ImageFormat? = nil, backend: any DeviceBackend = KernelBackend.shared) {
         self.path = path
         self.template = format

@@ -8,27 +8,50 @@ struct CaptureCommand: ParsableCommand {
         commandName: "capture",
         abstract: "Capture frames to a raw or YUV4MPEG2 stream and/or PNG pictures.",
         discussion: """
-        -o FILE writes each frame's payload bytes (--container raw, the default; byte-identical to \
-        v4l2-ctl --stream-to) or a YUV4MPEG2 stream (--container y4m); -o - writes to standard output. \
-        The file is created only once the device streams. A raw stream to a regular file goes \
-        with O_DIRECT (no copy into the page cache) when the file system accepts it and a frame's \
-        buffers are aligned for it; other frames go through the page cache; the summary counts both \
-        (--direct-io). A summary follows on standard error \
-        (--json: JSON on standard output, or on standard error with -o -); --quiet leaves out the \
-        progress line and the text summary. SIGINT/SIGTERM stop the capture cleanly after the current \
-        frame: the output keeps every whole frame, the summary says interrupted, the exit code is 0. \
-        With --memory dmabuf, --dmabuf-from names the exporter; a requested allocator that selection \
-        rejects is an error (no fall-back to mmap). \
+        Output: -o FILE writes each frame's payload bytes, one writev per frame (--container raw, \
+        the default; byte-identical to v4l2-ctl --stream-to), or a YUV4MPEG2 stream (--container y4m: \
+        YUYV and UYVY as 4:2:2, NV12/NM12 and YU12/YM12 as 4:2:0, GREY, MJPEG decoded); -o - writes \
+        to standard output. The file is created only once the device streams; when the disk is full \
+        it is cut back to the last whole frame. A raw stream to a regular file goes with O_DIRECT \
+        (no copy into the page cache) when the file system accepts it and a frame's buffers are \
+        aligned for it; other frames go through the page cache; the summary counts both (--direct-io).
+
+        Pictures: --png-dir converts frames to RGB with libswscale, told the frame's colorimetry \
+        (the Y'CbCr matrix and range the driver reports); a format it cannot convert is refused \
+        before streaming. Interlaced sources: --field interlaced gives woven frames, marked top or \
+        bottom field first in y4m; fields in separate buffers (alternate, seq-tb, seq-bt) are \
+        refused for y4m.
+
+        Summary and stopping: a summary follows on standard error (--json: JSON on standard output, \
+        or on standard error with -o -); --quiet leaves out the progress line and the text summary. \
+        A frame rate the driver changes is a notice, and the summary has the rate asked for and the one granted. SIGINT/SIGTERM stop \
+        the capture cleanly after the current frame: the output keeps every whole frame, the \
+        summary says interrupted, the exit code is 0. A device unplugged mid-capture ends it with \
+        one line naming the device, exit code 1 (the output keeps every whole frame, --json still \
+        prints the summary); --reconnect waits for it instead (one device only).
+
+        Memory: with --memory dmabuf, --dmabuf-from names the exporter; a requested allocator that \
+        selection rejects is an error (no fall-back to mmap). `framedump framing` shows why.
+
+        Live sources (HDMI, analog TV): the source's DV timings or standard are applied at the \
+        start. When they change mid-stream, --on-source-change follow (the default) goes on in a \
+        new segment, each in its own file (-o cap.raw, then cap-seg1.raw, ...; a y4m file gets its \
+        own header) and the summary lists the segments; standard output cannot change its format, \
+        so there a change ends the capture with exit code 1. An input without a signal is an \
+        error, at the start or when the signal goes, unless --wait-for-signal.
+
         Compressed formats (MJPEG): every frame is checked before it is written (bytesused 0, no SOI \
         marker, no EOI marker at the end = truncated, bytesused > length); --corrupt-frames skip (the \
         default) gives such frames back to the driver unwritten, deliver writes them; the summary counts \
         each case. --jpeg-dir writes the frames as they came, one .jpg each; --png-dir and --container y4m \
-        decode them (y4m takes its chroma layout from the JPEG: 4:2:0 -> C420jpeg, 4:2:2 -> C422). \
+        decode them (y4m takes its chroma layout from the JPEG: 4:2:0 -> C420jpeg, 4:2:2 -> C422).
+
         Several cameras: repeat -d (-d /dev/video0 -d /dev/video2); one process captures -n frames from \
         each, with one poll over all of them. {n} in -o, --png-dir and --jpeg-dir is the device's \
-        position among the -d options, from 0 (-o cam{n}.raw). The format and memory options apply to \
-        every device; --device-options N=OPTIONS gives device N its own (--device-options \
-        "1=--size 1280x720 --pixel-format MJPG"). One device's failure or unplug ends its stream and \
+        position among the -d options, from 0 (-o cam{n}.raw); the names must differ, and -o - is \
+        refused. The format and memory options apply to every device; --device-options N=OPTIONS \
+        gives device N its own (--device-options "1=--size 1280x720 --pixel-format MJPG"). Every \
+        device is set up before any starts. One device's failure or unplug ends its stream and \
         the others go on (exit code 1 at the end, each output keeps its whole frames), unless \
         --all-or-nothing. The summary has a devices array and each device's timestamp skew to the first.
         """

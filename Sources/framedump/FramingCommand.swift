@@ -10,6 +10,10 @@ struct FramingCommand: ParsableCommand {
         One framing item per plane: memory kinds, frames min/max, frame size min/max, bytes per line, \
         alignment, flags. Then the allocator for --memory (default mmap) and, when it is rejected, the \
         reasons. No allocator is initialized. The format options set the format the framing is for.
+
+        A compressed format (MJPEG) has a frame size range of 0...sizeimage (each frame's size \
+        varies) and an output compression: sizeimage over the picture at 16 bits per pixel, an \
+        upper bound.
         """
     )
 

@@ -4,7 +4,12 @@ import FrameDump
 struct InfoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "info",
-        abstract: "Show capabilities, inputs, formats with sizes and frame intervals, and controls with ranges and values."
+        abstract: "Show capabilities, inputs, formats with sizes and frame intervals, and controls with ranges and values.",
+        discussion: """
+        Each input shows its status flags (no signal, no power, ...); the current input shows its DV \
+        timings or analog standard, what the device detects from the source, and the presets it \
+        offers. Compressed formats (MJPEG, H264, ...) are marked compressed.
+        """
     )
 
     @OptionGroup var device: DeviceOptions

@@ -5,7 +5,11 @@ import V4L2
 struct ListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list",
-        abstract: "List every /dev/video* with card, driver, bus info and whether it can capture."
+        abstract: "List every /dev/video* with card, driver, bus info and whether it can capture.",
+        discussion: """
+        A node that only captures metadata (uvcvideo's second node: format UVCH, the payload \
+        headers) is named as such. No buffers are allocated.
+        """
     )
 
     @Flag(name: .customLong("json"), help: "Print JSON.")
