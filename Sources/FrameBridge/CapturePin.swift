@@ -56,8 +56,8 @@ public struct PinConfiguration: Sendable {
 /// - ``framing`` reads its framing requirements (KSPROPERTY_CONNECTION_ALLOCATORFRAMING_EX).
 /// - ``start(_:)`` selects an allocator (``AllocatorSelection``), initializes it, allocates
 ///   and queues every frame, and starts streaming.
-/// - ``advance(timeoutMilliseconds:)`` moves the leading edge onto the next filled buffer
-///   (DQBUF); ``cloneLeadingEdge()`` or ``next(timeoutMilliseconds:)`` hand out
+/// - ``advance(timeout:)`` moves the leading edge onto the next filled buffer
+///   (DQBUF); ``cloneLeadingEdge()`` or ``next(timeout:keepLeadingEdge:)`` hand out
 ///   ``StreamPointer``s that hold frames. A frame goes back to the driver when the last
 ///   reference to it goes.
 /// - ``stop()`` stops streaming (STREAMOFF) and cancels held frames; the allocator frees the

@@ -3,7 +3,7 @@ import V4L2
 
 /// What the pin does when the consumer holds every buffer, so the driver has none to fill.
 public enum StarvationPolicy: String, Sendable, Codable, CaseIterable {
-    /// Wait for the consumer to release a frame (``CapturePin/advance(timeoutMilliseconds:)``
+    /// Wait for the consumer to release a frame (``CapturePin/advance(timeout:)``
     /// returns false when its timeout passes); each wait is counted.
     case block
     /// Cancel the oldest held frame that is not locked and give it back to the driver; counted.

@@ -283,7 +283,9 @@ extension CapturePin {
     /// one and ``formatGeneration`` moved on, as does ``FrameInfo/formatGeneration`` of the
     /// frames that follow. ``nextEvent(timeout:keepLeadingEdge:)`` reports the change itself.
     ///
-    /// - Parameter keepLeadingEdge: true (the AVStream default) keeps the leading edge on the
+    /// - Parameters:
+    ///   - timeout: how long to wait for a frame, one deadline for the whole wait.
+    ///   - keepLeadingEdge: true (the AVStream default) keeps the leading edge on the
     ///   new frame until the next advance, so the frame returns to the driver only after both
     ///   the returned pointer is gone and the edge has moved on. false hands the edge's own
     ///   reference to the returned pointer: the frame is queued again (QBUF) the moment that

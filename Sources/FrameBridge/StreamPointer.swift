@@ -8,7 +8,7 @@ import V4L2
 /// the frame returns to its allocator and is queued to the driver again (QBUF).
 ///
 /// Frame data is reachable only while the pointer is locked (``lock()``, or
-/// ``withLockedPayload(_:)``). STREAMOFF, a fatal streaming error or a disconnect cancels
+/// ``withLockedPayload(_:)-((FramePayload)->R)``). STREAMOFF, a fatal streaming error or a disconnect cancels
 /// the frame: a later ``lock()`` fails with ``CaptureError/Kind/frameCancelled``, and the
 /// ``onCancel(_:)`` handler of an unlocked pointer runs (a locked one's runs when it unlocks).
 public struct StreamPointer: ~Copyable, @unchecked Sendable {
