@@ -16,6 +16,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.0"),
         // `swift package generate-documentation` for the DocC catalog (tools/test builds it).
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
@@ -45,7 +46,8 @@ let package = Package(
         .target(name: "V4L2Simulator", dependencies: ["CV4L2", "CTurboJPEG", "V4L2", system]),
         // AVStream allocator semantics: framing, allocators, selection, stream pointers.
         // Lifetimes: FramePayload is ~Escapable and its RawSpans depend on it (@_lifetime).
-        .target(name: "FrameBridge", dependencies: ["CV4L2", "CTurboJPEG", "V4L2", system],
+        .target(name: "FrameBridge", dependencies: ["CV4L2", "CTurboJPEG", "V4L2", system,
+                                                    .product(name: "DequeModule", package: "swift-collections")],
                 swiftSettings: [.enableExperimentalFeature("Lifetimes")]),
         // The frame-dump logic behind the CLI: sinks (raw, y4m, PNG), capture session, reports.
         .target(name: "FrameDump", dependencies: ["CV4L2", "CFrameDump", "CFrameConvert", "CTurboJPEG", "V4L2", "FrameBridge", system]),

@@ -113,14 +113,9 @@ extension CapturePin {
             state.leadingEdge = clone == .pointerOnly ? nil : (index, generation)
             if let previous {
                 if core.trailingWindow > 0 {
-                    if state.trailingCount == core.trailingWindow {
-                        let oldest = state.trailing[state.trailingStart]
-                        state.trailing[state.trailingStart] = previous
-                        state.trailingStart = (state.trailingStart + 1) % core.trailingWindow
+                    state.trailing.append(previous)
+                    if state.trailing.count > core.trailingWindow, let oldest = state.trailing.popFirst() {
                         core.dropReference(&state, slot: oldest.slot, generation: oldest.generation)
-                    } else {
-                        state.trailing[(state.trailingStart + state.trailingCount) % core.trailingWindow] = previous
-                        state.trailingCount += 1
                     }
                 } else {
                     core.dropReference(&state, slot: previous.slot, generation: previous.generation)

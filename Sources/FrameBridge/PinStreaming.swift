@@ -1,3 +1,4 @@
+import DequeModule
 import Synchronization
 import V4L2
 #if canImport(Glibc)
@@ -131,9 +132,8 @@ extension CapturePin {
                 state.statistics = CaptureStatistics()
             }
             state.leadingEdge = nil
-            state.trailing = Array(repeating: (slot: -1, generation: 0), count: trailingCapacity)
-            state.trailingStart = 0
-            state.trailingCount = 0
+            // One more than the window: a frame joins before the oldest leaves.
+            state.trailing = Deque(minimumCapacity: trailingCapacity + 1)
             state.pendingRequeue = false
             var failure: V4L2Error?
             for index in state.slots.indices where failure == nil {

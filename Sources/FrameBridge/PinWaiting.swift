@@ -208,10 +208,7 @@ extension CapturePin {
                 return .ready(epoch)
             }
             // Starved: the trailing window gives way first.
-            if state.trailingCount > 0 {
-                let entry = state.trailing[state.trailingStart]
-                state.trailingStart = (state.trailingStart + 1) % state.trailing.count
-                state.trailingCount -= 1
+            if let entry = state.trailing.popFirst() {
                 core.dropReference(&state, slot: entry.slot, generation: entry.generation)
                 core.publish(state)
                 return .runHandlers([])
