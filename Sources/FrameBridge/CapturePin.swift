@@ -79,13 +79,16 @@ public final class CapturePin: Sendable {
     public let bufferType: BufferType
     let core: PinCore
     let configuration: PinConfiguration
-    let framingCache: Locked<AllocatorFraming>
-    let lastSelection = Locked<AllocatorSelectionResult?>(nil)
 
-    /// What changes with the source: the format and its framing, and the follow-up state.
+    /// What the pin is set up with and what changes with the source: the format, its framing,
+    /// the last allocator selection, and the follow-up of a source change. The frames' own
+    /// state is the core's (`core.state`); this lock is never taken inside that one.
     struct LiveState: Sendable {
         var format: ImageFormat
         var frameInterval: Fraction?
+        var framing: AllocatorFraming
+        /// The outcome of the last allocator selection.
+        var lastSelection: AllocatorSelectionResult?
         /// The selection given to start(), run again after a source change.
         var selection: AllocatorSelection?
         var lastChange: FormatChange?
@@ -129,6 +132,7 @@ public final class CapturePin: Sendable {
         self.configuration = configuration
         let format: ImageFormat
         let frameInterval: Fraction?
+        let framing: AllocatorFraming
         do {
             if let input = configuration.input {
                 try device.selectInput(input)
@@ -139,7 +143,7 @@ public final class CapturePin: Sendable {
             // quantization): the format in force is read again after the controls.
             format = configuration.controls.isEmpty ? negotiated : try device.format(bufferType)
             frameInterval = try device.frameInterval(bufferType)
-            framingCache = Locked(try AllocatorFraming.query(device: device, bufferType: bufferType))
+            framing = try AllocatorFraming.query(device: device, bufferType: bufferType)
         } catch let error as CaptureError {
             throw error
         } catch let error as V4L2Error {
@@ -147,8 +151,7 @@ public final class CapturePin: Sendable {
         } catch {
             throw CaptureError(.device, "\(device.path): \(error)")
         }
-        live = Locked(LiveState(format: format, frameInterval: frameInterval))
-        let framing = framingCache.withLock { $0 }
+        live = Locked(LiveState(format: format, frameInterval: frameInterval, framing: framing))
         let validation: FrameValidation = !framing.isCompressed ? .uncompressed : (framing.pixelFormat.isJPEG ? .jpeg : .compressed)
         core = try PinCore(device: device, bufferType: bufferType, trailingWindow: configuration.trailingWindow,
                        starvationPolicy: configuration.starvationPolicy, errorFramePolicy: configuration.errorFramePolicy,
@@ -162,10 +165,10 @@ public final class CapturePin: Sendable {
     // MARK: - Framing and selection
 
     /// The pin's framing requirements (read-only; the KSPROPERTY_CONNECTION_ALLOCATORFRAMING_EX analog).
-    public var framing: AllocatorFraming { framingCache.withLock { $0 } }
+    public var framing: AllocatorFraming { live.withLock { $0.framing } }
 
     /// The outcome of the last allocator selection, with the reasons for rejected candidates.
-    public var selection: AllocatorSelectionResult? { lastSelection.withLock { $0 } }
+    public var selection: AllocatorSelectionResult? { live.withLock { $0.lastSelection } }
 
     /// The allocator in use while streaming.
     public var allocator: (any AllocatorDispatch)? { core.state.withLock { $0.allocator } }

@@ -59,15 +59,15 @@ extension CapturePin {
 
         let framing: AllocatorFraming
         do {
-            let known = framingCache.withLock { $0 }
+            let known = live.withLock { $0.framing }
             framing = try AllocatorFraming.query(device: device, bufferType: bufferType, knownMinimum: known.framesMinimum,
                                                  knownCompression: (known.pixelFormat, known.isCompressed))
         } catch {
             throw CaptureError(error)
         }
-        framingCache.withLock { $0 = framing }
+        live.withLock { $0.framing = framing }
         let result = selection.select(framing: framing)
-        lastSelection.withLock { $0 = result }
+        live.withLock { $0.lastSelection = result }
         let allocator = result.chosen
         let queue = PinQueue(device: device, bufferType: bufferType, format: format)
 
