@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.0"),
         // `swift package generate-documentation` for the DocC catalog (tools/test builds it).
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
@@ -51,6 +52,15 @@ let package = Package(
                 swiftSettings: [.enableExperimentalFeature("Lifetimes")]),
         // The frame-dump logic behind the CLI: sinks (raw, y4m, PNG), capture session, reports.
         .target(name: "FrameDump", dependencies: ["CV4L2", "CFrameDump", "CFrameConvert", "CTurboJPEG", "V4L2", "FrameBridge", system]),
+        // framedump serve: the live view over HTTP (SwiftNIO), above the capture library, which
+        // does not depend on the HTTP engine.
+        .target(name: "FrameServe", dependencies: [
+            "CTurboJPEG", "V4L2", "FrameBridge", "FrameDump", system,
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ]),
         // The thin CLI. A release build (what tools/demo and tools/bench run, and what gets
         // installed) links the Swift runtime and FoundationEssentials statically into a non-PIE
         // executable: no symbol lookups across a dozen Swift libraries at load, and none of the
@@ -60,7 +70,7 @@ let package = Package(
         .executableTarget(
             name: "framedump",
             dependencies: [
-                "FrameDump", "FrameBridge", "V4L2",
+                "FrameDump", "FrameServe", "FrameBridge", "V4L2", system,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             linkerSettings: [
@@ -87,6 +97,7 @@ let package = Package(
                                                              .product(name: "Subprocess", package: "swift-subprocess")], path: "Tests/FrameBridgeTestSupport"),
         .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
         .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
+        .testTarget(name: "FrameServeTests", dependencies: ["FrameServe", "FrameDump", "V4L2", "V4L2Simulator", "CTurboJPEG", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CFrameDump", "CFrameConvert", "CTurboJPEG", "FrameBridgeTestSupport", system]),
         // Integration tests against the real vivid driver; they run inside tools/vivid-vm.
         // Integration tests against the real uvcvideo driver and the emulated camera; they run

@@ -10,6 +10,6 @@ struct Framedump: ParsableCommand {
         (a malformed or out-of-range option, or a format, size or control the device does not offer). \
         Errors are one line: `framedump: <message>`.
         """,
-        subcommands: [ListCommand.self, InfoCommand.self, FramingCommand.self, CaptureCommand.self]
+        subcommands: [ListCommand.self, InfoCommand.self, FramingCommand.self, CaptureCommand.self, ServeCommand.self]
     )
 }

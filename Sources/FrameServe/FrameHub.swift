@@ -1,0 +1,182 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import V4L2
+
+/// One published picture: a JPEG every viewer sends from as it is (no copy per viewer), with
+/// the captured frame's sequence and driver timestamp. A placeholder has no sequence.
+struct PublishedFrame: Sendable {
+    var jpeg: ByteBuffer
+    var width: UInt32
+    var height: UInt32
+    /// The driver's sequence number; nil for a generated placeholder.
+    var sequence: UInt32?
+    /// CLOCK_MONOTONIC nanoseconds: the driver's timestamp, or when the placeholder was made.
+    var timestampNanoseconds: Int64
+    /// Counts from 1 for each picture the hub publishes.
+    var serial: UInt64
+}
+
+/// The newest picture of one camera and the viewers that want it.
+///
+/// The capture thread publishes each picture once; each viewer takes it on its own event loop.
+/// A viewer has at most one picture in flight and one waiting: a newer picture replaces the one
+/// waiting (counted as skipped), so a slow viewer always gets the newest picture and never holds
+/// up the capture or the other viewers.
+final class FrameHub: Sendable {
+    private struct State {
+        var latest: PublishedFrame?
+        var viewers: [ObjectIdentifier: Viewer] = [:]
+        var serial: UInt64 = 0
+        /// Each time the number of viewers changes: the capture thread waits on it for --idle-stop.
+        var lastViewerLeftNanoseconds: Int64?
+    }
+
+    private let state = NIOLockedValueBox(State())
+    /// Called (outside the lock) whenever the number of viewers changes.
+    private let viewersChanged: @Sendable (Int) -> Void
+
+    init(viewersChanged: @escaping @Sendable (Int) -> Void = { _ in }) {
+        self.viewersChanged = viewersChanged
+    }
+
+    var latest: PublishedFrame? { state.withLockedValue { $0.latest } }
+    var viewers: [Viewer] { state.withLockedValue { Array($0.viewers.values) } }
+    var viewerCount: Int { state.withLockedValue { $0.viewers.count } }
+
+    /// Makes `jpeg` the newest picture and offers it to every viewer.
+    @discardableResult
+    func publish(_ jpeg: ByteBuffer, width: UInt32, height: UInt32, sequence: UInt32?, timestampNanoseconds: Int64) -> PublishedFrame {
+        let (frame, viewers) = state.withLockedValue { state -> (PublishedFrame, [Viewer]) in
+            state.serial += 1
+            let frame = PublishedFrame(jpeg: jpeg, width: width, height: height, sequence: sequence,
+                                       timestampNanoseconds: timestampNanoseconds, serial: state.serial)
+            state.latest = frame
+            return (frame, Array(state.viewers.values))
+        }
+        for viewer in viewers { viewer.offer(frame) }
+        return frame
+    }
+
+    /// Adds a viewer; it gets the newest picture at once, if there is one.
+    func add(_ viewer: Viewer) {
+        let (latest, count) = state.withLockedValue { state -> (PublishedFrame?, Int) in
+            state.viewers[ObjectIdentifier(viewer)] = viewer
+            return (state.latest, state.viewers.count)
+        }
+        viewersChanged(count)
+        if let latest { viewer.offer(latest) }
+    }
+
+    func remove(_ viewer: Viewer) {
+        let count = state.withLockedValue { state -> Int in
+            state.viewers[ObjectIdentifier(viewer)] = nil
+            return state.viewers.count
+        }
+        viewersChanged(count)
+    }
+}
+
+/// A viewer of `/stream`: one HTTP connection that receives a multipart part per picture.
+/// Its counters are read by `/state` from other threads.
+final class Viewer: Sendable {
+    struct Counters: Sendable, Codable {
+        /// Pictures offered since it joined, sent in full, and skipped for a newer one.
+        var offered = 0
+        var sent = 0
+        var skipped = 0
+        var bytes = 0
+    }
+
+    let id: Int
+    let address: String
+    let joinedNanoseconds: Int64
+    private let channel: any Channel
+    private let boundary: String
+    private let extraHeaders: Bool
+    /// Touched only on the channel's event loop.
+    private let delivery: NIOLoopBoundBox<Delivery>
+    private let counters = NIOLockedValueBox(Counters())
+    /// Consecutive identical pictures sent, for --drop-same-frames.
+    private let dropSame: Int
+
+    private struct Delivery {
+        var writing = false
+        var pending: PublishedFrame?
+        var lastSent: ByteBuffer?
+        var sameInARow = 0
+    }
+
+    init(id: Int, channel: any Channel, address: String, boundary: String, extraHeaders: Bool, dropSameFrames: Int, now: Int64) {
+        self.id = id
+        self.channel = channel
+        self.address = address
+        self.boundary = boundary
+        self.extraHeaders = extraHeaders
+        self.dropSame = dropSameFrames
+        self.joinedNanoseconds = now
+        self.delivery = NIOLoopBoundBox(Delivery(), eventLoop: channel.eventLoop)
+    }
+
+    var snapshot: Counters { counters.withLockedValue { $0 } }
+
+    /// From any thread: the newest picture for this viewer.
+    func offer(_ frame: PublishedFrame) {
+        counters.withLockedValue { $0.offered += 1 }
+        channel.eventLoop.execute { self.take(frame) }
+    }
+
+    private func take(_ frame: PublishedFrame) {
+        if delivery.value.writing {
+            if delivery.value.pending != nil { counters.withLockedValue { $0.skipped += 1 } }
+            delivery.value.pending = frame
+            return
+        }
+        write(frame)
+    }
+
+    private func write(_ frame: PublishedFrame) {
+        // --drop-same-frames N: a picture identical to the last one sent is skipped, N times in a row at most.
+        if dropSame > 0, let last = delivery.value.lastSent, last == frame.jpeg {
+            if delivery.value.sameInARow < dropSame {
+                delivery.value.sameInARow += 1
+                counters.withLockedValue { $0.skipped += 1 }
+                return
+            }
+        }
+        delivery.value.sameInARow = 0
+        if dropSame > 0 { delivery.value.lastSent = frame.jpeg }
+        delivery.value.writing = true
+        var head = channel.allocator.buffer(capacity: 256)
+        head.writeString("--\(boundary)\r\nContent-Type: image/jpeg\r\nContent-Length: \(frame.jpeg.readableBytes)\r\n")
+        head.writeString("X-Timestamp: \(Self.seconds(frame.timestampNanoseconds))\r\n")
+        if let sequence = frame.sequence { head.writeString("X-Frame-Sequence: \(sequence)\r\n") } else { head.writeString("X-Frame-Placeholder: 1\r\n") }
+        if extraHeaders { head.writeString("X-Frame-Serial: \(frame.serial)\r\nX-Send-Timestamp: \(Self.seconds(MonotonicClock.nanoseconds()))\r\n") }
+        head.writeString("\r\n")
+        var tail = channel.allocator.buffer(capacity: 2)
+        tail.writeString("\r\n")
+        let size = head.readableBytes + frame.jpeg.readableBytes + tail.readableBytes
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(head)), promise: nil)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(frame.jpeg)), promise: nil)
+        let done = channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(tail)))
+        done.hop(to: channel.eventLoop).whenComplete { result in
+            self.delivery.value.writing = false
+            guard case .success = result else { return }
+            self.counters.withLockedValue {
+                $0.sent += 1
+                $0.bytes += size
+            }
+            if let next = self.delivery.value.pending {
+                self.delivery.value.pending = nil
+                self.write(next)
+            }
+        }
+    }
+
+    /// Seconds with microseconds, as ustreamer's X-Timestamp.
+    static func seconds(_ nanoseconds: Int64) -> String {
+        let micros = nanoseconds / 1000
+        let fraction = String(micros % 1_000_000)
+        return "\(micros / 1_000_000).\(String(repeating: "0", count: 6 - fraction.count))\(fraction)"
+    }
+}
