@@ -97,7 +97,7 @@ let package = Package(
                                                              .product(name: "Subprocess", package: "swift-subprocess")], path: "Tests/FrameBridgeTestSupport"),
         .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
         .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
-        .testTarget(name: "FrameServeTests", dependencies: ["FrameServe", "FrameDump", "V4L2", "V4L2Simulator", "CTurboJPEG", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(name: "FrameServeTests", dependencies: ["FrameServe", "FrameDump", "V4L2", "V4L2Simulator", "CTurboJPEG", "FrameBridgeTestSupport", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(name: "FrameDumpTests", dependencies: ["FrameDump", "FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CFrameDump", "CFrameConvert", "CTurboJPEG", "FrameBridgeTestSupport", system]),
         // Integration tests against the real vivid driver; they run inside tools/vivid-vm.
         // Integration tests against the real uvcvideo driver and the emulated camera; they run

@@ -189,10 +189,11 @@ final class LiveCamera: Sendable {
                     pointer.release()
                     size = (format.width, format.height)
                     troubleSince = nil
-                    hub.publish(jpeg, width: format.width, height: format.height, sequence: info.sequence,
-                                timestampNanoseconds: info.timestampNanoseconds)
+                    // Counted before it is offered: a viewer that has frame N finds it in /state.
                     let statistics = current.statistics
                     update { $0.captured(statistics: statistics, bytes: jpeg.readableBytes) }
+                    hub.publish(jpeg, width: format.width, height: format.height, sequence: info.sequence,
+                                timestampNanoseconds: info.timestampNanoseconds)
                 case .formatChanged(let change):
                     size = (change.format.width, change.format.height)
                     troubleSince = nil

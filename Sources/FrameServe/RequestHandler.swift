@@ -232,7 +232,14 @@ final class RequestGuard: ChannelInboundHandler, @unchecked Sendable {
             var answer = context.channel.allocator.buffer(capacity: 160)
             let body = "the request head is over \(limit) bytes\n"
             answer.writeString("HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
-            context.writeAndFlush(NIOAny(answer)).whenComplete { [channel = context.channel] _ in channel.close(promise: nil) }
+            // Half-close, then drain: closing with the client's bytes unread would reset the
+            // connection before it reads the answer. The rest is dropped (refused), and the
+            // connection closed in two seconds whatever the client does.
+            let channel = context.channel
+            context.writeAndFlush(NIOAny(answer)).whenComplete { _ in
+                channel.close(mode: .output, promise: nil)
+                channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+            }
             return
         }
         context.fireChannelRead(data)

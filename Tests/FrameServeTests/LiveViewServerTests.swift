@@ -1,6 +1,7 @@
 import CTurboJPEG
 import FrameDump
 @testable import FrameServe
+import FrameBridgeTestSupport
 import Foundation
 import V4L2
 import V4L2Simulator

@@ -3,13 +3,13 @@ import Foundation
 import Glibc
 #endif
 
-/// A bare HTTP/1.1 client over a TCP socket to 127.0.0.1, for tests that need to send what a
+/// A bare HTTP/1.1 client (tests of `framedump serve`) over a TCP socket to 127.0.0.1, for tests that need to send what a
 /// browser would not (half requests, huge heads) and to read a multipart stream part by part.
-final class HTTPTestClient: @unchecked Sendable {
-    let descriptor: Int32
+public final class HTTPTestClient: @unchecked Sendable {
+    public let descriptor: Int32
     private var buffer: [UInt8] = []
 
-    init(port: Int) throws {
+    public init(port: Int) throws {
         descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw TestClientError("socket: \(errno)") }
         var address = sockaddr_in()
@@ -29,7 +29,7 @@ final class HTTPTestClient: @unchecked Sendable {
 
     deinit { close(descriptor) }
 
-    func send(_ text: String) {
+    public func send(_ text: String) {
         let bytes = Array(text.utf8)
         _ = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
     }
@@ -46,7 +46,7 @@ final class HTTPTestClient: @unchecked Sendable {
     }
 
     /// The next line, without its CRLF.
-    func line() -> String? {
+    public func line() -> String? {
         while true {
             if let end = buffer.firstIndex(of: 10) {
                 var line = Array(buffer[..<end])
@@ -58,21 +58,21 @@ final class HTTPTestClient: @unchecked Sendable {
         }
     }
 
-    func bytes(_ count: Int) -> [UInt8]? {
+    public func bytes(_ count: Int) -> [UInt8]? {
         guard fill(count) else { return nil }
         defer { buffer.removeFirst(count) }
         return Array(buffer[0..<count])
     }
 
     /// Everything until the peer closes.
-    func rest() -> [UInt8] {
+    public func rest() -> [UInt8] {
         _ = fill(Int.max)
         defer { buffer = [] }
         return buffer
     }
 
     /// A status line and headers (names lowercased).
-    func head() -> (status: Int, headers: [String: String])? {
+    public func head() -> (status: Int, headers: [String: String])? {
         guard let statusLine = line() else { return nil }
         let parts = statusLine.split(separator: " ")
         guard parts.count >= 2, let status = Int(parts[1]) else { return nil }
@@ -85,7 +85,7 @@ final class HTTPTestClient: @unchecked Sendable {
     }
 
     /// One part of a multipart stream: its headers and body.
-    func part() -> (headers: [String: String], body: [UInt8])? {
+    public func part() -> (headers: [String: String], body: [UInt8])? {
         var boundary = line()
         while boundary == "" { boundary = line() }
         guard let boundary, boundary.hasPrefix("--") else { return nil }
@@ -99,7 +99,7 @@ final class HTTPTestClient: @unchecked Sendable {
     }
 
     /// GET `path` and the whole answer (the server closes after each non-stream answer).
-    static func get(_ path: String, port: Int, method: String = "GET", headers: String = "") throws -> (status: Int, headers: [String: String], body: [UInt8]) {
+    public static func get(_ path: String, port: Int, method: String = "GET", headers: String = "") throws -> (status: Int, headers: [String: String], body: [UInt8]) {
         let client = try HTTPTestClient(port: port)
         client.send("\(method) \(path) HTTP/1.1\r\nHost: test\r\n\(headers)\r\n")
         guard let head = client.head() else { throw TestClientError("no answer to \(method) \(path)") }
@@ -107,7 +107,7 @@ final class HTTPTestClient: @unchecked Sendable {
     }
 }
 
-struct TestClientError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
+public struct TestClientError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -1,0 +1,261 @@
+import Foundation
+import FrameBridge
+import FrameBridgeTestSupport
+import V4L2
+import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `framedump serve` on vivid, read as clients read it: ffmpeg (as go2rtc and other restreamers
+/// do), sixteen viewers at once with one that reads nothing, requests a server on a network
+/// gets, and an HDMI source that changes and loses its signal under a viewer's connection.
+final class VividServeTests: XCTestCase {
+    private let work = "/tmp/framedump-serve-tests"
+    private var server: ChildProcess?
+    private var control: VideoDevice?
+
+    override func setUpWithError() throws {
+        _ = try Vivid.open()
+        try? FileManager.default.removeItem(atPath: work)
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() {
+        if let server {
+            server.send(SIGTERM)
+            _ = server.wait()
+        }
+        server = nil
+        if let control {
+            try? Vivid.setControl(control, "dv_timings_signal_mode", 0)
+            try? control.selectInput(0)
+        }
+        control = nil
+    }
+
+    private let deterministic = ["--input", "0", "--pixel-format", "YUYV", "--size", "640x360", "--fps", "30", "--set-ctrl", "osd_text_mode=2"]
+
+    /// Starts the server and waits until it has published a picture.
+    private func serve(_ arguments: [String], port: Int) throws -> ChildProcess {
+        let child = try ChildProcess(VividCLITests.framedump, ["serve", "--listen", "127.0.0.1:\(port)"] + arguments)
+        server = child
+        let start = MonotonicClock.nanoseconds()
+        while MonotonicClock.nanoseconds() - start < 60_000_000_000 {
+            if let snapshot = try? HTTPTestClient.get("/snapshot", port: port), snapshot.status == 200 { return child }
+            usleep(100_000)
+        }
+        child.send(SIGTERM)
+        let run = child.wait()
+        server = nil
+        throw CaptureError(.invalidState, "framedump serve gave no picture within 60 s: status \(run.status), \(run.stderr)")
+    }
+
+    private func state(port: Int) throws -> [String: Any] {
+        let answer = try HTTPTestClient.get("/state", port: port)
+        XCTAssertEqual(answer.status, 200)
+        return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(answer.body)) as? [String: Any])
+    }
+
+    private func camera(_ state: [String: Any]) throws -> [String: Any] {
+        try XCTUnwrap((state["cameras"] as? [[String: Any]])?.first)
+    }
+
+    /// Width and height from a JPEG's SOF marker.
+    private func jpegSize(_ bytes: [UInt8]) -> (Int, Int)? {
+        var i = 2
+        while i + 9 < bytes.count {
+            guard bytes[i] == 0xFF else { return nil }
+            let marker = bytes[i + 1]
+            let length = Int(bytes[i + 2]) << 8 | Int(bytes[i + 3])
+            if (0xC0...0xC3).contains(marker) {
+                return (Int(bytes[i + 7]) << 8 | Int(bytes[i + 8]), Int(bytes[i + 5]) << 8 | Int(bytes[i + 6]))
+            }
+            i += 2 + length
+        }
+        return nil
+    }
+
+    func testFFmpegReadsTheStreamAndTheSnapshotIsTheCapturedPicture() throws {
+        // The reference: one frame as framedump capture writes it (vivid's deterministic bars).
+        let raw = "\(work)/reference.yuyv"
+        let capture = try ChildProcess.run(VividCLITests.framedump, ["capture", "-d", Vivid.main] + deterministic + ["-n", "1", "-o", raw, "--quiet"])
+        XCTAssertEqual(capture.status, 0, capture.stderr)
+        let port = 8091
+        _ = try serve(["-d", Vivid.main, "--quality", "90"] + deterministic, port: port)
+
+        let decoded = "\(work)/ffmpeg.yuyv"
+        let ffmpeg = try ChildProcess.run("/usr/bin/ffmpeg", ["-v", "error", "-y", "-f", "mjpeg", "-i", "http://127.0.0.1:\(port)/stream",
+                                                              "-frames:v", "30", "-f", "rawvideo", "-pix_fmt", "yuyv422", decoded])
+        XCTAssertEqual(ffmpeg.status, 0, ffmpeg.stderr)
+        XCTAssertEqual(Vivid.fileSize(decoded), 30 * 640 * 360 * 2, "ffmpeg decoded 30 whole 640x360 frames")
+
+        // The snapshot, decoded by ffmpeg, is the captured picture within JPEG's loss.
+        let snapshot = try HTTPTestClient.get("/snapshot", port: port)
+        XCTAssertEqual(snapshot.status, 200)
+        XCTAssertEqual(snapshot.headers["content-type"], "image/jpeg")
+        let jpeg = "\(work)/snapshot.jpg"
+        try Data(snapshot.body).write(to: URL(fileURLWithPath: jpeg))
+        let picture = "\(work)/snapshot.yuyv"
+        let decode = try ChildProcess.run("/usr/bin/ffmpeg", ["-v", "error", "-y", "-i", jpeg, "-f", "rawvideo", "-pix_fmt", "yuyv422", picture])
+        XCTAssertEqual(decode.status, 0, decode.stderr)
+        let reference = try Data(contentsOf: URL(fileURLWithPath: raw))
+        let served = try Data(contentsOf: URL(fileURLWithPath: picture))
+        XCTAssertEqual(served.count, reference.count)
+        guard served.count == reference.count else { return }
+        var lumaError = 0
+        for i in stride(from: 0, to: reference.count, by: 2) { lumaError += abs(Int(served[i]) - Int(reference[i])) }
+        let mean = Double(lumaError) / Double(reference.count / 2)
+        print("serve: snapshot luma mean error \(mean) against the captured frame (quality 90)")
+        XCTAssertLessThan(mean, 3.0, "the snapshot is vivid's picture")
+
+        let camera = try camera(try state(port: port))
+        XCTAssertEqual(camera["status"] as? String, "streaming")
+        XCTAssertGreaterThanOrEqual(camera["captured"] as? Int ?? 0, 30)
+        XCTAssertEqual((camera["format"] as? [String: Any])?["width"] as? Int, 640)
+        XCTAssertEqual(camera["driverDropped"] as? Int, 0)
+    }
+
+    func testSixteenViewersGetFramesAndOneThatReadsNothingHoldsUpNone() throws {
+        let port = 8092
+        _ = try serve(["-d", Vivid.main] + deterministic, port: port)
+        let slow = try HTTPTestClient(port: port)
+        var small: Int32 = 4096
+        setsockopt(slow.descriptor, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        slow.send("GET /stream HTTP/1.1\r\nHost: vm\r\n\r\n")
+        let viewers = 16, parts = 60
+        let received = Locked([[UInt32]](repeating: [], count: viewers))
+        let group = DispatchGroup()
+        for n in 0..<viewers {
+            group.enter()
+            DispatchQueue.global().async {
+                defer { group.leave() }
+                guard let client = try? HTTPTestClient(port: port) else { return }
+                client.send("GET /stream HTTP/1.1\r\nHost: vm\r\n\r\n")
+                guard client.head()?.status == 200 else { return }
+                var sequences: [UInt32] = []
+                while sequences.count < parts, let part = client.part() {
+                    if let sequence = part.headers["x-frame-sequence"].flatMap(UInt32.init) { sequences.append(sequence) }
+                }
+                received.withLock { $0[n] = sequences }
+            }
+        }
+        XCTAssertEqual(group.wait(timeout: .now() + 120), .success, "sixteen viewers read 60 frames each within 2 minutes")
+        let all = received.withLock { $0 }
+        for (n, sequences) in all.enumerated() {
+            XCTAssertEqual(sequences.count, parts, "viewer \(n) got \(parts) frames")
+            guard let first = sequences.first, let last = sequences.last else { continue }
+            // The frames' own numbers: a viewer that keeps up gets nearly every captured frame.
+            let span = Int(last - first) + 1
+            XCTAssertGreaterThanOrEqual(Double(sequences.count) / Double(span), 0.8,
+                                        "viewer \(n) got \(sequences.count) of the \(span) frames captured meanwhile")
+            XCTAssertEqual(sequences, sequences.sorted(), "viewer \(n)'s frames are in order")
+        }
+        let camera = try camera(try state(port: port))
+        let entries = try XCTUnwrap(camera["viewers"] as? [[String: Any]])
+        let skipped = entries.compactMap { $0["skipped"] as? Int }.max() ?? 0
+        XCTAssertGreaterThan(skipped, 0, "the viewer that reads nothing skips frames")
+        XCTAssertEqual(camera["driverDropped"] as? Int, 0, "the capture did not fall behind")
+        print("serve: 16 viewers x \(parts) frames, the viewer that read nothing skipped \(skipped); captured \(camera["captured"] ?? "?") at \(camera["capturedFps"] ?? "?") fps")
+        withExtendedLifetime(slow) {}
+    }
+
+    func testBadRequestsAreAnsweredAndTheStreamAndResourcesRecover() throws {
+        let port = 8093
+        let child = try serve(["-d", Vivid.main, "--max-clients", "64"] + deterministic, port: port)
+        let viewer = try HTTPTestClient(port: port)
+        viewer.send("GET /stream HTTP/1.1\r\nHost: vm\r\n\r\n")
+        XCTAssertEqual(viewer.head()?.status, 200)
+        XCTAssertNotNil(viewer.part())
+        func descriptors() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(child.pid)/fd").count) ?? -1 }
+        func rss() -> Int {
+            let status = (try? String(contentsOfFile: "/proc/\(child.pid)/status", encoding: .utf8)) ?? ""
+            let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+            return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
+        }
+        let fdsBefore = descriptors(), rssBefore = rss()
+
+        var table: [(String, Int?)] = []
+        let malformed = try HTTPTestClient(port: port)
+        malformed.send("NOT A REQUEST\0\r\n\r\n")
+        table.append(("malformed request line", malformed.head()?.status))
+        let huge = try HTTPTestClient(port: port)
+        huge.send("GET / HTTP/1.1\r\nHost: vm\r\nX-Big: \(String(repeating: "x", count: 64_000))\r\n\r\n")
+        table.append(("64 KB header", huge.head()?.status))
+        table.append(("POST", try HTTPTestClient.get("/stream", port: port, method: "POST").status))
+        table.append(("path outside the routes", try HTTPTestClient.get("/../../etc/shadow", port: port).status))
+        let half = try HTTPTestClient(port: port)
+        half.send("GET /snapshot HTTP/1.1\r\nHo")
+        table.append(("half-sent request (waits 10 s)", half.head()?.status))
+        // 200 connections at once, each asking for a snapshot.
+        var crowd: [HTTPTestClient] = []
+        for _ in 0..<200 { if let client = try? HTTPTestClient(port: port) { crowd.append(client) } }
+        for client in crowd { client.send("GET /snapshot HTTP/1.1\r\nHost: vm\r\n\r\n") }
+        var answers: [Int: Int] = [:]
+        for client in crowd { answers[client.head()?.status ?? 0, default: 0] += 1 }
+        crowd.removeAll()
+        for (name, status) in table { print("serve bad input: \(name): \(status.map(String.init) ?? "no answer")") }
+        print("serve bad input: 200 connections at once: \(answers.sorted { $0.key < $1.key }.map { "\($0.value) x \($0.key)" }.joined(separator: ", "))")
+        XCTAssertEqual(table.map { $0.1 }, [400, 431, 405, 404, 408])
+        XCTAssertEqual(answers[0], nil, "every connection got an answer: \(answers)")
+        XCTAssertEqual((answers[200] ?? 0) + (answers[503] ?? 0), 200, "\(answers)")
+        XCTAssertGreaterThan(answers[503] ?? 0, 0, "beyond --max-clients 64: 503")
+
+        for _ in 0..<5 { XCTAssertNotNil(viewer.part(), "the viewer's stream goes on") }
+        // Descriptors and memory come back to their level once the connections are gone.
+        var fdsAfter = descriptors()
+        for _ in 0..<50 where fdsAfter > fdsBefore {
+            usleep(100_000)
+            fdsAfter = descriptors()
+        }
+        let rssAfter = rss()
+        print("serve bad input: descriptors \(fdsBefore) -> \(fdsAfter), RSS \(rssBefore) -> \(rssAfter) KiB")
+        XCTAssertLessThanOrEqual(fdsAfter, fdsBefore)
+        XCTAssertLessThan(rssAfter, rssBefore + 16 * 1024, "RSS returns near its level")
+    }
+
+    func testAnHDMISourceChangeAndALostSignalKeepTheViewersConnection() throws {
+        let path = Vivid.contiguous
+        let control = try Vivid.open(path)
+        self.control = control
+        let hdmi = try XCTUnwrap(try control.inputs().first { $0.capabilityFlags.contains(.dvTimings) }).index
+        try control.selectInput(hdmi)
+        func menuIndex(_ prefix: String) throws -> Int64 {
+            let menu = try XCTUnwrap(try control.control(named: "dv_timings")).menuItems
+            return Int64(try XCTUnwrap(menu.first { $0.name.hasPrefix(prefix) }).index)
+        }
+        try Vivid.setControl(control, "dv_timings_signal_mode", 4)
+        try Vivid.setControl(control, "dv_timings", try menuIndex("1280x720p60"))
+        try control.setDVTimings(try control.queryDVTimings())
+        let port = 8094
+        _ = try serve(["-d", path, "--input", String(hdmi), "--pixel-format", "YUYV", "--set-ctrl", "osd_text_mode=2"], port: port)
+        let viewer = try HTTPTestClient(port: port)
+        viewer.send("GET /stream HTTP/1.1\r\nHost: vm\r\n\r\n")
+        XCTAssertEqual(viewer.head()?.status, 200)
+        func next(where wanted: ((headers: [String: String], body: [UInt8])) -> Bool, within parts: Int) -> (headers: [String: String], body: [UInt8])? {
+            for _ in 0..<parts {
+                guard let part = viewer.part() else { return nil }
+                if wanted(part) { return part }
+            }
+            return nil
+        }
+        let first = try XCTUnwrap(viewer.part())
+        XCTAssertEqual(jpegSize(first.body).map { [$0.0, $0.1] }, [1280, 720])
+
+        try Vivid.setControl(control, "dv_timings", try menuIndex("640x480p59"))
+        let changed = try XCTUnwrap(next(where: { self.jpegSize($0.body).map { [$0.0, $0.1] } == [640, 480] }, within: 200),
+                                    "the picture comes at its new size on the same connection")
+        XCTAssertNotNil(changed.headers["x-frame-sequence"])
+
+        try Vivid.setControl(control, "dv_timings_signal_mode", 1)
+        let placeholder = try XCTUnwrap(next(where: { $0.headers["x-frame-placeholder"] == "1" }, within: 200), "NO SIGNAL is shown")
+        XCTAssertEqual(jpegSize(placeholder.body).map { [$0.0, $0.1] }, [640, 480], "at the last size")
+        XCTAssertEqual(try camera(try state(port: port))["status"] as? String, "no signal")
+
+        try Vivid.setControl(control, "dv_timings_signal_mode", 4)
+        let back = try XCTUnwrap(next(where: { $0.headers["x-frame-sequence"] != nil }, within: 100), "the picture returns on the same connection")
+        XCTAssertNotNil(jpegSize(back.body))
+        let camera = try camera(try state(port: port))
+        XCTAssertGreaterThanOrEqual(camera["sourceChanges"] as? Int ?? 0, 2, "\(camera)")
+    }
+}
