@@ -127,7 +127,7 @@ final class DeviceCapture {
             throw .runtime("\(device.path): no signal on input \(loss.input) (\(loss.detail)); connect the source, or --wait-for-signal SECONDS waits for it")
         }
         let start = MonotonicClock.nanoseconds()
-        let deadline = start + Int64(wait * 1e9)
+        let deadline = Clock.deadline(start, plusSeconds: wait)
         let subscribed = (try? device.subscribe(.sourceChange, id: loss.input)) != nil
         defer { if subscribed { try? device.unsubscribe(.sourceChange, id: loss.input) } }
         while true {
@@ -494,8 +494,8 @@ final class DeviceCapture {
     /// How long to wait for the next frame: the frame timeout, or while the signal is lost,
     /// --wait-for-signal's.
     var deadline: Int64 {
-        if let signalLostAt, let wait = options.waitForSignalSeconds { return signalLostAt + Int64(wait * 1e9) }
-        return lastFrameTime + Int64(options.frameTimeoutSeconds * 1e9)
+        if let signalLostAt, let wait = options.waitForSignalSeconds { return Clock.deadline(signalLostAt, plusSeconds: wait) }
+        return Clock.deadline(lastFrameTime, plusSeconds: options.frameTimeoutSeconds)
     }
 
     /// The message for a deadline that passed: no frame, or no signal back.
@@ -534,7 +534,7 @@ final class DeviceCapture {
         let lost = MonotonicClock.nanoseconds()
         earlier = earlier.adding(pin.statistics)
         pin.stop()
-        let deadline = lost + Int64(options.reconnectWaitSeconds * 1e9)
+        let deadline = Clock.deadline(lost, plusSeconds: options.reconnectWaitSeconds)
         var found: VideoDevice?
         while found == nil {
             if stopFlag.isRequested { return false }
