@@ -532,7 +532,6 @@ final class DeviceCapture {
     func reconnect(stopFlag: StopFlag) throws(FrameDumpError) -> Bool {
         let identity = device.capabilities
         let lost = MonotonicClock.nanoseconds()
-        earlier = earlier.adding(pin.statistics)
         pin.stop()
         let deadline = Clock.deadline(lost, plusSeconds: options.reconnectWaitSeconds)
         var found: VideoDevice?
@@ -575,6 +574,9 @@ final class DeviceCapture {
             device = returned
             stopFlag.detach()
             stopFlag.attach(wakeupDescriptor: newPin.wakeupDescriptor)
+            // The old pin's counts move to `earlier` only as it is replaced: until then
+            // `statistics` adds them itself (a failed reconnect counted them twice).
+            earlier = earlier.adding(pin.statistics)
             pin = newPin
         } catch let error as FrameDumpError {
             throw error
