@@ -12,10 +12,10 @@ import Glibc
 /// format, an unknown control, an unsupported container format or a rejected allocator fail
 /// first, and the output file is created only after VIDIOC_STREAMON succeeded.
 ///
-/// The loop per frame is `pin.next(keepLeadingEdge: false)` (one wait up to the frame timeout,
-/// woken at once by the stop flag), lock, write the sinks, unlock, release (which queues the
-/// buffer again at once). With only the raw sink it allocates nothing per frame: one writev per
-/// frame from a preallocated iovec array. Several devices: ``MultiCaptureSession``.
+/// The loop (``CaptureLoop``) per frame is one wait on the pin up to the frame timeout (woken
+/// at once by the stop flag), lock, write the sinks, unlock, release (which queues the buffer
+/// again at once). With only the raw sink it allocates nothing per frame: one writev per frame
+/// from a preallocated iovec array. Several devices: ``MultiCaptureSession``.
 public final class CaptureSession {
     public let options: CaptureOptions
     /// Set (by SIGINT/SIGTERM, or a test) to stop after the current frame.
@@ -66,77 +66,20 @@ public final class CaptureSession {
             capture.summary(cpuMicroseconds: Double(Clock.cpuMicroseconds() - startCPU), cpuFrames: capture.framesWritten,
                             elapsedSeconds: Double(MonotonicClock.nanoseconds() - startTime) / 1e9, interrupted: interrupted)
         }
-        func failure(_ error: FrameDumpError) -> FrameDumpError {
+
+        var loop = CaptureLoop(captures: [capture], devices: [0], source: PinSource(capture), scope: .capture,
+                               stopFlag: stopFlag, startTime: startTime)
+        loop.progress = progress
+        loop.notice = notice
+        if let afterFrame { loop.afterFrame = { _, frames in afterFrame(frames) } }
+        loop.afterReconnect = { [unowned self] in self.pin = capture.pin }
+        interrupted = try loop.run { error in
             self.progress?.clear()
             capture.abandon()
             outputWriteCalls = capture.outputWriteCalls
             var error = error
             error.summary = summary()
             return error
-        }
-
-        let count = options.count
-        while !capture.isDone {
-            if stopFlag.isRequested {
-                interrupted = true
-                break
-            }
-            // The pointer holds the frame's only reference: it is queued again the moment it
-            // is released after the write, not at the next advance.
-            var frame: StreamPointer?
-            let source: DeviceCapture.SourceEvent?
-            do {
-                // One wait up to the frame timeout: the stop flag wakes it (the pin's eventfd).
-                source = try capture.next(timeout: .nanoseconds(max(0, capture.deadline - Clock.coarseNanoseconds())), frame: &frame)
-            } catch {
-                if error.kind == .disconnected && options.reconnect {
-                    self.progress?.clear()
-                    do throws(FrameDumpError) {
-                        guard try capture.reconnect(stopFlag: stopFlag) else {
-                            interrupted = true
-                            break
-                        }
-                    } catch {
-                        throw failure(error)
-                    }
-                    pin = capture.pin
-                    continue
-                }
-                throw failure(FrameDumpError(.runtime, capture.endMessage(error)))
-            }
-            if let source {
-                let action = capture.handle(source)
-                self.progress?.clear()
-                for line in capture.takeNotices() { notice?(line) }
-                switch action {
-                case .goOn: continue
-                case .stop(let message):
-                    notice?(message)
-                case .fail(let error): throw failure(error)
-                }
-                break
-            }
-            guard let pointer = frame.take() else {
-                if Clock.coarseNanoseconds() >= capture.deadline {
-                    throw failure(.runtime(capture.deadlineMessage))
-                }
-                continue
-            }
-            do throws(FrameDumpError) {
-                guard try capture.write(pointer) else { continue }
-            } catch {
-                throw failure(error)
-            }
-            afterFrame?(capture.framesWritten)
-            if let line = self.progress {
-                let now = Clock.coarseNanoseconds()
-                if line.isDue(now: now) {
-                    let elapsed = Double(now - startTime) / 1e9
-                    line.show(frames: capture.framesWritten, total: count,
-                              fps: elapsed > 0 ? Double(capture.framesWritten) / elapsed : 0,
-                              dropped: capture.pin.statistics.dropped, now: now)
-                }
-            }
         }
         self.progress?.clear()
         let finished = summary()
@@ -149,13 +92,5 @@ public final class CaptureSession {
             throw error
         }
         return finished
-    }
-
-    /// The analog standard of the current input (G_STD), when it takes standards.
-    static func analogStandard(_ device: VideoDevice) -> UInt64? {
-        guard let current = try? device.currentInput(),
-              let input = (try? device.inputs())?.first(where: { $0.index == current }),
-              input.capabilityFlags.contains(.standards) else { return nil }
-        return try? device.standard()
     }
 }

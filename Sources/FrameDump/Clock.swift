@@ -22,4 +22,23 @@ enum Clock {
         return Int64(usage.ru_utime.tv_sec) * 1_000_000 + Int64(usage.ru_utime.tv_usec)
             + Int64(usage.ru_stime.tv_sec) * 1_000_000 + Int64(usage.ru_stime.tv_usec)
     }
+
+    /// `seconds` in nanoseconds, saturating: a duration beyond Int64's nanoseconds (about 292
+    /// years) is `Int64.max`, one below `Int64.min` is `Int64.min`, NaN is 0. `Int64(Double)`
+    /// traps on a value out of range (`--timeout 1e10` once crashed with SIGILL).
+    static func nanoseconds(seconds: Double) -> Int64 {
+        let nanoseconds = seconds * 1e9
+        if nanoseconds.isNaN { return 0 }
+        // Double(Int64.max) rounds up to 2^63, itself out of range.
+        if nanoseconds >= Double(Int64.max) { return .max }
+        if nanoseconds <= Double(Int64.min) { return .min }
+        return Int64(nanoseconds)
+    }
+
+    /// `start` plus `seconds`, saturating at Int64's ends: a deadline far away is "never".
+    static func deadline(_ start: Int64, plusSeconds seconds: Double) -> Int64 {
+        let (sum, overflow) = start.addingReportingOverflow(nanoseconds(seconds: seconds))
+        guard overflow else { return sum }
+        return seconds > 0 ? .max : .min
+    }
 }

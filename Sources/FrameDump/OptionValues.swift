@@ -87,10 +87,15 @@ public enum OptionValues {
         return every
     }
 
-    /// `--timeout`, `--reconnect-timeout`: a positive, finite number of seconds.
+    /// The longest duration `--timeout`, `--wait-for-signal` and `--reconnect-timeout` take:
+    /// 365 days (a deadline in nanoseconds holds about 292 years; 1e10 s would not fit).
+    public static let secondsMaximum = 31_536_000.0
+
+    /// `--timeout`, `--wait-for-signal`, `--reconnect-timeout`: a positive number of seconds up
+    /// to ``secondsMaximum``.
     public static func seconds(_ text: String) throws(OptionValueError) -> Double {
-        guard let seconds = Double(text), seconds.isFinite, seconds > 0 else {
-            throw OptionValueError("expected a positive number of seconds, such as 5 or 0.5")
+        guard let seconds = Double(text), seconds.isFinite, seconds > 0, seconds <= secondsMaximum else {
+            throw OptionValueError("expected a positive number of seconds up to \(Int(secondsMaximum)) (365 days), such as 5 or 0.5")
         }
         return seconds
     }

@@ -58,8 +58,8 @@ final class ArgumentParsingTests: XCTestCase {
             ("--buffers 0", { () throws(OptionValueError) in try OptionValues.bufferCount("0") }, "expected a buffer count in 1...32, such as 4"),
             ("--buffers 33", { () throws(OptionValueError) in try OptionValues.bufferCount("33") }, "expected a buffer count in 1...32, such as 4"),
             ("--every 0", { () throws(OptionValueError) in try OptionValues.every("0") }, "expected a whole number of at least 1, such as 10 (a file of every 10th frame)"),
-            ("--timeout 0", { () throws(OptionValueError) in try OptionValues.seconds("0") }, "expected a positive number of seconds, such as 5 or 0.5"),
-            ("--timeout nan", { () throws(OptionValueError) in try OptionValues.seconds("nan") }, "expected a positive number of seconds, such as 5 or 0.5"),
+            ("--timeout 0", { () throws(OptionValueError) in try OptionValues.seconds("0") }, "expected a positive number of seconds up to 31536000 (365 days), such as 5 or 0.5"),
+            ("--timeout nan", { () throws(OptionValueError) in try OptionValues.seconds("nan") }, "expected a positive number of seconds up to 31536000 (365 days), such as 5 or 0.5"),
             ("--input -1", { () throws(OptionValueError) in try OptionValues.input("-1") }, "expected an input number such as 0 (`framedump info` lists the inputs)"),
             ("--input 2^31", { () throws(OptionValueError) in try OptionValues.input("2147483648") }, "expected an input number such as 0 (`framedump info` lists the inputs)"),
         ]
