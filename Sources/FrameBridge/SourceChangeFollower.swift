@@ -243,13 +243,12 @@ extension CapturePin {
                     let timings = try device.queryDVTimings()
                     result.timings = apply ? try device.setDVTimings(timings) : timings
                 } catch {
-                    guard error.operation == "VIDIOC_QUERY_DV_TIMINGS", let errno = error.errno,
-                          [ENOLINK, ENOLCK, ERANGE].contains(errno.rawValue) else { throw error }
+                    guard SignalDetection.isSignalLoss(error) else { throw error }
                     result.loss = SignalLoss(input: subscription.input, status: status, detail: error.description, underlying: error)
                 }
             } else {
                 let standard = try device.queryStandard()
-                if standard == 0 {
+                if SignalDetection.isSignalLoss(detectedStandard: standard) {
                     result.loss = SignalLoss(input: subscription.input, status: status, detail: "\(device.path): VIDIOC_QUERYSTD detected no standard", underlying: nil)
                 } else if apply {
                     if try device.standard() & standard == 0 { try device.setStandard(standard) }
@@ -262,7 +261,7 @@ extension CapturePin {
             let hint = error.errno == .resourceBusy ? " (the queue still has buffers: another handle may own it)" : ""
             throw failFollowing(CaptureError(.device, "\(device.path): following a source change of input \(subscription.input): \(error)\(hint)", underlying: error))
         }
-        if result.loss == nil, let status, status.contains(.noSignal) {
+        if result.loss == nil, let status, SignalDetection.isSignalLoss(status: status) {
             result.loss = SignalLoss(input: subscription.input, status: status, detail: "\(device.path): VIDIOC_ENUMINPUT says no signal", underlying: nil)
         }
         return result
