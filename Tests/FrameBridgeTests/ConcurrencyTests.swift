@@ -234,4 +234,35 @@ final class ConcurrencyTests: XCTestCase {
         XCTAssertNil(rig.pin.failure)
         rig.assertTornDown("after stop")
     }
+
+    /// Two start() calls at once: one streams, the other is told why it may not; never two
+    /// set-ups on one queue (the check and the commit were separate critical sections).
+    func testConcurrentStartsLetExactlyOneThrough() throws {
+        for round in 0..<20 {
+            let rig = try SimRig(round % 2 == 0 ? .singlePlanar : .multiPlanar)
+            let outcomes = Locked<[String]>([])
+            let group = DispatchGroup()
+            for _ in 0..<2 {
+                group.enter()
+                let pin = rig.pin
+                Thread {
+                    do {
+                        try pin.start()
+                        outcomes.withLock { $0.append("started") }
+                    } catch {
+                        outcomes.withLock { $0.append("\(error)") }
+                    }
+                    group.leave()
+                }.start()
+            }
+            XCTAssertEqual(group.wait(timeout: .now() + 10), .success)
+            let all = outcomes.withLock { $0 }
+            XCTAssertEqual(all.filter { $0 == "started" }.count, 1, "round \(round): \(all)")
+            XCTAssertTrue(all.contains { $0.contains("being started by another caller") || $0.contains("already streaming") }, "\(all)")
+            XCTAssertTrue(rig.pin.isStreaming)
+            rig.assertAccounted("round \(round)")
+            rig.pin.stop()
+            rig.assertTornDown("round \(round)")
+        }
+    }
 }
