@@ -18,7 +18,7 @@ final class ConcurrencyTests: XCTestCase {
             let problems = ProblemLog()
             let payloadSizes = rig.payloadSizes
             let total = 500
-            let (frames, continuation) = AsyncStream.makeStream(of: SharedFrame.self)
+            let (frames, continuation) = AsyncStream.makeStream(of: CapturedFrame.self)
             let streamer = Thread {
                 var last: UInt32?
                 for i in 0..<total {
@@ -31,7 +31,7 @@ final class ConcurrencyTests: XCTestCase {
                             problems.add("sequence \(pointer.info.sequence) after \(last)")
                         }
                         last = pointer.info.sequence
-                        continuation.yield(SharedFrame(pointer))
+                        continuation.yield(CapturedFrame.holding(pointer))
                     } catch {
                         problems.add("frame \(i): \(error)")
                         break
@@ -49,7 +49,7 @@ final class ConcurrencyTests: XCTestCase {
                     group.addTask {
                         if check {
                             do {
-                                if let problem = try frame.withLockedPayload({ payloadProblem($0, payloadSizes: payloadSizes) }) ?? "frame already released" {
+                                if let problem = try frame.withLockedPayload({ payloadProblem($0, payloadSizes: payloadSizes) }) {
                                     problems.add(problem)
                                 }
                             } catch {
@@ -85,7 +85,7 @@ final class ConcurrencyTests: XCTestCase {
         try rig.pin.start(AllocatorSelection(frameCount: 6))
         let problems = ProblemLog()
         let payloadSizes = rig.payloadSizes
-        let inbox = Locked<[SharedFrame]>([])
+        let inbox = Locked<[CapturedFrame]>([])
         let done = Atomic<Bool>(false)
         let handled = Counter()
         let group = DispatchGroup()
@@ -99,7 +99,7 @@ final class ConcurrencyTests: XCTestCase {
                         continue
                     }
                     do {
-                        if let problem = try frame.withLockedPayload({ payloadProblem($0, payloadSizes: payloadSizes) }) ?? "frame already released" {
+                        if let problem = try frame.withLockedPayload({ payloadProblem($0, payloadSizes: payloadSizes) }) {
                             problems.add(problem)
                         }
                     } catch {
@@ -116,8 +116,8 @@ final class ConcurrencyTests: XCTestCase {
                 XCTFail("timed out with \(rig.pin.bufferCounts)")
                 break
             }
-            let clone = SharedFrame(pointer.clone())
-            let original = SharedFrame(pointer)
+            let clone = CapturedFrame.holding(pointer.clone())
+            let original = CapturedFrame.holding(pointer)
             inbox.withLock { $0.append(original) }
             inbox.withLock { $0.append(clone) }
             streamed += 1

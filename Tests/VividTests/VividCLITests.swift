@@ -297,8 +297,8 @@ final class VividCLITests: XCTestCase {
     }
 
     /// The JSON summary of a capture.
-    func summary(_ result: Run) throws -> [String: Any] {
-        try XCTUnwrap(try JSONSerialization.jsonObject(with: result.stdout) as? [String: Any], "\(result.text) \(result.stderr)")
+    func summary(_ result: Run, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
+        try result.jsonObject(file: file, line: line)
     }
 
     /// Raw output to ext4 on a virtio disk goes with O_DIRECT, straight from vivid's buffers, and
