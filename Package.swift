@@ -92,8 +92,9 @@ let package = Package(
             name: "framebridge-bench",
             dependencies: ["CMallocCounter", "CV4L2", "CFrameDump", "CTurboJPEG", "V4L2", "V4L2Simulator", "FrameBridge", "FrameDump"]
         ),
-        // Helpers shared by the test targets (pointer boxes, spy allocator, /proc counters).
-        .target(name: "FrameBridgeTestSupport", dependencies: ["FrameBridge", "V4L2", system,
+        // Helpers shared by the test targets (pointer boxes, spy allocator, /proc counters, the
+        // simulated device's backend, expectError, child processes).
+        .target(name: "FrameBridgeTestSupport", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", system,
                                                              .product(name: "Subprocess", package: "swift-subprocess")], path: "Tests/FrameBridgeTestSupport"),
         .testTarget(name: "V4L2Tests", dependencies: ["V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),
         .testTarget(name: "FrameBridgeTests", dependencies: ["FrameBridge", "V4L2", "V4L2Simulator", "CV4L2", "CTurboJPEG", "FrameBridgeTestSupport", system]),

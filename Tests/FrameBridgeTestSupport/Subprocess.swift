@@ -4,6 +4,7 @@ import Subprocess
 import Synchronization
 import SystemPackage
 import V4L2
+import XCTest
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -142,3 +143,11 @@ public final class ChildProcess: Sendable {
     }
 }
 
+extension ChildProcess.Result {
+    /// Standard output as a JSON object (framedump's `--json` output); a test failure showing
+    /// both outputs when it is not one.
+    public func jsonObject(file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
+        try XCTUnwrap(try JSONSerialization.jsonObject(with: stdout) as? [String: Any],
+                      "not a JSON object: \(text)\nstderr: \(stderr)", file: file, line: line)
+    }
+}

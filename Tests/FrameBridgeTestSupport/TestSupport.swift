@@ -1,4 +1,4 @@
-// Test helpers shared by FrameBridgeTests and VividTests.
+// Test helpers shared by the test targets.
 import FrameBridge
 import Foundation
 import Synchronization
@@ -65,37 +65,6 @@ public final class HeldFrame {
     }
 }
 
-/// A stream pointer that can cross into another task or thread and be used and released there.
-public final class SharedFrame: Sendable {
-    private let pointer: Locked<StreamPointer?>
-    public let info: FrameInfo
-
-    public init(_ pointer: consuming StreamPointer) {
-        info = pointer.info
-        self.pointer = Locked(Optional(pointer))
-    }
-
-    /// Locks the frame, runs `body` with its bytes, unlocks. Nil when already released.
-    public func withLockedPayload<R>(_ body: (borrowing FramePayload) -> R) throws(CaptureError) -> R? {
-        try pointer.withLock { (pointer: inout StreamPointer?) throws(CaptureError) -> R? in
-            guard var held = pointer.take() else { return nil }
-            let result: Result<R, CaptureError>
-            do throws(CaptureError) {
-                result = .success(try held.withLockedPayload(body))
-            } catch {
-                result = .failure(error)
-            }
-            pointer = consume held
-            return try result.get()
-        }
-    }
-
-    public func release() {
-        let taken = pointer.withLock { $0.take() }
-        _ = consume taken
-    }
-}
-
 /// A counter that closures on other threads can bump.
 public final class Counter: Sendable {
     public init() {}
@@ -110,6 +79,22 @@ public final class ProblemLog: Sendable {
     private let entries = Locked<[String]>([])
     public func add(_ problem: String) { entries.withLock { $0.append(problem) } }
     public var all: [String] { entries.withLock { $0 } }
+}
+
+// MARK: - Errors
+
+/// Runs `body`, expecting it to throw; fails the test when it does not. Returns the error,
+/// typed as `body` throws it (`expectError { () throws(V4L2Error) in ... }?.errno`).
+public func expectError<Failure: Error, T>(_ body: () throws(Failure) -> T, _ message: @autoclosure () -> String = "",
+                                           file: StaticString = #filePath, line: UInt = #line) -> Failure? {
+    do {
+        let value = try body()
+        let note = message()
+        XCTFail("expected a \(Failure.self), got \(value)\(note.isEmpty ? "" : ": " + note)", file: file, line: line)
+        return nil
+    } catch {
+        return error
+    }
 }
 
 // MARK: - Spy allocator

@@ -3,6 +3,7 @@ import FrameBridge
 import V4L2
 import V4L2Simulator
 import FrameBridgeTestSupport
+import SystemPackage
 import XCTest
 
 /// Capture through each allocator (MMAP pool, USERPTR, DMABUF from a second device), single-
@@ -168,6 +169,32 @@ final class AllocatorTests: XCTestCase {
         rig.pin.stop()
     }
 
+    /// DMA_BUF_IOCTL_SYNC: EINTR and EAGAIN are retried, another errno fails the lock naming
+    /// the ioctl, and a failed end of CPU access is counted.
+    func testDMABufSyncIsCheckedAndRetried() throws {
+        let rig = try SimRig(.singlePlanar)
+        try rig.pin.start(rig.selection(.dmabuf))
+        var pointer = try unwrapPointer(try rig.pin.next(timeout: .seconds(5)))
+        let before = rig.backend.dmabufSyncCount
+        rig.backend.injectDMABufSyncFailures([.interrupted, .resourceTemporarilyUnavailable])
+        try pointer.lock()
+        pointer.unlock()
+        XCTAssertEqual(rig.backend.dmabufSyncCount - before, 4, "start (after EINTR and EAGAIN: 3 calls) and end")
+        rig.backend.injectDMABufSyncFailures([.invalidArgument])
+        XCTAssertThrowsError(try pointer.lock()) { error in
+            XCTAssertEqual((error as? CaptureError)?.kind, .allocator)
+            XCTAssertTrue("\(error)".contains("DMA_BUF_IOCTL_SYNC"), "\(error)")
+        }
+        XCTAssertFalse(pointer.isLocked, "a failed start of CPU access leaves the frame unlocked")
+        try pointer.lock()
+        rig.backend.injectDMABufSyncFailures([.invalidArgument])
+        pointer.unlock()
+        XCTAssertEqual(rig.pin.statistics.synchronizationFailures, 1)
+        _ = consume pointer
+        rig.pin.stop()
+        rig.assertTornDown("dmabuf sync")
+    }
+
     /// The kernel pool grows with VIDIOC_CREATE_BUFS while streaming; the new buffers circulate.
     func testKernelPoolGrowsWithCreateBufs() throws {
         for layout in Layout.allCases {
@@ -213,5 +240,47 @@ final class AllocatorTests: XCTestCase {
         XCTAssertEqual(rig.queue.bufferCount, 4)
         XCTAssertTrue(gotFrame(try rig.pin.next()))
         rig.pin.stop()
+    }
+
+    /// A driver that grants 0 USERPTR buffers: the allocator says so instead of streaming none.
+    func testZeroUserPointerGrantIsAnError() throws {
+        let inner = SimulatedV4L2Backend()
+        inner.addDevice(path: capturePath, configuration: Layout.singlePlanar.deviceConfiguration())
+        let backend = ZeroUserPointerGrantBackend(inner)
+        let device = try VideoDevice(path: capturePath, backend: backend)
+        let pin = try CapturePin(device: device, configuration: PinConfiguration(pixelFormat: .yuyv, width: 320, height: 180))
+        XCTAssertThrowsError(try pin.start(AllocatorSelection(candidates: [UserPointerAllocator()]))) { error in
+            XCTAssertEqual((error as? CaptureError)?.kind, .allocator, "\(error)")
+            XCTAssertTrue("\(error)".contains("granted no userptr buffers"), "\(error)")
+        }
+        XCTAssertFalse(pin.isStreaming)
+        XCTAssertNil(pin.allocator)
+    }
+}
+
+/// Forwards to the simulator but answers a USERPTR REQBUFS with count 0.
+final class ZeroUserPointerGrantBackend: DeviceBackend {
+    let inner: SimulatedV4L2Backend
+    init(_ inner: SimulatedV4L2Backend) { self.inner = inner }
+    var name: String { "zero-grant" }
+    func open(path: String, flags: Int32) -> Result<Int32, Errno> { inner.open(path: path, flags: flags) }
+    func close(_ descriptor: Int32) -> Errno? { inner.close(descriptor) }
+    func ioctl(_ descriptor: Int32, request: UInt, argument: UnsafeMutableRawPointer) -> Errno? {
+        let answer = inner.ioctl(descriptor, request: request, argument: argument)
+        if request == CV4L2_VIDIOC_REQBUFS, answer == nil {
+            let request = argument.assumingMemoryBound(to: v4l2_requestbuffers.self)
+            if request.pointee.memory == V4L2_MEMORY_USERPTR.rawValue { request.pointee.count = 0 }
+        }
+        return answer
+    }
+    func mmap(_ descriptor: Int32, length: Int, protection: Int32, offset: Int64) -> Result<UnsafeMutableRawPointer, Errno> {
+        inner.mmap(descriptor, length: length, protection: protection, offset: offset)
+    }
+    func munmap(_ address: UnsafeMutableRawPointer, length: Int) -> Errno? { inner.munmap(address, length: length) }
+    func poll(_ descriptor: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno> {
+        inner.poll(descriptor, events: events, timeoutMilliseconds: timeoutMilliseconds)
+    }
+    func poll(_ descriptor: Int32, events: Int16, wakeup: Int32, timeoutMilliseconds: Int32) -> Result<(revents: Int16, woken: Bool), Errno> {
+        inner.poll(descriptor, events: events, wakeup: wakeup, timeoutMilliseconds: timeoutMilliseconds)
     }
 }

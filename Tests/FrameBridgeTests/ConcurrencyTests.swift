@@ -18,7 +18,7 @@ final class ConcurrencyTests: XCTestCase {
             let problems = ProblemLog()
             let payloadSizes = rig.payloadSizes
             let total = 500
-            let (frames, continuation) = AsyncStream.makeStream(of: SharedFrame.self)
+            let (frames, continuation) = AsyncStream.makeStream(of: CapturedFrame.self)
             let streamer = Thread {
                 var last: UInt32?
                 for i in 0..<total {
@@ -31,7 +31,7 @@ final class ConcurrencyTests: XCTestCase {
                             problems.add("sequence \(pointer.info.sequence) after \(last)")
                         }
                         last = pointer.info.sequence
-                        continuation.yield(SharedFrame(pointer))
+                        continuation.yield(CapturedFrame.holding(pointer))
                     } catch {
                         problems.add("frame \(i): \(error)")
                         break
@@ -49,7 +49,7 @@ final class ConcurrencyTests: XCTestCase {
                     group.addTask {
                         if check {
                             do {
-                                if let problem = try frame.withLockedPayload({ payloadProblem($0, payloadSizes: payloadSizes) }) ?? "frame already released" {
+                                if let problem = try frame.withLockedPayload({ payloadProblem($0, payloadSizes: payloadSizes) }) {
                                     problems.add(problem)
                                 }
                             } catch {
@@ -85,7 +85,7 @@ final class ConcurrencyTests: XCTestCase {
         try rig.pin.start(AllocatorSelection(frameCount: 6))
         let problems = ProblemLog()
         let payloadSizes = rig.payloadSizes
-        let inbox = Locked<[SharedFrame]>([])
+        let inbox = Locked<[CapturedFrame]>([])
         let done = Atomic<Bool>(false)
         let handled = Counter()
         let group = DispatchGroup()
@@ -99,7 +99,7 @@ final class ConcurrencyTests: XCTestCase {
                         continue
                     }
                     do {
-                        if let problem = try frame.withLockedPayload({ payloadProblem($0, payloadSizes: payloadSizes) }) ?? "frame already released" {
+                        if let problem = try frame.withLockedPayload({ payloadProblem($0, payloadSizes: payloadSizes) }) {
                             problems.add(problem)
                         }
                     } catch {
@@ -116,8 +116,8 @@ final class ConcurrencyTests: XCTestCase {
                 XCTFail("timed out with \(rig.pin.bufferCounts)")
                 break
             }
-            let clone = SharedFrame(pointer.clone())
-            let original = SharedFrame(pointer)
+            let clone = CapturedFrame.holding(pointer.clone())
+            let original = CapturedFrame.holding(pointer)
             inbox.withLock { $0.append(original) }
             inbox.withLock { $0.append(clone) }
             streamed += 1
@@ -233,5 +233,36 @@ final class ConcurrencyTests: XCTestCase {
         XCTAssertEqual(outcome.withLock { $0 }, "returned false", "a wait woken by stop() returns false; a stop is not a driver failure")
         XCTAssertNil(rig.pin.failure)
         rig.assertTornDown("after stop")
+    }
+
+    /// Two start() calls at once: one streams, the other is told why it may not; never two
+    /// set-ups on one queue (the check and the commit were separate critical sections).
+    func testConcurrentStartsLetExactlyOneThrough() throws {
+        for round in 0..<20 {
+            let rig = try SimRig(round % 2 == 0 ? .singlePlanar : .multiPlanar)
+            let outcomes = Locked<[String]>([])
+            let group = DispatchGroup()
+            for _ in 0..<2 {
+                group.enter()
+                let pin = rig.pin
+                Thread {
+                    do {
+                        try pin.start()
+                        outcomes.withLock { $0.append("started") }
+                    } catch {
+                        outcomes.withLock { $0.append("\(error)") }
+                    }
+                    group.leave()
+                }.start()
+            }
+            XCTAssertEqual(group.wait(timeout: .now() + 10), .success)
+            let all = outcomes.withLock { $0 }
+            XCTAssertEqual(all.filter { $0 == "started" }.count, 1, "round \(round): \(all)")
+            XCTAssertTrue(all.contains { $0.contains("being started by another caller") || $0.contains("already streaming") }, "\(all)")
+            XCTAssertTrue(rig.pin.isStreaming)
+            rig.assertAccounted("round \(round)")
+            rig.pin.stop()
+            rig.assertTornDown("round \(round)")
+        }
     }
 }

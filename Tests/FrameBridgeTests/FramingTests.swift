@@ -140,4 +140,16 @@ final class FramingTests: XCTestCase {
             XCTAssertEqual(try encoder.encode(decoded), data)
         }
     }
+
+    /// A device whose CREATE_BUFS does not answer cannot grow, and the framing says so.
+    func testCanGrowOnlyWhenCreateBufsAnswers() throws {
+        let growing = try SimRig(.singlePlanar)
+        XCTAssertTrue(growing.pin.framing.items[0].flags.contains(.canGrow))
+        let backend = SimulatedV4L2Backend()
+        backend.addDevice(path: capturePath, configuration: Layout.singlePlanar.deviceConfiguration())
+        XCTAssertTrue(backend.injectFault(.failNext(request: CV4L2_VIDIOC_CREATE_BUFS, errno: .inappropriateIOCTLForDevice), path: capturePath))
+        let device = try VideoDevice(path: capturePath, backend: backend)
+        let framing = try AllocatorFraming.query(device: device, bufferType: .videoCapture)
+        XCTAssertFalse(framing.items[0].flags.contains(.canGrow), "\(framing.items[0].flags)")
+    }
 }

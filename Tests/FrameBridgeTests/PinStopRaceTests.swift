@@ -1,4 +1,5 @@
 import CV4L2
+import Dispatch
 import FrameBridge
 import FrameBridgeTestSupport
 import SystemPackage
@@ -74,6 +75,27 @@ final class PinStopRaceTests: XCTestCase {
         try rig.pin.start()
         XCTAssertTrue(gotFrame(try rig.pin.next()))
         rig.pin.stop()
+    }
+
+    /// addFrames racing stop(): the pool is never grown or queued after stop() deleted it.
+    func testAddFramesRacingStop() throws {
+        for round in 0..<20 {
+            let rig = try SimRig(.singlePlanar)
+            try rig.pin.start()
+            let pin = rig.pin
+            let done = DispatchSemaphore(value: 0)
+            Thread {
+                for _ in 0..<4 { try? pin.addFrames(1) }
+                done.signal()
+            }.start()
+            if round % 2 == 0 { usleep(UInt32(round * 20)) }
+            pin.stop()
+            XCTAssertEqual(done.wait(timeout: .now() + 10), .success)
+            rig.assertTornDown("round \(round)")
+            XCTAssertThrowsError(try pin.addFrames(1)) { error in
+                XCTAssertTrue("\(error)".contains("no buffers to add to"), "\(error)")
+            }
+        }
     }
 
     func testStopBetweenADequeueAndItsCheckIsNotADriverViolation() throws {

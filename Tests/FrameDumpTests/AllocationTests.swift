@@ -2,6 +2,7 @@ import FrameBridge
 import FrameDump
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -14,11 +15,11 @@ private let allocationCounter: (@convention(c) () -> UInt64)? = {
     return unsafeBitCast(symbol, to: (@convention(c) () -> UInt64).self)
 }()
 
-/// Runs only in a release build with a malloc counter preloaded, e.g.
+/// Runs only in a release build with a malloc counter preloaded, as tools/test runs it:
 ///
-///     gcc -shared -fPIC -O2 -o /tmp/mc.so Sources/CMallocCounter/counter.c -ISources/CMallocCounter/include
-///     swift build -c release --product FrameBridgePackageTests
-///     LD_PRELOAD=/tmp/mc.so .build/release/FrameBridgePackageTests.xctest FrameDumpTests.AllocationTests
+///     cc -shared -fPIC -O2 -o /tmp/mc.so Sources/CMallocCounter/counter.c -ISources/CMallocCounter/include
+///     swift build -c release --build-tests --scratch-path .build-release -Xswiftc -enable-testing
+///     LD_PRELOAD=/tmp/mc.so .build-release/release/FrameBridgePackageTests.xctest FrameDumpTests.AllocationTests
 ///
 /// (debug builds of the lower layers allocate per frame where the optimizer removes it).
 final class AllocationTests: XCTestCase {

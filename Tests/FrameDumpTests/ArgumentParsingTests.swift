@@ -1,5 +1,6 @@
 import FrameBridge
 import FrameDump
+import Foundation
 import V4L2
 import XCTest
 
@@ -30,6 +31,24 @@ final class ArgumentParsingTests: XCTestCase {
             let error = expectOptionValueError { () throws(OptionValueError) in try OptionValues.fourCC(bad) }
             XCTAssertTrue(error?.message.hasPrefix("bad FOURCC; expected up to four characters such as YUYV or NV12") ?? false, bad)
         }
+    }
+
+    /// Fourcc names that can be typed: big-endian and unprintable codes use v4l2-ctl's spelling and read back.
+    func testBigEndianAndUnprintableFourCCsUseV4L2CtlSpellingAndReadBack() throws {
+        let y16BE = FourCC(rawValue: 0x2036_3159 | FourCC.bigEndianFlag)
+        XCTAssertEqual(y16BE.description, "Y16 -BE")
+        XCTAssertEqual(FourCC(rawValue: 0x3531_5258 | FourCC.bigEndianFlag).description, "XR15-BE")
+        XCTAssertEqual(try OptionValues.fourCC("Y16 -BE"), y16BE)
+        XCTAssertEqual(try OptionValues.fourCC("Y16-BE"), y16BE)
+        XCTAssertEqual(try OptionValues.fourCC("0x20363159"), FourCC("Y16"))
+        XCTAssertEqual(try OptionValues.fourCC("0xa0363159"), y16BE)
+        let odd = FourCC(rawValue: 0x0102_4142)
+        XCTAssertEqual(odd.description, "0x01024142")
+        XCTAssertEqual(FourCC(odd.description), odd)
+        // JSON carries the same spelling and reads back.
+        let data = try JSONEncoder().encode([y16BE, odd, .yuyv])
+        XCTAssertEqual(String(decoding: data, as: UTF8.self), #"["Y16 -BE","0x01024142","YUYV"]"#)
+        XCTAssertEqual(try JSONDecoder().decode([FourCC].self, from: data), [y16BE, odd, .yuyv])
     }
 
     func testFramesPerSecond() throws {

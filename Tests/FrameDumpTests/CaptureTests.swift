@@ -3,6 +3,7 @@ import FrameDump
 import Foundation
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -12,6 +13,8 @@ import Glibc
 let streamOnRequest: UInt = 0x4004_5612
 /// VIDIOC_REQBUFS = _IOWR('V', 8, struct v4l2_requestbuffers).
 let requestBuffersRequest: UInt = 0xC014_5608
+/// VIDIOC_S_FMT = _IOWR('V', 5, struct v4l2_format).
+let setFormatRequest: UInt = 0xC0D0_5605
 
 final class CaptureTests: XCTestCase {
     // MARK: - Raw
@@ -108,6 +111,26 @@ final class CaptureTests: XCTestCase {
         assertPatternFrames(readFile(path), frames: 5, planes: [(0, 640 * 360 * 2)])
     }
 
+    /// Every --buffers count in the advertised range captures (a count below the device's minimum is raised to it).
+    func testEveryBufferCountInTheAdvertisedRangeWorks() throws {
+        XCTAssertEqual(AllocatorPlan.bufferRange, 1...32)
+        // The simulator's minimum is 3: a smaller count is raised to it, as the driver would.
+        let backend = makeBackend(SimulatedDeviceConfiguration(minimumBuffers: 3))
+        for buffers in [AllocatorPlan.bufferRange.lowerBound, 2, AllocatorPlan.bufferRange.upperBound] {
+            let summary = try runCapture(CaptureOptions(devicePath: simulatedPath, backend: backend, count: 2, buffers: buffers))
+            XCTAssertEqual(summary.framesWritten, 2)
+            XCTAssertEqual(summary.buffers, max(buffers, 3), "--buffers \(buffers)")
+        }
+        // The parser of --buffers takes the same range (CommandLineTests: exit 2 naming the option).
+        for good in [AllocatorPlan.bufferRange.lowerBound, AllocatorPlan.bufferRange.upperBound] {
+            XCTAssertEqual(try OptionValues.bufferCount(String(good)), good)
+        }
+        for bad in [AllocatorPlan.bufferRange.lowerBound - 1, AllocatorPlan.bufferRange.upperBound + 1] {
+            let error = expectOptionValueError { () throws(OptionValueError) in try OptionValues.bufferCount(String(bad)) }
+            XCTAssertEqual(error?.message, "expected a buffer count in 1...32, such as 4")
+        }
+    }
+
     func testStandardOutputStream() throws {
         let backend = makeBackend()
         let path = makeTemporaryDirectory(self) + "/stdout.raw"
@@ -197,6 +220,31 @@ final class CaptureTests: XCTestCase {
         XCTAssertEqual(backend.ioctlCount(path: simulatedPath, request: streamOnRequest), 0, "streaming never started")
     }
 
+    /// A driver whose frames are shorter than its format says (found only at frame 0): the
+    /// header goes out with the first frame, so nothing is written and no file is left.
+    func testY4MFirstFrameShorterThanTheLayoutLeavesNoFile() throws {
+        let backend = makeBackend()
+        let path = makeTemporaryDirectory(self) + "/out.y4m"
+        var format = FormatOptions()
+        format.pixelFormat = .nv12
+        format.width = 640
+        format.height = 360
+        XCTAssertTrue(backend.injectFault(.shortPayload(bytes: 362), path: simulatedPath))
+        let error = expectFrameDumpError { () throws(FrameDumpError) in
+            try runCapture(CaptureOptions(devicePath: simulatedPath, backend: backend, count: 2, format: format,
+                                          outputPath: path, container: .y4m))
+        }
+        XCTAssertEqual(error?.exitCode, 1)
+        XCTAssertTrue(error?.message.hasPrefix("y4m: plane 0 of a NV12 640x360 frame has 345238 bytes") ?? false, error?.message ?? "")
+        XCTAssertFalse(fileExists(path), "no header-only file")
+        // Without the fault the header and frames are there.
+        let summary = try runCapture(CaptureOptions(devicePath: simulatedPath, backend: makeBackend(), count: 2, format: format,
+                                                    outputPath: path, container: .y4m))
+        XCTAssertEqual(summary.framesWritten, 2)
+        XCTAssertTrue(String(decoding: readFile(path).prefix(9), as: UTF8.self) == "YUV4MPEG2")
+        XCTAssertEqual(readFile(path).count, "YUV4MPEG2 W640 H360 F30:1 Ip A1:1 C420jpeg\n".utf8.count + 2 * (6 + 640 * 360 * 3 / 2))
+    }
+
     // MARK: - PNG
 
     /// The width and height of a PNG's IHDR, after checking the signature.
@@ -254,6 +302,78 @@ final class CaptureTests: XCTestCase {
         XCTAssertEqual(PNGSink.fileName(index: 0), "frame-000000.png")
         XCTAssertEqual(PNGSink.fileName(index: 42), "frame-000042.png")
         XCTAssertEqual(PNGSink.fileName(index: 1234567), "frame-1234567.png")
+    }
+
+    private func format(_ fourcc: String, _ width: UInt32, _ height: UInt32, bytesPerLine: UInt32? = nil, bytesPerPixel: UInt32 = 2,
+                        colorspace: UInt32 = 8, encoding: UInt32 = 0, quantization: UInt32 = 0) -> ImageFormat {
+        ImageFormat(bufferType: .videoCapture, width: width, height: height, pixelFormat: FourCC(fourcc)!, field: 1,
+                    colorspace: colorspace, planes: [PlaneFormat(bytesPerLine: bytesPerLine ?? width * bytesPerPixel, sizeImage: (bytesPerLine ?? width * bytesPerPixel) * height * 2)],
+                    ycbcrEncoding: encoding, quantization: quantization)
+    }
+
+    /// libswscale converts what libv4lconvert got wrong (odd sizes, real line lengths, BT.709,
+    /// full-range YCbCr, limited-range RGB, HSV by its hsv_enc, NV24, AYUV); only what cannot
+    /// be right is refused, naming the format and --png-dir.
+    func testPNGAcceptsWhatSwscaleConvertsAndRefusesTheRest() {
+        let accepted = [
+            format("YUYV", 641, 361, bytesPerLine: 1282), format("NV12", 641, 361, bytesPerPixel: 1),
+            format("NV12", 640, 360, bytesPerLine: 704), format("UYVY", 640, 360, colorspace: 3),
+            format("YUYV", 640, 360, encoding: 2), format("YUYV", 640, 360, quantization: 1),
+            format("RGB3", 640, 360, bytesPerPixel: 3, quantization: 2), format("HSV3", 640, 360, bytesPerPixel: 3, encoding: 129),
+            format("HSV4", 640, 360, bytesPerPixel: 4, encoding: 128), format("AYUV", 640, 360, bytesPerPixel: 4),
+            format("NV24", 640, 360, bytesPerPixel: 1), format("422P", 640, 360, bytesPerPixel: 1), format("NV21", 640, 360, bytesPerPixel: 1),
+            format("Y10", 640, 360), format("GREY", 641, 361, bytesPerPixel: 1),
+        ]
+        for format in accepted {
+            XCTAssertNoThrow(try PNGSink.checkFormat(format), "\(format.pixelFormat) \(format.width)x\(format.height)")
+        }
+        let refused: [(ImageFormat, String)] = [
+            (format("HSV3", 640, 360, bytesPerPixel: 3, encoding: 0), "states no HSV encoding"),
+            (format("YUYV", 640, 360, encoding: 7), "BT.2020 constant luminance"),
+            (format("YUVP", 640, 360), "YUVP frames cannot be converted to a correct PNG"),
+            (format("BG10", 640, 360), "BG10 frames cannot be converted to a correct PNG"),
+            (format("BA81", 641, 361, bytesPerPixel: 1), "Bayer mosaic needs an even width and height"),
+            (format("YUYV", 640, 360, bytesPerLine: 1000), "cannot hold 360 rows of 1280 bytes"),
+        ]
+        for (format, mention) in refused {
+            let error = expectFrameDumpError { () throws(FrameDumpError) in try PNGSink.checkFormat(format) }
+            XCTAssertEqual(error?.exitCode, 2, "\(format.pixelFormat)")
+            XCTAssertTrue(error?.message.contains(mention) ?? false, "\(format.pixelFormat): \(error?.message ?? "")")
+            XCTAssertTrue(error?.message.hasPrefix("--png-dir: ") ?? false, "\(format.pixelFormat): \(error?.message ?? "")")
+            XCTAssertTrue(error?.message.contains(format.pixelFormat.description) ?? false, "\(error?.message ?? "")")
+        }
+    }
+
+    /// A write that fails part-way (RLIMIT_FSIZE stands in for a full disk: the same short
+    /// write, EFBIG instead of ENOSPC) leaves neither the picture nor its temporary file.
+    func testPNGThatCannotBeWrittenLeavesNoFile() throws {
+        let directory = makeTemporaryDirectory(self) + "/pictures"
+        var format = FormatOptions()
+        format.width = 320
+        format.height = 180
+        let options = CaptureOptions(devicePath: simulatedPath, backend: makeBackend(), count: 2, format: format,
+                                     pngDirectory: directory)
+        var saved = rlimit()
+        XCTAssertEqual(getrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved), 0)
+        let previousHandler = signal(SIGXFSZ, SIG_IGN)
+        // The limit comes after the first picture (the buffers, memfds in the simulator, are
+        // made before streaming and must not hit it).
+        let error = expectFrameDumpError { () throws(FrameDumpError) in
+            try runCapture(options, afterFrame: { written in
+                guard written == 1 else { return }
+                var limit = saved
+                limit.rlim_cur = 1000
+                setrlimit(Int32(RLIMIT_FSIZE.rawValue), &limit)
+            })
+        }
+        XCTAssertEqual(setrlimit(Int32(RLIMIT_FSIZE.rawValue), &saved), 0)
+        signal(SIGXFSZ, previousHandler)
+        XCTAssertEqual(error?.exitCode, 1)
+        XCTAssertTrue(error?.message.contains("frame-000001.png") ?? false, error?.message ?? "")
+        XCTAssertTrue(error?.message.contains("File too large") ?? false, "the errno is named: \(error?.message ?? "")")
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        XCTAssertEqual(names, ["frame-000000.png"], "no partial picture and no temporary file is left")
+        XCTAssertGreaterThan(readFile(directory + "/frame-000000.png").count, 1000, "the first picture is whole")
     }
 
     // MARK: - Summary
@@ -389,6 +509,22 @@ final class CaptureTests: XCTestCase {
         XCTAssertTrue(outOfRange?.message.hasPrefix("--set-ctrl: brightness=1000 is out of range") ?? false, outOfRange?.message ?? "")
     }
 
+    /// --set-ctrl on a string control is a usage error naming the control and its type.
+    func testSetControlOnAStringControlNamesItAndItsType() throws {
+        let backend = makeBackend()
+        let options = CaptureOptions(devicePath: simulatedPath, backend: backend, count: 1,
+                                     format: FormatOptions(controls: [ControlSetting(name: "string", value: 1)]))
+        let error = expectFrameDumpError { () throws(FrameDumpError) in try runCapture(options) }
+        XCTAssertEqual(error?.exitCode, 2)
+        XCTAssertEqual(error?.message, "--set-ctrl: control string of /dev/video0 is a str control; framedump sets only integer, boolean, menu, bitmask and button controls (v4l2-ctl --set-ctrl sets str controls)")
+        XCTAssertEqual(backend.ioctlCount(path: simulatedPath, request: streamOnRequest), 0)
+        // The library says the same without the CLI's check.
+        let device = try VideoDevice(path: simulatedPath, backend: backend)
+        XCTAssertThrowsError(try CapturePin(device: device, configuration: PinConfiguration(controls: [(name: "string", value: 1)]))) { error in
+            XCTAssertTrue("\(error)".contains("control string is a str control"), "\(error)")
+        }
+    }
+
     func testUnsupportedSizeAndFormatNameTheDevice() {
         let backend = makeBackend()
         let size = expectFrameDumpError { () throws(FrameDumpError) in
@@ -417,6 +553,24 @@ final class CaptureTests: XCTestCase {
         XCTAssertEqual(backend.openDescriptorCount(path: simulatedPath), 0)
     }
 
+    /// --libv4l2 takes mmap only: userptr and dmabuf are usage errors that name it.
+    func testLibV4L2WithUserptrOrDmabufIsAUsageErrorNamingLibV4L2() {
+        for memory in ["userptr", "dmabuf"] {
+            let options = CaptureOptions(devicePath: simulatedPath, backend: LibV4L2Backend.shared, count: 1,
+                                         memory: memory == "dmabuf" ? .dmabuf : .userPointer,
+                                         dmabufSource: memory == "dmabuf" ? .vgem(nil) : nil)
+            let error = expectFrameDumpError { () throws(FrameDumpError) in try options.validate() }
+            XCTAssertEqual(error?.exitCode, 2, memory)
+            XCTAssertTrue(error?.message.hasPrefix("--libv4l2 works only with --memory mmap") ?? false, error?.message ?? "")
+            let framing = expectFrameDumpError { () throws(FrameDumpError) in
+                try FrameDumpCommands.framing(path: simulatedPath, backend: LibV4L2Backend.shared,
+                                              memory: memory == "dmabuf" ? .dmabuf : .userPointer)
+            }
+            XCTAssertEqual(framing?.exitCode, 2, memory)
+        }
+        XCTAssertNoThrow(try CaptureOptions(devicePath: simulatedPath, backend: LibV4L2Backend.shared, count: 1, memory: .mmap).validate())
+    }
+
     func testRejectedAllocatorFailsWithTheReasonAndNoFallback() throws {
         let backend = makeBackend(SimulatedDeviceConfiguration(memoryKinds: [.mmap]))
         let path = makeTemporaryDirectory(self) + "/rejected.raw"
@@ -432,6 +586,27 @@ final class CaptureTests: XCTestCase {
         let few = makeBackend(SimulatedDeviceConfiguration(minimumBuffers: 3))
         let raised = try runCapture(CaptureOptions(devicePath: simulatedPath, backend: few, count: 1, buffers: 2))
         XCTAssertEqual(raised.buffers, 3)
+    }
+
+    /// A REQBUFS fault armed before the capture hits the capture's one real REQBUFS: nothing
+    /// before it (pin set-up, framing) issues a REQBUFS that would swallow it.
+    func testInjectedReqbufsFaultReachesTheRealRequest() throws {
+        let backend = makeBackend()
+        XCTAssertTrue(backend.injectFault(.failNext(request: requestBuffersRequest, errno: .invalidArgument), path: simulatedPath))
+        let error = expectFrameDumpError { () throws(FrameDumpError) in
+            try runCapture(CaptureOptions(devicePath: simulatedPath, backend: backend, count: 1))
+        }
+        XCTAssertTrue(error?.message.contains("VIDIOC_REQBUFS") ?? false, error?.message ?? "")
+        XCTAssertEqual(backend.ioctlCount(path: simulatedPath, request: streamOnRequest), 0)
+        // Without the fault, pin set-up and framing issue no REQBUFS; start issues one.
+        let clean = makeBackend()
+        let device = try VideoDevice(path: simulatedPath, backend: clean)
+        let pin = try CapturePin(device: device)
+        _ = pin.framing
+        XCTAssertEqual(clean.ioctlCount(path: simulatedPath, request: requestBuffersRequest), 0)
+        try pin.start()
+        XCTAssertEqual(clean.ioctlCount(path: simulatedPath, request: requestBuffersRequest), 1)
+        pin.stop()
     }
 
     func testFailedStartLeavesNoFile() {

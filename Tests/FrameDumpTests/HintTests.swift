@@ -2,6 +2,7 @@ import FrameBridge
 import FrameDump
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// The libraries (V4L2, FrameBridge) say what is wrong in V4L2's terms and never name

@@ -6,6 +6,7 @@ import FrameDump
 import Foundation
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc

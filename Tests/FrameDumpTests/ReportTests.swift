@@ -3,6 +3,7 @@ import FrameDump
 import Foundation
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 #if canImport(Glibc)
 import Glibc
@@ -176,6 +177,31 @@ final class ReportTests: XCTestCase {
         let noExporter = try FrameDumpCommands.framing(path: simulatedPath, backend: backend, memory: .dmabuf)
         XCTAssertTrue(noExporter.accepted)
         XCTAssertNotNil(noExporter.note)
+    }
+
+    /// While another handle streams, `framing` answers (G_FMT/TRY_FMT and CREATE_BUFS(0)): no
+    /// S_FMT, no REQBUFS.
+    func testFramingWorksWhileAnotherHandleStreams() throws {
+        let backend = makeBackend(SimulatedDeviceConfiguration(frameSizes: .webcam))
+        let streaming = try VideoDevice(path: simulatedPath, backend: backend)
+        let pin = try CapturePin(device: streaming, configuration: PinConfiguration(pixelFormat: .yuyv, width: 640, height: 360))
+        try pin.start()
+        defer { pin.stop() }
+        let setFormats = backend.ioctlCount(path: simulatedPath, request: setFormatRequest)
+        let requests = backend.ioctlCount(path: simulatedPath, request: requestBuffersRequest)
+
+        let report = try FrameDumpCommands.framing(path: simulatedPath, backend: backend)
+        XCTAssertEqual(report.framing.items.first?.frameSizeMinimum, 640 * 360 * 2)
+        XCTAssertEqual(Set(report.framing.memoryKinds), [.mmap, .userPointer, .dmabuf])
+        // A format asked for is tried, not set.
+        let tried = try FrameDumpCommands.framing(path: simulatedPath, backend: backend,
+                                                  format: FormatOptions(pixelFormat: .nv12, width: 320, height: 180))
+        XCTAssertEqual(tried.framing.pixelFormat, .nv12)
+        XCTAssertEqual(tried.framing.items.first?.frameSizeMinimum, 320 * 180 * 3 / 2)
+        XCTAssertEqual(backend.ioctlCount(path: simulatedPath, request: setFormatRequest), setFormats, "no S_FMT")
+        XCTAssertEqual(backend.ioctlCount(path: simulatedPath, request: requestBuffersRequest), requests, "no REQBUFS")
+        XCTAssertTrue(try pin.advance(timeout: .milliseconds(1000)), "the other handle still streams")
+        XCTAssertEqual(try streaming.format(.videoCapture).pixelFormat, .yuyv, "the format in force is unchanged")
     }
 
     func testFramingErrorsNameTheOption() {

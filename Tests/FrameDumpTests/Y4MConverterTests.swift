@@ -85,6 +85,21 @@ final class Y4MConverterTests: XCTestCase {
         XCTAssertEqual(error?.message, "--container y4m: pixel format RGB3 cannot be written as YUV4MPEG2; supported: YUYV, UYVY, NV12, NM12, YU12, YM12, GREY (use --container raw or --pixel-format)")
         XCTAssertEqual(error?.exitCode, 2)
     }
+
+    /// vivid's YU12 at 642x362: chroma lines of 320 bytes where 321 are needed (sizeimage 348244
+    /// against 348606). The check before STREAMON refuses it.
+    func testY4MRefusesADriverLayoutTooSmallForThePicture() {
+        let vivid = ImageFormat(bufferType: .videoCapture, width: 642, height: 362, pixelFormat: .yuv420, field: 1, colorspace: 0,
+                                planes: [PlaneFormat(bytesPerLine: 642, sizeImage: 348_244)])
+        let error = expectFrameDumpError { () throws(FrameDumpError) in try Y4MConverter.check(vivid) }
+        XCTAssertEqual(error?.exitCode, 2)
+        XCTAssertTrue(error?.message.contains("348244") ?? false, error?.message ?? "")
+        XCTAssertTrue(error?.message.contains("348606") ?? false, error?.message ?? "")
+        // The same size with the layout the spec gives is accepted.
+        let whole = ImageFormat(bufferType: .videoCapture, width: 642, height: 362, pixelFormat: .yuv420, field: 1, colorspace: 0,
+                                planes: [PlaneFormat(bytesPerLine: 642, sizeImage: 348_606)])
+        XCTAssertNoThrow(try Y4MConverter.check(whole))
+    }
 }
 
 /// y4m's interlace tag follows the field order in force (issue 13, item 3).

@@ -76,9 +76,8 @@ enum UVC {
         try ChildProcess.run(executable, arguments)
     }
 
-    static func json(_ result: ChildProcess.Result) throws -> [String: Any] {
-        let object = try JSONSerialization.jsonObject(with: result.stdout)
-        return try XCTUnwrap(object as? [String: Any], "not a JSON object: \(result.text)")
+    static func json(_ result: ChildProcess.Result, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
+        try result.jsonObject(file: file, line: line)
     }
 }
 

@@ -2,6 +2,7 @@ import CV4L2
 import Foundation
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// The per-frame calls (QBUF, DQBUF, poll with on-demand production) do not allocate.

@@ -2,6 +2,7 @@ import SystemPackage
 import CV4L2
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// Control enumeration, menus, names, and get/set with the kernel's validation rules.

@@ -1,6 +1,7 @@
 import CV4L2
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// Opening, QUERYCAP, inputs, formats, sizes, intervals and frame rates on the simulator.

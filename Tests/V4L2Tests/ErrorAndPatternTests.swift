@@ -2,6 +2,7 @@ import SystemPackage
 import CV4L2
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// V4L2Error texts from simulator failures, and the frame pattern.

@@ -1,6 +1,7 @@
 import CV4L2
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// Every ``SimulatedFault`` kind is observable, and the simulator's own state survives it.

@@ -2,6 +2,7 @@ import CTurboJPEG
 import CV4L2
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// The simulator's MJPEG camera: the format as uvcvideo reports it, real JPEG frames, faults.

@@ -3,6 +3,7 @@ import CV4L2
 import Foundation
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// The videobuf2 queue rules: REQBUFS, QUERYBUF, mmap, QBUF, STREAMON, DQBUF, STREAMOFF, CREATE_BUFS.

@@ -35,6 +35,10 @@ final class VividCLITests: XCTestCase {
 
     func shell(_ command: String) throws -> Run { try run("/bin/sh", ["-c", command]) }
 
+    private func framedump(_ arguments: [String]) throws -> Run {
+        try run(Self.framedump, arguments)
+    }
+
     let deterministic = ["-d", Vivid.main, "--input", "0", "--pixel-format", "YUYV", "--size", "640x360", "--fps", "30",
                          "--set-ctrl", "osd_text_mode=2", "--quiet"]
 
@@ -79,6 +83,19 @@ final class VividCLITests: XCTestCase {
         XCTAssertTrue(roundTrip == original, "ffmpeg's decoding of the y4m stream differs from the raw frames")
     }
 
+    /// vivid's YU12 at 642x362 has 320-byte chroma lines where 321 are needed: its
+    /// frames (bytesused 348244) are shorter than its sizeimage (348606), so it shows only at
+    /// the first frame. Nothing is written and no file is left (the header goes with frame 0).
+    func testY4MLayoutMismatchFailsBeforeWritingAnything() throws {
+        let output = "\(work)/yu12.y4m"
+        let result = try framedump(["capture", "-d", Vivid.main, "--input", "3", "--pixel-format", "YU12", "--size", "642x362",
+                                    "-n", "3", "-o", output, "--container", "y4m", "--quiet"])
+        XCTAssertEqual(result.status, 1, result.stderr)
+        XCTAssertTrue(result.stderr.contains("YU12 642x362 frame has 348244 bytes, expected at least 348606"), result.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: output), "no header-only file")
+        print("newuser: y4m YU12 642x362: \(result.stderr.trimmingCharacters(in: .newlines))")
+    }
+
     /// PNGs of vivid's colour bars: the eight 75% bars in order.
     func testPNGsShowTheColourBars() throws {
         let dir = "\(work)/png"
@@ -117,6 +134,39 @@ final class VividCLITests: XCTestCase {
         if Vivid.multiplanarMode == 1 { XCTAssertTrue(text.contains("460800"), text) }
     }
 
+    /// `framing` answers while another handle streams (no S_FMT, no REQBUFS).
+    func testFramingWorksWhileAnotherProcessStreams() throws {
+        let device = try Vivid.open()
+        let pin = try CapturePin(device: device, configuration: Vivid.deterministic())
+        try pin.start()
+        defer { pin.stop() }
+        XCTAssertTrue(try pin.advance(timeout: .milliseconds(10_000)))
+        let plain = try framedump(["framing", "-d", Vivid.main, "--json"])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        XCTAssertTrue(plain.text.contains("\"frameSizeMinimum\""), plain.text)
+        let tried = try framedump(["framing", "-d", Vivid.main, "--pixel-format", "NV12", "--size", "320x180"])
+        XCTAssertEqual(tried.status, 0, tried.stderr)
+        XCTAssertTrue(tried.text.contains("NV12 320x180"), tried.text)
+        XCTAssertTrue(try pin.advance(timeout: .milliseconds(10_000)), "the stream goes on")
+        XCTAssertEqual(try device.format(pin.bufferType).pixelFormat, .yuyv, "the format in force is unchanged")
+        print("newuser: framing while streaming: exit \(plain.status) and \(tried.status)")
+    }
+
+    /// Big-endian formats are listed in v4l2-ctl's spelling and can be typed back.
+    func testBigEndianFormatNamesCanBeTypedBack() throws {
+        let info = try framedump(["info", "-d", Vivid.main])
+        XCTAssertEqual(info.status, 0, info.stderr)
+        XCTAssertTrue(info.text.contains("Y16 -BE"), info.text)
+        XCTAssertFalse(info.text.contains("Y16?"), info.text)
+        for spelling in ["Y16 -BE", "0xa0363159"] {
+            let output = "\(work)/y16be.raw"
+            let result = try framedump(["capture", "-d", Vivid.main, "--input", "0", "--size", "320x180", "--pixel-format", spelling,
+                                        "-n", "1", "-o", output, "--quiet", "--json"])
+            XCTAssertEqual(result.status, 0, "\(spelling): \(result.stderr)")
+            XCTAssertTrue(result.text.contains("\"pixelFormat\" : \"Y16 -BE\"") || result.text.contains("\"pixelFormat\":\"Y16 -BE\""), result.text)
+        }
+    }
+
     /// Start-up: `list` and `info` allocate no buffers, and `capture` asks for its buffers once:
     /// no trial VIDIOC_REQBUFS (it would run the driver's queue_setup and take the queue), the
     /// only count-0 REQBUFS being the release after STREAMOFF. Seen by strace, not by our code.
@@ -152,6 +202,15 @@ final class VividCLITests: XCTestCase {
         XCTAssertTrue(asked.allSatisfy { $0.count > 0 || $0.afterStreamOff }, "a count-0 VIDIOC_REQBUFS before STREAMOFF: \(asked)")
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(work)/one.raw")).count, 460_800)
         print("cli: start-up VIDIOC_REQBUFS counts: list none, info none, capture \(asked.map(\.count))")
+    }
+
+    /// vivid's one-shot queue_setup fault reaches the real REQBUFS (no trial request swallows it).
+    func testInjectedReqbufsErrorFailsTheCapture() throws {
+        let result = try framedump(["capture", "-d", Vivid.main, "-n", "1", "--set-ctrl", "inject_vidioc_reqbufs_error=1", "--quiet"])
+        XCTAssertEqual(result.status, 1, result.stderr)
+        XCTAssertTrue(result.stderr.contains("VIDIOC_REQBUFS"), result.stderr)
+        let again = try framedump(["capture", "-d", Vivid.main, "-n", "1", "--quiet"])
+        XCTAssertEqual(again.status, 0, "the fault was one-shot: \(again.stderr)")
     }
 
     /// The CLI does not load full Foundation (CoreFoundation, ICU, FoundationInternationalization):
@@ -197,6 +256,13 @@ final class VividCLITests: XCTestCase {
         }
     }
 
+    /// vivid's string control is named with its type, exit 2.
+    func testSetControlOnTheStringControlIsAClearUsageError() throws {
+        let result = try framedump(["capture", "-d", Vivid.main, "-n", "1", "--set-ctrl", "string=1", "--quiet"])
+        XCTAssertEqual(result.status, 2, result.stderr)
+        XCTAssertTrue(result.stderr.contains("control string of \(Vivid.main) is a str control"), result.stderr)
+    }
+
     /// A full disk: the file keeps only whole frames and the error names the path and ENOSPC.
     func testFullDiskKeepsWholeFrames() throws {
         let mountPoint = "\(work)/small"
@@ -231,8 +297,8 @@ final class VividCLITests: XCTestCase {
     }
 
     /// The JSON summary of a capture.
-    func summary(_ result: Run) throws -> [String: Any] {
-        try XCTUnwrap(try JSONSerialization.jsonObject(with: result.stdout) as? [String: Any], "\(result.text) \(result.stderr)")
+    func summary(_ result: Run, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
+        try result.jsonObject(file: file, line: line)
     }
 
     /// Raw output to ext4 on a virtio disk goes with O_DIRECT, straight from vivid's buffers, and

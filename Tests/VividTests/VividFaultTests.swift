@@ -302,7 +302,7 @@ final class VividFaultTests: XCTestCase {
         let released = Counter()
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<60 {
-                let frame = SharedFrame(try unwrapPointer(try pin.next(timeout: .milliseconds(10_000))))
+                let frame = CapturedFrame.holding(try unwrapPointer(try pin.next(timeout: .milliseconds(10_000))))
                 group.addTask {
                     try await Task.sleep(for: .milliseconds(Int.random(in: 1...30)))
                     frame.release()

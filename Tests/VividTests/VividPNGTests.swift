@@ -150,6 +150,30 @@ final class VividPNGTests: XCTestCase {
         }
     }
 
+    /// The odd size on the Rec. 709 HDMI input converts (libswscale, with the driver's lines and
+    /// colorimetry; the test above compares the pictures with ffmpeg's), and a format that cannot
+    /// be right is refused before streaming (exit 2, no directory).
+    func testPNGsConvertAtOddSizesAndUnconvertibleFormatsAreRefusedBeforeStreaming() throws {
+        let converted: [[String]] = [
+            ["--input", "3", "--pixel-format", "YUYV", "--size", "641x361"],
+            ["--input", "3", "--pixel-format", "NV12", "--size", "641x361"],
+            ["--input", "3", "--pixel-format", "UYVY", "--size", "640x360"],
+        ]
+        for options in converted {
+            let directory = "\(work)/png-\(options[3])"
+            let result = try framedump(["capture", "-d", Vivid.main, "-n", "1", "--png-dir", directory, "--quiet"] + options)
+            XCTAssertEqual(result.status, 0, "\(options): \(result.stderr)")
+            XCTAssertTrue(FileManager.default.fileExists(atPath: "\(directory)/frame-000000.png"), "\(options)")
+        }
+        let directory = "\(work)/png-BG10"
+        let refused = try framedump(["capture", "-d", Vivid.main, "-n", "1", "--png-dir", directory, "--quiet",
+                                     "--input", "0", "--pixel-format", "BG10", "--size", "640x360"])
+        XCTAssertEqual(refused.status, 2, refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("--png-dir: BG10 frames cannot be converted to a correct PNG"), refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: directory), "nothing made")
+        print("newuser: png BG10: \(refused.stderr.trimmingCharacters(in: .newlines))")
+    }
+
     /// vivid does not always state its HSV encoding (G_FMT's hsv_enc answered 0 until its
     /// hsv_encoding control changed while an HSV format was set, and a control set to the value
     /// in force does not reach the driver); so the control is first set to the other value with
@@ -256,7 +280,7 @@ final class VividPNGTests: XCTestCase {
         for fourcc in formats {
             let directory = "\(work)/all-\(fourcc.replacingOccurrences(of: " ", with: "_"))"
             // HSV: hue 0-255 stated (see toggleHSVEncoding); with hsv_enc 0 the format is
-            // refused (NewUserTests.testPNGAcceptsWhatSwscaleConvertsAndRefusesTheRest).
+            // refused (CaptureTests.testPNGAcceptsWhatSwscaleConvertsAndRefusesTheRest).
             var extra: [String] = []
             if fourcc.hasPrefix("HSV") {
                 try toggleHSVEncoding(to: 1, common + ["--pixel-format", fourcc])

@@ -50,8 +50,8 @@ final class VividSourceChangeCLITests: XCTestCase {
                                                    "--set-ctrl", "osd_text_mode=2", "-n", String(count), "--json"] + extra)
     }
 
-    private func json(_ run: ChildProcess.Result) throws -> [String: Any] {
-        try XCTUnwrap(try JSONSerialization.jsonObject(with: run.stdout) as? [String: Any], "stdout: \(run.text)\nstderr: \(run.stderr)")
+    private func json(_ run: ChildProcess.Result, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
+        try run.jsonObject(file: file, line: line)
     }
 
     /// vivid's colour bars at `width`: the luma of the eight bars in row `row` of a YUYV frame, left to right.

@@ -1,3 +1,5 @@
+// FrameBridgeTests' helpers: SimRig (a pin on a simulated device) and its layouts and allocators,
+// payload checks against the simulator's pattern, an offer-only allocator, a seeded generator.
 import CV4L2
 import FrameBridge
 import Foundation
@@ -240,13 +242,7 @@ struct SplitMix64: RandomNumberGenerator {
 /// Catches the ``CaptureError`` a call throws, failing the test when it does not throw.
 func expectCaptureError<T>(_ body: () throws(CaptureError) -> T, _ message: @autoclosure () -> String = "",
                            file: StaticString = #filePath, line: UInt = #line) -> CaptureError? {
-    do {
-        _ = try body()
-        XCTFail("expected a CaptureError \(message())", file: file, line: line)
-        return nil
-    } catch {
-        return error
-    }
+    expectError(body, message(), file: file, line: line)
 }
 
 /// Milliseconds since `start`.

@@ -1,4 +1,6 @@
+// FrameDumpTests' helpers: temporary directories and files, captures, the simulator's pattern bytes.
 import FrameBridge
+import FrameBridgeTestSupport
 import FrameDump
 import Foundation
 import V4L2
@@ -7,14 +9,6 @@ import XCTest
 #if canImport(Glibc)
 import Glibc
 #endif
-
-let simulatedPath = "/dev/video0"
-
-/// A backend with one simulated device at `path`.
-func makeBackend(_ configuration: SimulatedDeviceConfiguration = SimulatedDeviceConfiguration(),
-                 path: String = simulatedPath) -> SimulatedV4L2Backend {
-    SimulatedV4L2Backend(path: path, configuration: configuration)
-}
 
 /// A fresh temporary directory, removed at the end of the test.
 func makeTemporaryDirectory(_ testCase: XCTestCase) -> String {
@@ -40,24 +34,12 @@ func fileExists(_ path: String) -> Bool {
 
 /// Runs `body`, expecting a ``FrameDumpError``; fails the test when none is thrown.
 func expectFrameDumpError<T>(_ body: () throws(FrameDumpError) -> T, file: StaticString = #filePath, line: UInt = #line) -> FrameDumpError? {
-    do {
-        let value = try body()
-        XCTFail("expected a FrameDumpError, got \(value)", file: file, line: line)
-        return nil
-    } catch {
-        return error
-    }
+    expectError(body, file: file, line: line)
 }
 
 /// Runs `body`, expecting an ``OptionValueError``; fails the test when none is thrown.
 func expectOptionValueError<T>(_ body: () throws(OptionValueError) -> T, file: StaticString = #filePath, line: UInt = #line) -> OptionValueError? {
-    do {
-        let value = try body()
-        XCTFail("expected an OptionValueError, got \(value)", file: file, line: line)
-        return nil
-    } catch {
-        return error
-    }
+    expectError(body, file: file, line: line)
 }
 
 /// Runs a capture with its own stop flag.

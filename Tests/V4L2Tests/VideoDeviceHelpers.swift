@@ -1,3 +1,4 @@
+// V4L2Tests' helpers: raw ioctls, MMAP streaming and pattern checks on a simulated VideoDevice.
 import SystemPackage
 import CV4L2
 import V4L2
@@ -8,24 +9,9 @@ import XCTest
 import Glibc
 #endif
 
-let videoPath = "/dev/video0"
-
-/// A backend with one simulated device at `path`.
-func makeBackend(_ configuration: SimulatedDeviceConfiguration = SimulatedDeviceConfiguration(),
-                 path: String = videoPath) -> SimulatedV4L2Backend {
-    SimulatedV4L2Backend(path: path, configuration: configuration)
-}
-
-/// Catches the ``V4L2Error`` a call throws, failing the test when it does not throw.
-func expectError<T>(_ body: () throws(V4L2Error) -> T, file: StaticString = #filePath, line: UInt = #line) -> V4L2Error? {
-    do {
-        let value = try body()
-        XCTFail("expected a V4L2Error, got \(value)", file: file, line: line)
-        return nil
-    } catch {
-        return error
-    }
-}
+/// The simulated device V4L2Tests open: the support target's ``simulatedPath``, under the name
+/// these tests use.
+let videoPath = simulatedPath
 
 extension VideoDevice {
     /// A raw ioctl through the backend, without retries.
