@@ -1,5 +1,6 @@
 import FrameBridge
 import FrameDump
+import FrameBridgeTestSupport
 import Foundation
 import V4L2Simulator
 import XCTest
