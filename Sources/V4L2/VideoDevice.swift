@@ -12,12 +12,15 @@ import Glibc
 /// ``queue(_:)``, ``dequeue(bufferType:memory:)`` and ``poll(events:timeoutMilliseconds:)``,
 /// do not allocate.
 ///
-/// The descriptor is opened non-blocking and is closed when the object goes away.
+/// The descriptor is opened non-blocking, owned as a swift-system `FileDescriptor`, and closed
+/// exactly once, through the backend that opened it, when the object goes away.
 public final class VideoDevice: Sendable {
     /// The path the device was opened with.
     public let path: String
-    /// The open file descriptor.
-    public let descriptor: Int32
+    /// The open descriptor, owned by this object (do not close it): the backend closes it in deinit.
+    public let fileDescriptor: FileDescriptor
+    /// The open descriptor's number, for the calls that take one (poll, mmap, a backend's ioctl).
+    @inlinable public var descriptor: Int32 { fileDescriptor.rawValue }
     /// How system calls are made.
     public let backend: any DeviceBackend
     /// What QUERYCAP returned when the device was opened.
@@ -35,17 +38,13 @@ public final class VideoDevice: Sendable {
     /// The device node's path as a swift-system `FilePath`.
     public var filePath: FilePath { FilePath(path) }
 
-    /// The open descriptor as a swift-system `FileDescriptor` (owned by this object: do not
-    /// close it).
-    public var fileDescriptor: FileDescriptor { FileDescriptor(rawValue: descriptor) }
-
     public init(path: String, backend: any DeviceBackend = KernelBackend.shared, nonBlocking: Bool = true) throws(V4L2Error) {
         var flags = O_RDWR
         if nonBlocking { flags |= O_NONBLOCK }
-        var fd: Int32 = -1
+        var fd = FileDescriptor(rawValue: -1)
         while true {
             switch backend.open(path: path, flags: flags) {
-            case .success(let opened): fd = opened
+            case .success(let opened): fd = FileDescriptor(rawValue: opened)
             case .failure(.interrupted): continue
             case .failure(let errno):
                 if errno == .noSuchAddressOrDevice || errno == .noSuchDevice {
@@ -59,14 +58,14 @@ public final class VideoDevice: Sendable {
         var cap = v4l2_capability()
         var result: Errno?
         repeat {
-            result = withUnsafeMutablePointer(to: &cap) { backend.ioctl(fd, request: CV4L2_VIDIOC_QUERYCAP, argument: $0) }
+            result = withUnsafeMutablePointer(to: &cap) { backend.ioctl(fd.rawValue, request: CV4L2_VIDIOC_QUERYCAP, argument: $0) }
         } while result == .interrupted
         if let result {
-            _ = backend.close(fd)
+            _ = backend.close(fd.rawValue)
             throw V4L2Error(device: path, operation: "VIDIOC_QUERYCAP", errno: result)
         }
         self.path = path
-        self.descriptor = fd
+        self.fileDescriptor = fd
         self.backend = backend
         let version = cap.version
         let caps = CapabilityFlags(rawValue: cap.capabilities)
@@ -80,7 +79,8 @@ public final class VideoDevice: Sendable {
     }
 
     deinit {
-        _ = backend.close(descriptor)
+        // Through the backend that opened it (the simulator keeps its own books), exactly once.
+        _ = backend.close(fileDescriptor.rawValue)
     }
 
     // MARK: - The one place ioctls are made
