@@ -124,7 +124,7 @@ public final class VideoDevice: Sendable {
 
     /// The error for a driver that answered more than ``enumerationLimit`` entries of
     /// `operation` without ending the list with EINVAL. Its `errno` is nil: FrameBridge found it.
-    public func endlessEnumeration(_ operation: StaticString, detail: String? = nil) -> V4L2Error {
+    func endlessEnumeration(_ operation: StaticString, detail: String? = nil) -> V4L2Error {
         error(operation, nil,
               detail: detail ?? "the driver listed more than \(VideoDevice.enumerationLimit) entries without ending the list with EINVAL",
               hint: "the driver does not end its enumeration; FrameBridge stopped reading it")
