@@ -13,6 +13,7 @@ public protocol DMABufExporter: AnyObject, Sendable {
     /// Creates `count` buffers with one dmabuf per plane, each at least `planeSizes[p]` bytes.
     /// Returns, per buffer, per plane, the fd and its size. The exporter keeps ownership of
     /// what it needs to release them in ``release()``; the fds it returns are the caller's to close.
+    /// When it throws, it has closed every descriptor it made (the planes of a half-made buffer too).
     func export(count: Int, planeSizes: [Int]) throws(CaptureError) -> [[(fd: Int32, size: Int)]]
     /// Releases everything the exporter created.
     func release()
@@ -27,7 +28,8 @@ public protocol DMABufExporter: AnyObject, Sendable {
 public final class DMABufAllocator: AllocatorDispatch {
     private struct State {
         var queue: PinQueue?
-        var exported: [[(fd: Int32, size: Int)]] = []
+        /// The exporter's dmabufs, owned from initialize to delete (closed there, once).
+        var exported: [[(fd: FileDescriptor, size: Int)]] = []
     }
     private let state = Locked(State())
     public let exporter: any DMABufExporter
@@ -60,11 +62,12 @@ public final class DMABufAllocator: AllocatorDispatch {
             _ = try? queue.device.requestBuffers(count: 0, bufferType: queue.bufferType, memory: .dmabuf)
             throw error
         }
+        let owned = exported.map { $0.map { (fd: FileDescriptor(rawValue: $0.fd), size: $0.size) } }
         state.withLock {
             $0.queue = queue
-            $0.exported = exported
+            $0.exported = owned
         }
-        return exported.count
+        return owned.count
     }
 
     public func allocate(index: Int) throws(CaptureError) -> FrameMemory {
@@ -74,13 +77,13 @@ public final class DMABufAllocator: AllocatorDispatch {
         }
         var planes: [PlaneMemory] = []
         for plane in buffer {
-            let address = mmap(nil, plane.size, PROT_READ | PROT_WRITE, MAP_SHARED, plane.fd, 0)
+            let address = mmap(nil, plane.size, PROT_READ | PROT_WRITE, MAP_SHARED, plane.fd.rawValue, 0)
             guard let address, address != cv4l2_map_failed() else {
                 let errno = Errno.current
                 for mapped in planes { munmap(mapped.address, mapped.length) }
-                throw CaptureError(.allocator, "\(name): mmap of dmabuf fd \(plane.fd) (\(plane.size) bytes) failed: \(errno)")
+                throw CaptureError(.allocator, "\(name): mmap of dmabuf fd \(plane.fd.rawValue) (\(plane.size) bytes) failed: \(errno)")
             }
-            planes.append(PlaneMemory(address: address, length: plane.size, fd: plane.fd))
+            planes.append(PlaneMemory(address: address, length: plane.size, fd: plane.fd.rawValue))
         }
         return FrameMemory(planes: planes)
     }
@@ -104,7 +107,7 @@ public final class DMABufAllocator: AllocatorDispatch {
             _ = try? queue.device.requestBuffers(count: 0, bufferType: queue.bufferType, memory: .dmabuf)
         }
         for buffer in exported {
-            for plane in buffer { close(plane.fd) }
+            for plane in buffer { try? plane.fd.close() }
         }
         exporter.release()
     }
@@ -165,7 +168,17 @@ public final class V4L2BufferExporter: DMABufExporter {
         guard let bufferType = device.capabilities.captureBufferType else {
             throw CaptureError(.allocator, "dmabuf exporter \(path): not a capture device, cannot export buffers")
         }
-        var fds: [[(fd: Int32, size: Int)]] = []
+        // Every dmabuf made is owned here until it is handed over: whatever step fails, the
+        // defer closes them all (the planes of a half-made buffer too) and frees the buffers.
+        var made: [FileDescriptor] = []
+        var buffers: [[(fd: FileDescriptor, size: Int)]] = []
+        var handedOver = false
+        defer {
+            if !handedOver {
+                for fd in made { try? fd.close() }
+                _ = try? device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
+            }
+        }
         do {
             if let template {
                 var format = template
@@ -176,30 +189,28 @@ public final class V4L2BufferExporter: DMABufExporter {
             let granted = try device.requestBuffers(count: UInt32(count), bufferType: bufferType, memory: .mmap)
             for index in 0..<Int(granted.count) {
                 let descriptor = try device.queryBuffer(index: UInt32(index), bufferType: bufferType, memory: .mmap)
-                var planes: [(fd: Int32, size: Int)] = []
+                var planes: [(fd: FileDescriptor, size: Int)] = []
                 for plane in 0..<descriptor.planeCount {
-                    let fd = try device.exportBuffer(index: UInt32(index), plane: UInt32(plane), bufferType: bufferType)
+                    let fd = FileDescriptor(rawValue: try device.exportBuffer(index: UInt32(index), plane: UInt32(plane), bufferType: bufferType))
+                    made.append(fd)
                     planes.append((fd, Int(descriptor.planes[plane].length)))
                 }
-                fds.append(planes)
+                buffers.append(planes)
             }
         } catch {
-            for buffer in fds { for plane in buffer { close(plane.fd) } }
-            _ = try? device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
             throw CaptureError(.allocator, "dmabuf exporter: \(error)", underlying: error)
         }
         // A single-planar importer needs one dmabuf per buffer; a multi-planar one, one per plane.
-        let sizes = fds.first?.map(\.size) ?? []
+        let sizes = buffers.first?.map(\.size) ?? []
         if sizes.count < planeSizes.count || zip(sizes, planeSizes).contains(where: { $0 < $1 }) {
-            for buffer in fds { for plane in buffer { close(plane.fd) } }
-            _ = try? device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
             throw CaptureError(.allocator, "dmabuf exporter \(path): its buffers (\(sizes) bytes) are smaller than the frames need (\(planeSizes) bytes); set the same format on it")
         }
         state.withLock {
             $0.device = device
             $0.bufferType = bufferType
         }
-        return fds
+        handedOver = true
+        return buffers.map { $0.map { (fd: $0.fd.rawValue, size: $0.size) } }
     }
 
     public func release() {
@@ -217,15 +228,21 @@ public final class V4L2BufferExporter: DMABufExporter {
 /// example from vgem, the virtual GEM driver.
 public final class DRMDumbBufferExporter: DMABufExporter {
     private struct State {
-        var fd: Int32 = -1
+        /// The DRM node, open from a successful export to release.
+        var node: FileDescriptor?
         var handles: [UInt32] = []
     }
     private let state = Locked(State())
     public let path: String
+    /// How the DRM node is opened, asked and closed (the kernel; a test's fake DRM driver).
+    private let backend: any DeviceBackend
 
-    /// - Parameter path: a DRM node such as `/dev/dri/card0`; nil finds the first vgem card.
-    public init(path: String? = nil) {
+    /// - Parameters:
+    ///   - path: a DRM node such as `/dev/dri/card0`; nil finds the first vgem card.
+    ///   - backend: how system calls on the DRM node are made.
+    public init(path: String? = nil, backend: any DeviceBackend = KernelBackend.shared) {
         self.path = path ?? DRMDumbBufferExporter.findCard() ?? "/dev/dri/card0"
+        self.backend = backend
     }
 
     public var name: String { "drm dumb \(path)" }
@@ -249,61 +266,72 @@ public final class DRMDumbBufferExporter: DMABufExporter {
     }
 
     public func export(count: Int, planeSizes: [Int]) throws(CaptureError) -> [[(fd: Int32, size: Int)]] {
-        let drm = cv4l2_open(path, O_RDWR)
-        guard drm >= 0 else {
-            let errno = Errno.current
+        let drm: FileDescriptor
+        switch backend.open(path: path, flags: O_RDWR | O_CLOEXEC) {
+        case .success(let opened): drm = FileDescriptor(rawValue: opened)
+        case .failure(let errno):
             throw CaptureError(.allocator, "\(path): open failed: \(errno) (is the vgem module loaded? modprobe vgem)",
                                reason: .exporterUnavailable)
         }
+        // Everything made is owned here until it is handed over: whatever step fails, the defer
+        // closes every dmabuf (the planes of a half-made buffer too), every GEM handle and the node.
         var handles: [UInt32] = []
-        var result: [[(fd: Int32, size: Int)]] = []
-        func fail(_ what: String, _ errno: Errno) -> CaptureError {
-            for buffer in result { for plane in buffer { close(plane.fd) } }
-            for handle in handles {
-                var close = cv4l2_drm_gem_close(handle: handle, pad: 0)
-                _ = cv4l2_ioctl(drm, CV4L2_DRM_IOCTL_GEM_CLOSE, &close)
+        var made: [FileDescriptor] = []
+        var buffers: [[(fd: FileDescriptor, size: Int)]] = []
+        var handedOver = false
+        defer {
+            if !handedOver {
+                for fd in made { try? fd.close() }
+                closeHandles(handles, node: drm)
+                _ = backend.close(drm.rawValue)
             }
-            close(drm)
-            return CaptureError(.allocator, "\(path): \(what) failed: \(errno)")
         }
         for _ in 0..<count {
-            var planes: [(fd: Int32, size: Int)] = []
+            var planes: [(fd: FileDescriptor, size: Int)] = []
             for size in planeSizes {
                 let width: UInt32 = 1024
                 let rows = UInt32((size + 1023) / 1024)
                 var create = cv4l2_drm_mode_create_dumb(height: rows, width: width, bpp: 8, flags: 0, handle: 0, pitch: 0, size: 0)
-                guard cv4l2_ioctl(drm, CV4L2_DRM_IOCTL_MODE_CREATE_DUMB, &create) == 0 else {
-                    throw fail("DRM_IOCTL_MODE_CREATE_DUMB (\(size) bytes)", .current)
+                if let errno = backend.ioctl(drm.rawValue, request: CV4L2_DRM_IOCTL_MODE_CREATE_DUMB, argument: &create) {
+                    throw CaptureError(.allocator, "\(path): DRM_IOCTL_MODE_CREATE_DUMB (\(size) bytes) failed: \(errno)")
                 }
                 handles.append(create.handle)
                 var prime = cv4l2_drm_prime_handle(handle: create.handle, flags: UInt32(O_CLOEXEC | O_RDWR), fd: -1)
-                guard cv4l2_ioctl(drm, CV4L2_DRM_IOCTL_PRIME_HANDLE_TO_FD, &prime) == 0 else {
-                    throw fail("DRM_IOCTL_PRIME_HANDLE_TO_FD", .current)
+                if let errno = backend.ioctl(drm.rawValue, request: CV4L2_DRM_IOCTL_PRIME_HANDLE_TO_FD, argument: &prime) {
+                    throw CaptureError(.allocator, "\(path): DRM_IOCTL_PRIME_HANDLE_TO_FD failed: \(errno)")
                 }
-                planes.append((prime.fd, Int(create.size)))
+                let fd = FileDescriptor(rawValue: prime.fd)
+                made.append(fd)
+                planes.append((fd, Int(create.size)))
             }
-            result.append(planes)
+            buffers.append(planes)
         }
         state.withLock {
-            $0.fd = drm
+            $0.node = drm
             $0.handles = handles
         }
-        return result
+        handedOver = true
+        return buffers.map { $0.map { (fd: $0.fd.rawValue, size: $0.size) } }
+    }
+
+    /// DRM_IOCTL_GEM_CLOSE of each handle (the dmabufs made from them stay valid).
+    private func closeHandles(_ handles: [UInt32], node: FileDescriptor) {
+        for handle in handles {
+            var request = cv4l2_drm_gem_close(handle: handle, pad: 0)
+            _ = backend.ioctl(node.rawValue, request: CV4L2_DRM_IOCTL_GEM_CLOSE, argument: &request)
+        }
     }
 
     public func release() {
-        let (drm, handles) = state.withLock { state in
+        let (node, handles) = state.withLock { state in
             defer {
-                state.fd = -1
+                state.node = nil
                 state.handles = []
             }
-            return (state.fd, state.handles)
+            return (state.node, state.handles)
         }
-        guard drm >= 0 else { return }
-        for handle in handles {
-            var request = cv4l2_drm_gem_close(handle: handle, pad: 0)
-            _ = cv4l2_ioctl(drm, CV4L2_DRM_IOCTL_GEM_CLOSE, &request)
-        }
-        close(drm)
+        guard let node else { return }
+        closeHandles(handles, node: node)
+        _ = backend.close(node.rawValue)
     }
 }

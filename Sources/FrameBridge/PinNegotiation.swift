@@ -87,11 +87,10 @@ extension CapturePin {
     /// S_PARM for the frame rate and the controls, each only when asked for.
     static func applyRateAndControls(device: VideoDevice, bufferType: BufferType, configuration: PinConfiguration) throws {
         if let fps = configuration.framesPerSecond {
-            guard fps > 0, fps.isFinite else {
-                throw CaptureError(.invalidConfiguration, "\(device.path): frame rate \(fps) must be a positive number")
+            guard let interval = Fraction(framesPerSecond: fps) else {
+                throw CaptureError(.invalidConfiguration, "\(device.path): frame rate \(fps) is outside \(Fraction.framesPerSecondRangeDescription) frames per second")
             }
-            let scale: UInt32 = 1000
-            _ = try device.setFrameInterval(Fraction(scale, UInt32((fps * Double(scale)).rounded())), bufferType)
+            _ = try device.setFrameInterval(interval, bufferType)
         }
         for control in configuration.controls {
             guard let info = try device.control(named: control.name) else {

@@ -336,9 +336,17 @@ public struct DeviceReport: Hashable, Sendable, Codable {
 }
 
 enum FrameDumpFormatting {
-    /// A number with at most `digits` decimals, without trailing zeros.
+    /// A number with at most `digits` decimals, without trailing zeros; a number between -1 and
+    /// 1 keeps three significant digits (the notice about `--fps 0.001` names 0.001, not 0, and
+    /// 0.125 stays 0.125).
     static func decimal(_ value: Double, digits: Int = 2) -> String {
         guard value.isFinite else { return "0" }
+        var digits = digits
+        let magnitude = abs(value)
+        if magnitude > 0 && magnitude < 1 {
+            let leadingZeros = Int((-log10(magnitude)).rounded(.up)) - 1
+            digits = max(digits, min(leadingZeros + 3, 15))
+        }
         var scale = 1.0
         for _ in 0..<digits { scale *= 10 }
         let rounded = (value * scale).rounded() / scale

@@ -65,7 +65,11 @@ public enum DirectIOStatus: Hashable, Sendable, CustomStringConvertible {
 public final class FrameOutput {
     /// The path given (`-` for standard output).
     public let path: String
-    public let descriptor: Int32
+    /// The output's descriptor: owned (closed exactly once, by ``close()`` or deinit) for a file
+    /// this object created, borrowed for standard output.
+    public let fileDescriptor: FileDescriptor
+    /// The descriptor's number, for the write calls.
+    public var descriptor: Int32 { fileDescriptor.rawValue }
     private let ownsDescriptor: Bool
     /// Whether the output is a regular file (which can be truncated back to whole frames).
     public let isRegularFile: Bool
@@ -108,8 +112,9 @@ public final class FrameOutput {
     /// The name for messages: the path, or `standard output`.
     public var displayName: String { path == "-" ? "standard output" : path }
 
-    init(descriptor: Int32, path: String, ownsDescriptor: Bool, frameCapacity: Int) {
-        self.descriptor = descriptor
+    init(descriptor: FileDescriptor, path: String, ownsDescriptor: Bool, frameCapacity: Int) {
+        self.fileDescriptor = descriptor
+        let descriptor = descriptor.rawValue
         self.path = path
         self.ownsDescriptor = ownsDescriptor
         var status = stat()
@@ -122,7 +127,7 @@ public final class FrameOutput {
     }
 
     deinit {
-        if ownsDescriptor && !closed { Glibc.close(descriptor) }
+        if ownsDescriptor && !closed { try? fileDescriptor.close() }
         segments.deallocate()
         copyBuffer.deallocate()
     }
@@ -175,9 +180,12 @@ public final class FrameOutput {
         var existing = stat()
         let existed = stat(path, &existing) == 0
         // Not O_TRUNC: a file that --direct-io on rejects is left untouched.
-        let fd = cv4l2_open_mode(path, O_WRONLY | O_CREAT, 0o644)
-        guard fd >= 0 else {
-            throw .runtime("-o \(path): cannot create the file: \(Errno.current)")
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open(FilePath(path), .writeOnly, options: [.create, .closeOnExec],
+                                         permissions: [.ownerReadWrite, .groupRead, .otherRead])
+        } catch {
+            throw .runtime("-o \(path): cannot create the file: \(error as? Errno ?? .current)")
         }
         let output = FrameOutput(descriptor: fd, path: path, ownsDescriptor: true, frameCapacity: frameCapacity)
         do throws(FrameDumpError) {
@@ -187,7 +195,7 @@ public final class FrameOutput {
             if !existed { unlink(path) }
             throw error
         }
-        if output.isRegularFile && truncate(fd) != 0 {
+        if output.isRegularFile && truncate(fd.rawValue) != 0 {
             let errno = Errno.current
             try? output.close()
             if !existed { unlink(path) }
@@ -198,7 +206,7 @@ public final class FrameOutput {
 
     /// Writes to an open descriptor (standard output for `-o -`); it is not closed.
     public static func wrapping(descriptor: Int32, path: String = "-", frameCapacity: Int) -> FrameOutput {
-        FrameOutput(descriptor: descriptor, path: path, ownsDescriptor: false, frameCapacity: frameCapacity)
+        FrameOutput(descriptor: FileDescriptor(rawValue: descriptor), path: path, ownsDescriptor: false, frameCapacity: frameCapacity)
     }
 
     // MARK: - Frames
@@ -450,8 +458,11 @@ public final class FrameOutput {
     public func close() throws(FrameDumpError) {
         guard ownsDescriptor, !closed else { return }
         closed = true
-        if Glibc.close(descriptor) != 0 {
-            let errno = Errno.current
+        do {
+            try fileDescriptor.close()
+        } catch {
+            // EINTR: the descriptor is closed all the same (Linux); retrying could close another's.
+            let errno = error as? Errno ?? .current
             if errno != .interrupted {
                 throw .runtime("\(displayName): close failed: \(errno)")
             }

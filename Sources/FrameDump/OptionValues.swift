@@ -132,8 +132,9 @@ public enum OptionValues {
         return code
     }
 
-    /// The frame rates `--fps` takes.
+    /// The frame rates `--fps` takes: from V4L2's slowest (one frame in 1000 s) to 10000.
     public static let framesPerSecondMaximum = 10000.0
+    public static let framesPerSecondMinimum = Fraction.framesPerSecondRange.lowerBound
 
     /// `--fps F`: a positive number (`30`, `29.97`) or a fraction (`30000/1001`).
     public static func framesPerSecond(_ text: String) throws(OptionValueError) -> Double {
@@ -145,8 +146,8 @@ public enum OptionValues {
         } else {
             value = Double(text)
         }
-        guard let value, value.isFinite, value > 0, value <= framesPerSecondMaximum else {
-            throw OptionValueError("expected a positive frame rate up to \(Int(framesPerSecondMaximum)), such as 30, 29.97 or 30000/1001")
+        guard let value, value.isFinite, value >= framesPerSecondMinimum, value <= framesPerSecondMaximum else {
+            throw OptionValueError("expected a frame rate from \(framesPerSecondMinimum) to \(Int(framesPerSecondMaximum)) frames per second, such as 30, 29.97 or 30000/1001")
         }
         return value
     }

@@ -287,11 +287,10 @@ public final class Y4MSink: FrameSink {
             let divisor = gcd(interval.numerator, interval.denominator)
             return (interval.denominator / divisor, interval.numerator / divisor)
         }
-        if let fps = framesPerSecond, fps > 0, fps.isFinite {
-            if fps == fps.rounded() { return (UInt32(fps), 1) }
-            let numerator = UInt32((fps * 1000).rounded())
-            let divisor = gcd(numerator, 1000)
-            return (numerator / divisor, 1000 / divisor)
+        // The rate asked for, as V4L2 would say it (29.97 is 30000:1001); nil out of range.
+        if let fps = framesPerSecond, let interval = Fraction(framesPerSecond: fps) {
+            let divisor = gcd(interval.numerator, interval.denominator)
+            return (interval.denominator / divisor, interval.numerator / divisor)
         }
         return (30, 1)
     }

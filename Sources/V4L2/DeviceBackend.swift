@@ -72,7 +72,12 @@ public final class KernelBackend: DeviceBackend {
     }
 
     public func close(_ descriptor: Int32) -> Errno? {
-        Glibc.close(descriptor) == 0 ? nil : .current
+        do {
+            try FileDescriptor(rawValue: descriptor).close()
+            return nil
+        } catch {
+            return error as? Errno ?? .current
+        }
     }
 
     public func ioctl(_ descriptor: Int32, request: UInt, argument: UnsafeMutableRawPointer) -> Errno? {

@@ -324,17 +324,15 @@ extension VideoDevice {
     /// VIDIOC_ENUM_DV_TIMINGS over all indexes: the presets the receiver supports.
     public func dvTimingsPresets() throws(V4L2Error) -> [DVTimings] {
         var result: [DVTimings] = []
-        var index: UInt32 = 0
-        while true {
+        for index in UInt32(0)...UInt32(VideoDevice.enumerationLimit) {
             var entry = v4l2_enum_dv_timings()
             entry.index = index
             if let errno = rawIoctl(CV4L2_VIDIOC_ENUM_DV_TIMINGS, &entry) {
                 if errno == .invalidArgument { break }
                 throw error("VIDIOC_ENUM_DV_TIMINGS", errno)
             }
+            if index == VideoDevice.enumerationLimit { throw endlessEnumeration("VIDIOC_ENUM_DV_TIMINGS") }
             result.append(DVTimings(entry.timings))
-            index += 1
-            if index > 4096 { break } // a driver that never says EINVAL
         }
         return result
     }
@@ -375,19 +373,17 @@ extension VideoDevice {
     /// VIDIOC_ENUMSTD over all indexes.
     public func standards() throws(V4L2Error) -> [VideoStandard] {
         var result: [VideoStandard] = []
-        var index: UInt32 = 0
-        while true {
+        for index in UInt32(0)...UInt32(VideoDevice.enumerationLimit) {
             var entry = v4l2_standard()
             entry.index = index
             if let errno = rawIoctl(CV4L2_VIDIOC_ENUMSTD, &entry) {
                 if errno == .invalidArgument || errno == .noData || (errno == .inappropriateIOCTLForDevice && index == 0) { break }
                 throw error("VIDIOC_ENUMSTD", errno)
             }
+            if index == VideoDevice.enumerationLimit { throw endlessEnumeration("VIDIOC_ENUMSTD") }
             result.append(VideoStandard(index: entry.index, id: entry.id, name: VideoDevice.string(from: entry.name),
                                         framePeriod: Fraction(entry.frameperiod.numerator, entry.frameperiod.denominator),
                                         frameLines: entry.framelines))
-            index += 1
-            if index > 256 { break }
         }
         return result
     }

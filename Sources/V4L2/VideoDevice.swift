@@ -12,12 +12,15 @@ import Glibc
 /// ``queue(_:)``, ``dequeue(bufferType:memory:)`` and ``poll(events:timeoutMilliseconds:)``,
 /// do not allocate.
 ///
-/// The descriptor is opened non-blocking and is closed when the object goes away.
+/// The descriptor is opened non-blocking, owned as a swift-system `FileDescriptor`, and closed
+/// exactly once, through the backend that opened it, when the object goes away.
 public final class VideoDevice: Sendable {
     /// The path the device was opened with.
     public let path: String
-    /// The open file descriptor.
-    public let descriptor: Int32
+    /// The open descriptor, owned by this object (do not close it): the backend closes it in deinit.
+    public let fileDescriptor: FileDescriptor
+    /// The open descriptor's number, for the calls that take one (poll, mmap, a backend's ioctl).
+    @inlinable public var descriptor: Int32 { fileDescriptor.rawValue }
     /// How system calls are made.
     public let backend: any DeviceBackend
     /// What QUERYCAP returned when the device was opened.
@@ -35,17 +38,13 @@ public final class VideoDevice: Sendable {
     /// The device node's path as a swift-system `FilePath`.
     public var filePath: FilePath { FilePath(path) }
 
-    /// The open descriptor as a swift-system `FileDescriptor` (owned by this object: do not
-    /// close it).
-    public var fileDescriptor: FileDescriptor { FileDescriptor(rawValue: descriptor) }
-
     public init(path: String, backend: any DeviceBackend = KernelBackend.shared, nonBlocking: Bool = true) throws(V4L2Error) {
         var flags = O_RDWR
         if nonBlocking { flags |= O_NONBLOCK }
-        var fd: Int32 = -1
+        var fd = FileDescriptor(rawValue: -1)
         while true {
             switch backend.open(path: path, flags: flags) {
-            case .success(let opened): fd = opened
+            case .success(let opened): fd = FileDescriptor(rawValue: opened)
             case .failure(.interrupted): continue
             case .failure(let errno):
                 if errno == .noSuchAddressOrDevice || errno == .noSuchDevice {
@@ -59,14 +58,14 @@ public final class VideoDevice: Sendable {
         var cap = v4l2_capability()
         var result: Errno?
         repeat {
-            result = withUnsafeMutablePointer(to: &cap) { backend.ioctl(fd, request: CV4L2_VIDIOC_QUERYCAP, argument: $0) }
+            result = withUnsafeMutablePointer(to: &cap) { backend.ioctl(fd.rawValue, request: CV4L2_VIDIOC_QUERYCAP, argument: $0) }
         } while result == .interrupted
         if let result {
-            _ = backend.close(fd)
+            _ = backend.close(fd.rawValue)
             throw V4L2Error(device: path, operation: "VIDIOC_QUERYCAP", errno: result)
         }
         self.path = path
-        self.descriptor = fd
+        self.fileDescriptor = fd
         self.backend = backend
         let version = cap.version
         let caps = CapabilityFlags(rawValue: cap.capabilities)
@@ -80,7 +79,8 @@ public final class VideoDevice: Sendable {
     }
 
     deinit {
-        _ = backend.close(descriptor)
+        // Through the backend that opened it (the simulator keeps its own books), exactly once.
+        _ = backend.close(fileDescriptor.rawValue)
     }
 
     // MARK: - The one place ioctls are made
@@ -116,6 +116,20 @@ public final class VideoDevice: Sendable {
         V4L2Error(device: path, operation: "\(operation)", errno: errno, detail: detail, hint: hint)
     }
 
+    /// The most entries FrameBridge reads from one enumeration (VIDIOC_ENUMINPUT, ENUM_FMT,
+    /// ENUM_FRAMESIZES, ENUM_FRAMEINTERVALS, ENUMSTD, ENUM_DV_TIMINGS, controls by
+    /// V4L2_CTRL_FLAG_NEXT_CTRL). Real drivers list far fewer (vivid: 84 formats); a driver
+    /// that answers index 1024 is taken to never end its list.
+    public static let enumerationLimit = 1024
+
+    /// The error for a driver that answered more than ``enumerationLimit`` entries of
+    /// `operation` without ending the list with EINVAL. Its `errno` is nil: FrameBridge found it.
+    func endlessEnumeration(_ operation: StaticString, detail: String? = nil) -> V4L2Error {
+        error(operation, nil,
+              detail: detail ?? "the driver listed more than \(VideoDevice.enumerationLimit) entries without ending the list with EINVAL",
+              hint: "the driver does not end its enumeration; FrameBridge stopped reading it")
+    }
+
     static func string<T>(from tuple: T) -> String {
         withUnsafeBytes(of: tuple) { raw in
             let bytes = raw.prefix { $0 != 0 }
@@ -128,8 +142,7 @@ public final class VideoDevice: Sendable {
     /// VIDIOC_ENUMINPUT over all indexes.
     public func inputs() throws(V4L2Error) -> [VideoInput] {
         var result: [VideoInput] = []
-        var index: UInt32 = 0
-        while true {
+        for index in UInt32(0)...UInt32(VideoDevice.enumerationLimit) {
             var input = v4l2_input()
             input.index = index
             if let errno = rawIoctl(CV4L2_VIDIOC_ENUMINPUT, &input) {
@@ -137,9 +150,9 @@ public final class VideoDevice: Sendable {
                 if errno == .inappropriateIOCTLForDevice && index == 0 { break }
                 throw error("VIDIOC_ENUMINPUT", errno)
             }
+            if index == VideoDevice.enumerationLimit { throw endlessEnumeration("VIDIOC_ENUMINPUT") }
             result.append(VideoInput(index: input.index, name: VideoDevice.string(from: input.name), type: input.type,
                                      status: input.status, capabilities: input.capabilities))
-            index += 1
         }
         return result
     }
@@ -165,8 +178,7 @@ public final class VideoDevice: Sendable {
     /// VIDIOC_ENUM_FMT over all indexes of `bufferType`.
     public func formats(_ bufferType: BufferType) throws(V4L2Error) -> [FormatDescription] {
         var result: [FormatDescription] = []
-        var index: UInt32 = 0
-        while true {
+        for index in UInt32(0)...UInt32(VideoDevice.enumerationLimit) {
             var desc = v4l2_fmtdesc()
             desc.index = index
             desc.type = bufferType.rawValue
@@ -174,10 +186,10 @@ public final class VideoDevice: Sendable {
                 if errno == .invalidArgument { break }
                 throw error("VIDIOC_ENUM_FMT", errno)
             }
+            if index == VideoDevice.enumerationLimit { throw endlessEnumeration("VIDIOC_ENUM_FMT") }
             result.append(FormatDescription(index: desc.index, bufferType: bufferType, flags: desc.flags,
                                             description: VideoDevice.string(from: desc.description),
                                             pixelFormat: FourCC(rawValue: desc.pixelformat)))
-            index += 1
         }
         return result
     }
@@ -185,8 +197,7 @@ public final class VideoDevice: Sendable {
     /// The VIDIOC_ENUM_FMT entry of `pixelFormat`, enumerating only up to it: nil when the driver
     /// does not list it. One ioctl for the first format instead of one per format (vivid has 84).
     public func formatDescription(of pixelFormat: FourCC, _ bufferType: BufferType) throws(V4L2Error) -> FormatDescription? {
-        // Bounded: a driver that never answers EINVAL must not keep us here.
-        for index in UInt32(0)..<1024 {
+        for index in UInt32(0)...UInt32(VideoDevice.enumerationLimit) {
             var desc = v4l2_fmtdesc()
             desc.index = index
             desc.type = bufferType.rawValue
@@ -194,6 +205,7 @@ public final class VideoDevice: Sendable {
                 if errno == .invalidArgument { return nil }
                 throw error("VIDIOC_ENUM_FMT", errno)
             }
+            if index == VideoDevice.enumerationLimit { throw endlessEnumeration("VIDIOC_ENUM_FMT") }
             guard desc.pixelformat == pixelFormat.rawValue else { continue }
             return FormatDescription(index: desc.index, bufferType: bufferType, flags: desc.flags,
                                      description: VideoDevice.string(from: desc.description), pixelFormat: pixelFormat)
@@ -204,8 +216,7 @@ public final class VideoDevice: Sendable {
     /// VIDIOC_ENUM_FRAMESIZES for a pixel format.
     public func frameSizes(_ pixelFormat: FourCC) throws(V4L2Error) -> [FrameSize] {
         var result: [FrameSize] = []
-        var index: UInt32 = 0
-        while true {
+        for index in UInt32(0)...UInt32(VideoDevice.enumerationLimit) {
             var size = v4l2_frmsizeenum()
             size.index = index
             size.pixel_format = pixelFormat.rawValue
@@ -213,6 +224,7 @@ public final class VideoDevice: Sendable {
                 if errno == .invalidArgument || (errno == .inappropriateIOCTLForDevice && index == 0) { break }
                 throw error("VIDIOC_ENUM_FRAMESIZES", errno)
             }
+            if index == VideoDevice.enumerationLimit { throw endlessEnumeration("VIDIOC_ENUM_FRAMESIZES") }
             switch size.type {
             case 1:
                 result.append(.discrete(width: size.discrete.width, height: size.discrete.height))
@@ -226,7 +238,6 @@ public final class VideoDevice: Sendable {
                                         minHeight: s.min_height, maxHeight: s.max_height, stepHeight: s.step_height))
                 return result
             }
-            index += 1
         }
         return result
     }
@@ -234,8 +245,7 @@ public final class VideoDevice: Sendable {
     /// VIDIOC_ENUM_FRAMEINTERVALS for a pixel format and size.
     public func frameIntervals(_ pixelFormat: FourCC, width: UInt32, height: UInt32) throws(V4L2Error) -> [FrameInterval] {
         var result: [FrameInterval] = []
-        var index: UInt32 = 0
-        while true {
+        for index in UInt32(0)...UInt32(VideoDevice.enumerationLimit) {
             var interval = v4l2_frmivalenum()
             interval.index = index
             interval.pixel_format = pixelFormat.rawValue
@@ -245,6 +255,7 @@ public final class VideoDevice: Sendable {
                 if errno == .invalidArgument || (errno == .inappropriateIOCTLForDevice && index == 0) { break }
                 throw error("VIDIOC_ENUM_FRAMEINTERVALS", errno)
             }
+            if index == VideoDevice.enumerationLimit { throw endlessEnumeration("VIDIOC_ENUM_FRAMEINTERVALS") }
             switch interval.type {
             case 1:
                 result.append(.discrete(Fraction(interval.discrete.numerator, interval.discrete.denominator)))
@@ -260,7 +271,6 @@ public final class VideoDevice: Sendable {
                                         step: Fraction(s.step.numerator, s.step.denominator)))
                 return result
             }
-            index += 1
         }
         return result
     }
@@ -383,13 +393,19 @@ public final class VideoDevice: Sendable {
         var id: UInt32 = 0
         let nextControl: UInt32 = 0x8000_0000
         let nextCompound: UInt32 = 0x4000_0000
-        while true {
+        for count in 0...VideoDevice.enumerationLimit {
             var query = v4l2_query_ext_ctrl()
             query.id = id | nextControl | nextCompound
             if let errno = rawIoctl(CV4L2_VIDIOC_QUERY_EXT_CTRL, &query) {
                 if errno == .invalidArgument || errno == .inappropriateIOCTLForDevice { break }
                 throw error("VIDIOC_QUERY_EXT_CTRL", errno)
             }
+            // The next control has a higher id: a driver that answers the same one again (or a
+            // lower one), or too many, would keep this loop going for ever.
+            if count > 0 && query.id <= id {
+                throw endlessEnumeration("VIDIOC_QUERY_EXT_CTRL", detail: "asked for the control after 0x\(String(id, radix: 16)), the driver answered 0x\(String(query.id, radix: 16)) (V4L2_CTRL_FLAG_NEXT_CTRL moves to a higher id)")
+            }
+            if count == VideoDevice.enumerationLimit { throw endlessEnumeration("VIDIOC_QUERY_EXT_CTRL") }
             id = query.id
             let type = ControlType(rawValue: query.type) ?? .unknown
             if type == .controlClass { continue }

@@ -15,21 +15,20 @@ public final class WakeupEvent: Sendable {
     /// What ``signal()`` adds to the counter.
     public static let wakeValue: UInt64 = 1 << 32
 
-    /// The eventfd (non-blocking, close-on-exec).
-    public let descriptor: Int32
+    /// The eventfd (non-blocking, close-on-exec), owned by this object: closed once, in deinit.
+    public let fileDescriptor: FileDescriptor
+    /// The eventfd's number, for poll(2) and for a signal handler (``signal(descriptor:)``).
+    @inlinable public var descriptor: Int32 { fileDescriptor.rawValue }
 
     public init() throws(V4L2Error) {
         let fd = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         guard fd >= 0 else {
             throw V4L2Error(device: "eventfd", operation: "eventfd", errno: .current, detail: "cannot create the wake-up event")
         }
-        descriptor = fd
+        fileDescriptor = FileDescriptor(rawValue: fd)
     }
 
-    /// The eventfd as a swift-system `FileDescriptor` (owned by this object).
-    public var fileDescriptor: FileDescriptor { FileDescriptor(rawValue: descriptor) }
-
-    deinit { close(descriptor) }
+    deinit { try? fileDescriptor.close() }
 
     /// Wakes the waiter: its wait returns. Async-signal-safe (one write(2)).
     public func signal() { Self.signal(descriptor: descriptor) }

@@ -16,6 +16,9 @@ extension SimulatedDevice {
                                       framePath: request == CV4L2_VIDIOC_DQBUF || request == CV4L2_VIDIOC_QBUF) {
             return errno
         }
+        if !endlessEnumerations.isEmpty && endlessEnumerations.contains(request) {
+            return endlessEnumeration(request, argument)
+        }
         switch request {
         case CV4L2_VIDIOC_DQBUF: return dequeueBuffer(fd, argument.assumingMemoryBound(to: v4l2_buffer.self))
         case CV4L2_VIDIOC_QBUF: return queueBuffer(fd, argument.assumingMemoryBound(to: v4l2_buffer.self), registry: registry)
@@ -49,6 +52,28 @@ extension SimulatedDevice {
         case CV4L2_VIDIOC_S_EXT_CTRLS: return extendedControls(argument.assumingMemoryBound(to: v4l2_ext_controls.self), set: true)
         default: return liveSourceIoctl(fd, request, argument)
         }
+    }
+
+    /// An enumeration that never ends (``SimulatedFault/endlessEnumeration(request:)``): an
+    /// index past the last entry answers the first entry, with the index asked for. Every
+    /// enumeration struct starts with its `__u32 index`.
+    private func endlessEnumeration(_ request: UInt, _ argument: UnsafeMutableRawPointer) -> Errno? {
+        func enumerate() -> Errno? {
+            switch request {
+            case CV4L2_VIDIOC_ENUMINPUT: return enumerateInput(argument.assumingMemoryBound(to: v4l2_input.self))
+            case CV4L2_VIDIOC_ENUM_FMT: return enumerateFormat(argument.assumingMemoryBound(to: v4l2_fmtdesc.self))
+            case CV4L2_VIDIOC_ENUM_FRAMESIZES: return enumerateFrameSize(argument.assumingMemoryBound(to: v4l2_frmsizeenum.self))
+            case CV4L2_VIDIOC_ENUM_FRAMEINTERVALS: return enumerateFrameInterval(argument.assumingMemoryBound(to: v4l2_frmivalenum.self))
+            default: return .inappropriateIOCTLForDevice
+            }
+        }
+        let index = argument.load(as: UInt32.self)
+        let answer = enumerate()
+        guard answer == .invalidArgument, index > 0 else { return answer }
+        argument.storeBytes(of: 0, as: UInt32.self)
+        let again = enumerate()
+        argument.storeBytes(of: index, as: UInt32.self)
+        return again
     }
 
     /// The ioctls of the live HDMI input: ENOTTY unless the device has one (as before it had).

@@ -92,6 +92,8 @@ final class SimulatedDevice {
 
     // Faults and statistics.
     var faults: [SimulatedFault] = []
+    /// Enumeration ioctls that never answer EINVAL (``SimulatedFault/endlessEnumeration(request:)``).
+    var endlessEnumerations: [UInt] = []
     /// The JPEG pictures of the current MJPEG format, encoded at the first frame.
     var jpegFrames: SimulatedJPEGFrames?
     /// Pictures of another subsampling, for the `jpegSubsampling` fault.
@@ -191,6 +193,17 @@ final class SimulatedDevice {
             case .failNext(let failing, let errno) where request == failing:
                 faults.remove(at: i)
                 return errno
+            case .failAfter(let failing, let successes, let errno) where request == failing:
+                if successes > 0 {
+                    faults[i] = .failAfter(request: failing, successes: successes - 1, errno: errno)
+                    i += 1
+                    continue
+                }
+                faults.remove(at: i)
+                return errno
+            case .endlessEnumeration(let enumeration) where request == enumeration:
+                faults.remove(at: i)
+                if !endlessEnumerations.contains(enumeration) { endlessEnumerations.append(enumeration) }
             default:
                 i += 1
             }

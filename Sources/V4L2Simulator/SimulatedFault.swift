@@ -49,6 +49,14 @@ public enum SimulatedFault: Sendable, Hashable, CustomStringConvertible {
     case disconnect
     /// Call: the next ioctl with `request` fails with `errno` (and has no effect).
     case failNext(request: UInt, errno: Errno)
+    /// Call: the ioctl with `request` succeeds `successes` more times, then fails once with
+    /// `errno` (and has no effect), e.g. the second VIDIOC_EXPBUF of a two-plane buffer.
+    case failAfter(request: UInt, successes: Int, errno: Errno)
+    /// Call: from the next ioctl with `request` on, that enumeration (VIDIOC_ENUMINPUT,
+    /// VIDIOC_ENUM_FMT, VIDIOC_ENUM_FRAMESIZES, VIDIOC_ENUM_FRAMEINTERVALS) never ends: an
+    /// index past the last entry answers the first entry again instead of EINVAL, as a broken
+    /// driver might. The effect stays, as a disconnect's does.
+    case endlessEnumeration(request: UInt)
     /// Result: plane 0's `bytesused` is `bytes` less than the frame (as vivid's YU12 at
     /// 642x362 fills 348244 bytes of a 348606-byte sizeimage).
     case shortPayload(bytes: UInt32)
@@ -72,6 +80,9 @@ public enum SimulatedFault: Sendable, Hashable, CustomStringConvertible {
         case .fatalError: return "fatalError"
         case .disconnect: return "disconnect"
         case .failNext(let request, let errno): return "failNext(\(ioctlName(request)), \(errno.name))"
+        case .failAfter(let request, let successes, let errno):
+            return "failAfter(\(ioctlName(request)), \(successes), \(errno.name))"
+        case .endlessEnumeration(let request): return "endlessEnumeration(\(ioctlName(request)))"
         }
     }
 }

@@ -28,7 +28,7 @@ struct FormatArguments: ParsableArguments {
             transform: OptionValues.size)
     var size: RequestedSize?
 
-    @Option(name: .customLong("fps"), parsing: .unconditional, help: ArgumentHelp("Frames per second to ask for (30, 29.97 or 30000/1001).", valueName: "F"),
+    @Option(name: .customLong("fps"), parsing: .unconditional, help: ArgumentHelp("Frames per second to ask for, 0.001 to 10000 (30, 29.97 or 30000/1001).", valueName: "F"),
             transform: OptionValues.framesPerSecond)
     var fps: Double?
 

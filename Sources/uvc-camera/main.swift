@@ -26,6 +26,9 @@ struct FormatList: ExpressibleByArgument {
         guard !formats.isEmpty else { return nil }
         self.formats = formats
     }
+
+    /// The default as --help shows it: as the user types it (`yuyv,mjpeg`), not as a Swift value.
+    var defaultValueDescription: String { formats.map(\.rawValue).joined(separator: ",") }
 }
 
 @main

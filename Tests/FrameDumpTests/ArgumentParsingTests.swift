@@ -56,9 +56,11 @@ final class ArgumentParsingTests: XCTestCase {
         XCTAssertEqual(try OptionValues.framesPerSecond("29.97"), 29.97, accuracy: 1e-9)
         XCTAssertEqual(try OptionValues.framesPerSecond("30000/1001"), 30000.0 / 1001.0, accuracy: 1e-9)
         XCTAssertEqual(try OptionValues.framesPerSecond("10000"), 10000)
-        for bad in ["0", "-5", "abc", "30/0", "inf", "nan", "", "1/", "10001"] {
+        XCTAssertEqual(try OptionValues.framesPerSecond("0.001"), 0.001)
+        XCTAssertEqual(try OptionValues.framesPerSecond("1/1000"), 0.001)
+        for bad in ["0", "-5", "abc", "30/0", "inf", "nan", "", "1/", "10001", "0.0001", "0.0009", "1/10000", "1e-300"] {
             let error = expectOptionValueError { () throws(OptionValueError) in try OptionValues.framesPerSecond(bad) }
-            XCTAssertEqual(error?.message, "expected a positive frame rate up to 10000, such as 30, 29.97 or 30000/1001", bad)
+            XCTAssertEqual(error?.message, "expected a frame rate from 0.001 to 10000 frames per second, such as 30, 29.97 or 30000/1001", bad)
         }
     }
 
