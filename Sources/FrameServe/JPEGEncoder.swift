@@ -51,16 +51,26 @@ final class JPEGEncoder {
         guard width > 0, height > 0 else { throw ServeError.runtime("a \(width)x\(height) frame has no picture") }
         let stride0 = format.planes.first.map { Int($0.bytesPerLine) } ?? 0
         let fourcc = format.pixelFormat
+        // JPEG (JFIF) samples are full range; a driver's Y'CbCr is limited range (16-235, 16-240)
+        // unless it says otherwise. Limited samples are stretched on the way, or a viewer sees grey
+        // blacks and dull colours.
+        let full = format.quantization == 1 || (format.quantization == 0 && format.colorspace == 7 /* V4L2_COLORSPACE_JPEG */)
+        let chromaWidth = (width + 1) / 2
+        func base(_ plane: UnsafeRawBufferPointer, _ offset: Int = 0) -> UnsafePointer<UInt8> {
+            plane.baseAddress!.assumingMemoryBound(to: UInt8.self) + offset
+        }
         switch fourcc {
         case .grey:
-            let bytes = planes[0]
             let pitch = stride0 > 0 ? stride0 : width
-            try require(bytes.count >= pitch * (height - 1) + width, fourcc, bytes.count)
-            return try compressGray(bytes.baseAddress!, width: width, pitch: pitch, height: height)
+            try require(planes[0].count >= pitch * (height - 1) + width, fourcc, planes[0].count)
+            if full { return try compressGray(base(planes[0]), width: width, pitch: pitch, height: height) }
+            return try withScratch(width * height) { out throws(ServeError) -> ByteBuffer in
+                Self.gather(PlaneSource(base: base(planes[0]), pitch: pitch, step: 1), into: out, width: width, height: height, lut: Self.expandLuma)
+                return try compressGray(UnsafePointer(out), width: width, pitch: width, height: height)
+            }
         case .yuyv, .uyvy, FourCC("YVYU")!, FourCC("VYUY")!:
-            let bytes = planes[0]
             let pitch = stride0 > 0 ? stride0 : width * 2
-            try require(bytes.count >= pitch * (height - 1) + width * 2, fourcc, bytes.count)
+            try require(pitch >= chromaWidth * 4 && planes[0].count >= pitch * (height - 1) + chromaWidth * 4, fourcc, planes[0].count)
             // Byte positions of Y0, U, V in each 4-byte group.
             let (y, u, v): (Int, Int, Int)
             switch fourcc {
@@ -69,7 +79,11 @@ final class JPEGEncoder {
             case FourCC("VYUY")!: (y, u, v) = (1, 2, 0)
             default: (y, u, v) = (0, 1, 3)
             }
-            return try splitPacked422(bytes.baseAddress!, pitch: pitch, width: width, height: height, y: y, u: u, v: v)
+            let packed = base(planes[0])
+            return try compressGathered([PlaneSource(base: packed + y, pitch: pitch, step: 2),
+                                         PlaneSource(base: packed + u, pitch: pitch, step: 4),
+                                         PlaneSource(base: packed + v, pitch: pitch, step: 4)],
+                                        width: width, height: height, chromaHeight: height, subsampling: TJSAMP_422, full: full)
         case .nv12, FourCC("NV21")!, .nv12m:
             let luma = planes[0]
             let pitch = stride0 > 0 ? stride0 : width
@@ -85,9 +99,12 @@ final class JPEGEncoder {
                 chromaPitch = pitch
             }
             try require(luma.count >= pitch * (height - 1) + width, fourcc, luma.count)
-            try require(chroma.count >= chromaPitch * (chromaHeight - 1) + (width + 1) / 2 * 2, fourcc, chroma.count)
-            return try splitSemiPlanar420(luma: luma.baseAddress!, pitch: pitch, chroma: chroma.baseAddress!, chromaPitch: chromaPitch,
-                                          width: width, height: height, swapped: fourcc == FourCC("NV21")!)
+            try require(chroma.count >= chromaPitch * (chromaHeight - 1) + chromaWidth * 2, fourcc, chroma.count)
+            let swapped = fourcc == FourCC("NV21")!
+            return try compressGathered([PlaneSource(base: base(luma), pitch: pitch, step: 1),
+                                         PlaneSource(base: base(chroma, swapped ? 1 : 0), pitch: chromaPitch, step: 2),
+                                         PlaneSource(base: base(chroma, swapped ? 0 : 1), pitch: chromaPitch, step: 2)],
+                                        width: width, height: height, chromaHeight: chromaHeight, subsampling: TJSAMP_420, full: full)
         case .yuv420, FourCC("YV12")!, .yuv422p, .yuv420m:
             let vertical = fourcc == .yuv422p ? 1 : 2
             let pitch = stride0 > 0 ? stride0 : width
@@ -98,17 +115,22 @@ final class JPEGEncoder {
                 for i in 0..<3 {
                     let bytes = planes[i]
                     try require(bytes.count >= (i == 0 ? pitch * height : chromaPitch * chromaHeight), fourcc, bytes.count)
-                    yuv.append(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                    yuv.append(base(bytes))
                 }
             } else {
                 let bytes = planes[0]
                 try require(bytes.count >= pitch * height + 2 * chromaPitch * chromaHeight, fourcc, bytes.count)
-                let base = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                yuv = [base, base + pitch * height, base + pitch * height + chromaPitch * chromaHeight]
+                yuv = [base(bytes), base(bytes, pitch * height), base(bytes, pitch * height + chromaPitch * chromaHeight)]
             }
             if fourcc == FourCC("YV12")! { yuv.swapAt(1, 2) }
-            return try compressPlanes(yuv, strides: [pitch, chromaPitch, chromaPitch], width: width, height: height,
-                                      subsampling: fourcc == .yuv422p ? TJSAMP_422 : TJSAMP_420)
+            let subsampling = fourcc == .yuv422p ? TJSAMP_422 : TJSAMP_420
+            if full {
+                // Straight from the mapped buffer: TurboJPEG reads the planes with the driver's strides.
+                return try compressPlanes(yuv, strides: [pitch, chromaPitch, chromaPitch], width: width, height: height, subsampling: subsampling)
+            }
+            return try compressGathered([PlaneSource(base: yuv[0], pitch: pitch, step: 1), PlaneSource(base: yuv[1], pitch: chromaPitch, step: 1),
+                                         PlaneSource(base: yuv[2], pitch: chromaPitch, step: 1)],
+                                        width: width, height: height, chromaHeight: chromaHeight, subsampling: subsampling, full: false)
         default:
             throw ServeError.usage("pixel format \(fourcc) cannot be encoded to JPEG; use one of \(Self.formats.map(\.description).joined(separator: ", ")) or MJPG (passed through)")
         }
@@ -118,58 +140,64 @@ final class JPEGEncoder {
         if !condition { throw ServeError.runtime("a \(format) frame of \(count) bytes is too short for its size") }
     }
 
-    // MARK: - Splitting into planes
+    // MARK: - Gathering into planes
 
-    private func splitPacked422(_ base: UnsafeRawPointer, pitch: Int, width: Int, height: Int, y: Int, u: Int, v: Int) throws(ServeError) -> ByteBuffer {
-        let chromaWidth = (width + 1) / 2
-        let lumaSize = width * height, chromaSize = chromaWidth * height
-        if scratch.count < lumaSize + 2 * chromaSize { scratch = [UInt8](repeating: 0, count: lumaSize + 2 * chromaSize) }
-        return try scratch.withUnsafeMutableBufferPointer { buffer throws(ServeError) -> ByteBuffer in
-            let out = buffer.baseAddress!
-            let src = base.assumingMemoryBound(to: UInt8.self)
+    /// One component in the frame: its first sample, bytes per line, bytes between samples.
+    struct PlaneSource {
+        var base: UnsafePointer<UInt8>
+        var pitch: Int
+        var step: Int
+    }
+
+    /// Limited range to full: Y' 16...235 -> 0...255, Cb and Cr 16...240 -> 0...255 about 128.
+    static let expandLuma: [UInt8] = (0..<256).map { (value: Int) -> UInt8 in stretch(value, from: 16, span: 219, center: 0) }
+    static let expandChroma: [UInt8] = (0..<256).map { (value: Int) -> UInt8 in stretch(value, from: 16, span: 224, center: 128) }
+
+    /// `value` from a range of `span` starting at `from` to 0...255, rounded and clamped.
+    static func stretch(_ value: Int, from: Int, span: Int, center: Int) -> UInt8 {
+        let scaled: Double
+        if center == 0 {
+            scaled = Double(value - from) * 255.0 / Double(span)
+        } else {
+            scaled = Double(center) + Double(value - center) * 255.0 / Double(span)
+        }
+        return UInt8(max(0.0, min(255.0, scaled.rounded())))
+    }
+    static let identity: [UInt8] = (0..<256).map { UInt8($0) }
+
+    /// Copies one component, `width` x `height` samples, into `out` (stride `width`) through `lut`.
+    static func gather(_ source: PlaneSource, into out: UnsafeMutablePointer<UInt8>, width: Int, height: Int, lut: [UInt8]) {
+        lut.withUnsafeBufferPointer { table in
+            let map = table.baseAddress!
             for row in 0..<height {
-                let line = src + row * pitch
-                let yLine = out + row * width
-                let uLine = out + lumaSize + row * chromaWidth
-                let vLine = out + lumaSize + chromaSize + row * chromaWidth
-                for pair in 0..<(width / 2) {
-                    let group = line + pair * 4
-                    yLine[pair * 2] = group[y]
-                    yLine[pair * 2 + 1] = group[y + 2]
-                    uLine[pair] = group[u]
-                    vLine[pair] = group[v]
-                }
-                if width & 1 == 1 {
-                    let group = line + (width / 2) * 4
-                    yLine[width - 1] = group[y]
-                    uLine[chromaWidth - 1] = group[u]
-                    vLine[chromaWidth - 1] = group[v]
+                let line = source.base + row * source.pitch
+                let target = out + row * width
+                if source.step == 1 {
+                    for x in 0..<width { target[x] = map[Int(line[x])] }
+                } else {
+                    for x in 0..<width { target[x] = map[Int(line[x * source.step])] }
                 }
             }
-            return try compressPlanes([UnsafePointer(out), UnsafePointer(out + lumaSize), UnsafePointer(out + lumaSize + chromaSize)],
-                                      strides: [width, chromaWidth, chromaWidth], width: width, height: height, subsampling: TJSAMP_422)
         }
     }
 
-    private func splitSemiPlanar420(luma: UnsafeRawPointer, pitch: Int, chroma: UnsafeRawPointer, chromaPitch: Int,
-                                    width: Int, height: Int, swapped: Bool) throws(ServeError) -> ByteBuffer {
-        let chromaWidth = (width + 1) / 2, chromaHeight = (height + 1) / 2
-        let chromaSize = chromaWidth * chromaHeight
-        if scratch.count < 2 * chromaSize { scratch = [UInt8](repeating: 0, count: 2 * chromaSize) }
-        return try scratch.withUnsafeMutableBufferPointer { buffer throws(ServeError) -> ByteBuffer in
-            let out = buffer.baseAddress!
-            let src = chroma.assumingMemoryBound(to: UInt8.self)
-            let (first, second) = swapped ? (out + chromaSize, out) : (out, out + chromaSize)
-            for row in 0..<chromaHeight {
-                let line = src + row * chromaPitch
-                for x in 0..<chromaWidth {
-                    first[row * chromaWidth + x] = line[x * 2]
-                    second[row * chromaWidth + x] = line[x * 2 + 1]
-                }
-            }
-            return try compressPlanes([luma.assumingMemoryBound(to: UInt8.self), UnsafePointer(out), UnsafePointer(out + chromaSize)],
-                                      strides: [pitch, chromaWidth, chromaWidth], width: width, height: height, subsampling: TJSAMP_420)
+    /// Y', Cb and Cr gathered into planar scratch (stretched to full range unless `full`) and encoded.
+    private func compressGathered(_ sources: [PlaneSource], width: Int, height: Int, chromaHeight: Int,
+                                  subsampling: TJSAMP, full: Bool) throws(ServeError) -> ByteBuffer {
+        let chromaWidth = (width + 1) / 2
+        let lumaSize = width * height, chromaSize = chromaWidth * chromaHeight
+        return try withScratch(lumaSize + 2 * chromaSize) { out throws(ServeError) -> ByteBuffer in
+            Self.gather(sources[0], into: out, width: width, height: height, lut: full ? Self.identity : Self.expandLuma)
+            Self.gather(sources[1], into: out + lumaSize, width: chromaWidth, height: chromaHeight, lut: full ? Self.identity : Self.expandChroma)
+            Self.gather(sources[2], into: out + lumaSize + chromaSize, width: chromaWidth, height: chromaHeight, lut: full ? Self.identity : Self.expandChroma)
+            return try compressPlanes([UnsafePointer(out), UnsafePointer(out + lumaSize), UnsafePointer(out + lumaSize + chromaSize)],
+                                      strides: [width, chromaWidth, chromaWidth], width: width, height: height, subsampling: subsampling)
         }
+    }
+
+    private func withScratch(_ count: Int, _ body: (UnsafeMutablePointer<UInt8>) throws(ServeError) -> ByteBuffer) throws(ServeError) -> ByteBuffer {
+        if scratch.count < count { scratch = [UInt8](repeating: 0, count: count) }
+        return try scratch.withUnsafeMutableBufferPointer { buffer throws(ServeError) -> ByteBuffer in try body(buffer.baseAddress!) }
     }
 
     // MARK: - TurboJPEG

@@ -81,6 +81,9 @@ public final class LiveViewServer: Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // A small send buffer per viewer: the kernel holds a few pictures, not seconds of
+            // them, so a viewer that falls behind skips to the newest instead of lagging.
+            .childChannelOption(.socketOption(.so_sndbuf), value: 512 * 1024)
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { channel in
                 let overLimit = context.connectionOpened()

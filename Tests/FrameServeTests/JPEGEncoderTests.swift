@@ -34,9 +34,15 @@ final class JPEGEncoderTests: XCTestCase {
     }
 
     /// Mean and largest absolute difference of the decoded planes from the picture.
-    func check(_ format: FourCC, planes: [[UInt8]], stride: Int, chroma: Bool = true, file: StaticString = #filePath, line: UInt = #line) throws {
+    /// `full`: the driver says full range (quantization 1); otherwise the samples are limited
+    /// range and the JPEG holds them stretched to full range.
+    func check(_ format: FourCC, planes: [[UInt8]], stride: Int, chroma: Bool = true, full: Bool = false,
+               file: StaticString = #filePath, line: UInt = #line) throws {
         let encoder = try JPEGEncoder(quality: 90)
-        var image = ImageFormat(bufferType: .videoCapture, width: UInt32(Self.width), height: UInt32(Self.height), pixelFormat: format)
+        var image = ImageFormat(bufferType: .videoCapture, width: UInt32(Self.width), height: UInt32(Self.height), pixelFormat: format,
+                                quantization: full ? 1 : 2)
+        let luma: (UInt8) -> Int = { full ? Int($0) : Int(JPEGEncoder.stretch(Int($0), from: 16, span: 219, center: 0)) }
+        let cb: (UInt8) -> Int = { full ? Int($0) : Int(JPEGEncoder.stretch(Int($0), from: 16, span: 224, center: 128)) }
         image.planes = [PlaneFormat(bytesPerLine: UInt32(stride), sizeImage: UInt32(planes[0].count))]
         var copies = planes
         let jpeg = try copies.withUnsafeMutableBufferPointers { try encoder.encode(planes: $0, format: image) }
@@ -44,7 +50,7 @@ final class JPEGEncoderTests: XCTestCase {
         var total = 0, worst = 0
         for row in 0..<Self.height {
             for x in 0..<Self.width {
-                let d = abs(Int(decoded.luma[row * Self.width + x]) - Int(Self.y(x, row)))
+                let d = abs(Int(decoded.luma[row * Self.width + x]) - luma(Self.y(x, row)))
                 total += d
                 worst = max(worst, d)
             }
@@ -57,7 +63,7 @@ final class JPEGEncoderTests: XCTestCase {
         let xScale = Self.width / decoded.chromaWidth, yScale = Self.height / decoded.chromaHeight
         for row in 0..<decoded.chromaHeight {
             for x in 0..<decoded.chromaWidth {
-                chromaTotal += abs(Int(decoded.cb[row * decoded.chromaWidth + x]) - Int(Self.u(x * xScale, row * yScale)))
+                chromaTotal += abs(Int(decoded.cb[row * decoded.chromaWidth + x]) - cb(Self.u(x * xScale, row * yScale)))
             }
         }
         XCTAssertLessThan(Double(chromaTotal) / Double(decoded.chromaWidth * decoded.chromaHeight), 3.0, "\(format): Cb mean error", file: file, line: line)
@@ -80,6 +86,7 @@ final class JPEGEncoderTests: XCTestCase {
                 }
             }
             try check(format, planes: [bytes], stride: stride)
+            try check(format, planes: [bytes], stride: stride, full: true)
         }
     }
 
@@ -108,7 +115,9 @@ final class JPEGEncoderTests: XCTestCase {
             }
         }
         try check(.yuv420, planes: [yu12], stride: stride)
+        try check(.yuv420, planes: [yu12], stride: stride, full: true)
         try check(.grey, planes: [luma], stride: stride, chroma: false)
+        try check(.grey, planes: [luma], stride: stride, chroma: false, full: true)
     }
 
     func testAFrameTooShortForItsSizeIsAnErrorNotARead() throws {
