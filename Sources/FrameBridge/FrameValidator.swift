@@ -16,23 +16,41 @@ struct FrameValidator: Sendable {
         case requeueCorrupt(CompressedFrameDefects)
         case requeueErrorFrame(CompressedFrameDefects)
         /// What the driver answered is impossible: counted, and the buffer is queued again.
-        case violation(String)
+        case violation(Violation)
     }
 
-    /// The verdict on buffer `descriptor.index`, whose memory is `memory`. `cpuAccess` brackets
-    /// the read of a JPEG's markers (a DMABUF allocator's sync calls); false when either failed.
+    /// An impossible answer, worded only when it is recorded (the verdict stays a plain value).
+    enum Violation: CustomStringConvertible {
+        case planeCount(buffer: UInt32, got: Int, expected: Int)
+        case bytesUsedOverLength(buffer: UInt32, plane: Int, bytesUsed: UInt32, length: Int)
+        case bytesUsedZero(buffer: UInt32, plane: Int)
+        case dataOffset(buffer: UInt32, plane: Int, dataOffset: UInt32, bytesUsed: UInt32)
+
+        var description: String {
+            switch self {
+            case .planeCount(let buffer, let got, let expected): return "buffer \(buffer) has \(got) planes, expected \(expected)"
+            case .bytesUsedOverLength(let buffer, let plane, let bytesUsed, let length): return "buffer \(buffer) plane \(plane): bytesused \(bytesUsed) > length \(length)"
+            case .bytesUsedZero(let buffer, let plane): return "buffer \(buffer) plane \(plane): bytesused is 0"
+            case .dataOffset(let buffer, let plane, let dataOffset, let bytesUsed): return "buffer \(buffer) plane \(plane): data_offset \(dataOffset) >= bytesused \(bytesUsed)"
+            }
+        }
+    }
+
+    /// The verdict on buffer `descriptor.index`, whose memory is `memory`. `synchronize`'s CPU
+    /// access calls bracket the read of a JPEG's markers (a DMABUF allocator); a failure is counted.
     /// `descriptor` is inout to be passed by address; only a compressed frame's overlong or empty
     /// bytesused is changed (cut to the buffer, so that nothing past it is ever read).
+    @inline(__always)
     func verdict(_ descriptor: inout BufferDescriptor, memory: UnsafePointer<FrameMemory>,
-                 cpuAccess: (_ begin: Bool) -> Bool, synchronizationFailed: inout Bool) -> Verdict {
+                 synchronize: (any AllocatorDispatch)?, synchronizationFailed: inout Bool) -> Verdict {
         let index = descriptor.index
         let expectedPlanes = memory.pointee.planeCount
         guard descriptor.planeCount == expectedPlanes else {
-            return .violation("buffer \(index) has \(descriptor.planeCount) planes, expected \(expectedPlanes)")
+            return .violation(.planeCount(buffer: index, got: descriptor.planeCount, expected: expectedPlanes))
         }
         var defects: CompressedFrameDefects = []
         if validation != .uncompressed, descriptor.planeCount >= 1 {
-            defects = compressedDefects(&descriptor, memory: memory, cpuAccess: cpuAccess, synchronizationFailed: &synchronizationFailed)
+            defects = compressedDefects(&descriptor, memory: memory, synchronize: synchronize, synchronizationFailed: &synchronizationFailed)
         }
         // A frame the driver flags as an error may carry nothing (uvcvideo's nodrop=1): that is
         // the error, not a violation, and the error-frame policy decides.
@@ -41,13 +59,13 @@ struct FrameValidator: Sendable {
             let p = descriptor.planes[plane]
             let length = min(max(Int(p.length), 0), memory.pointee.planes[plane].length)
             if Int(p.bytesUsed) > length {
-                return .violation("buffer \(index) plane \(plane): bytesused \(p.bytesUsed) > length \(length)")
+                return .violation(.bytesUsedOverLength(buffer: index, plane: plane, bytesUsed: p.bytesUsed, length: length))
             } else if defects.contains(.empty) || (flaggedError && p.bytesUsed == 0 && p.dataOffset == 0) {
                 // Nothing in it: a compressed frame's defect, or an error frame.
             } else if p.bytesUsed == 0 {
-                return .violation("buffer \(index) plane \(plane): bytesused is 0")
+                return .violation(.bytesUsedZero(buffer: index, plane: plane))
             } else if p.dataOffset >= p.bytesUsed {
-                return .violation("buffer \(index) plane \(plane): data_offset \(p.dataOffset) >= bytesused \(p.bytesUsed)")
+                return .violation(.dataOffset(buffer: index, plane: plane, dataOffset: p.dataOffset, bytesUsed: p.bytesUsed))
             }
         }
         if !defects.isEmpty, corruptFramePolicy == .skip { return .requeueCorrupt(defects) }
@@ -59,7 +77,7 @@ struct FrameValidator: Sendable {
     /// driver violations (a compressed frame's size varies, and cameras do send empty or overlong
     /// ones). For JPEG, the payload's SOI and EOI markers are checked.
     private func compressedDefects(_ descriptor: inout BufferDescriptor, memory: UnsafePointer<FrameMemory>,
-                                   cpuAccess: (_ begin: Bool) -> Bool, synchronizationFailed: inout Bool) -> CompressedFrameDefects {
+                                   synchronize: (any AllocatorDispatch)?, synchronizationFailed: inout Bool) -> CompressedFrameDefects {
         let plane = descriptor.planes[0]
         let length = min(max(Int(plane.length), 0), memory.pointee.planes[0].length)
         if Int(plane.bytesUsed) > length {
@@ -74,10 +92,15 @@ struct FrameValidator: Sendable {
         }
         guard validation == .jpeg, plane.dataOffset < plane.bytesUsed, let base = memory.pointee.planes[0].address else { return [] }
         // A failed synchronization still checks the bytes (at worst stale in a CPU cache) and is counted.
-        let began = cpuAccess(true)
+        let index = Int(descriptor.index)
+        var synchronized = true
+        do throws(CaptureError) { try synchronize?.beginCPUAccess(index: index, memory: memory.pointee) } catch { synchronized = false }
         let defects = JPEGFrameCheck.defects(UnsafeRawBufferPointer(start: base + Int(plane.dataOffset),
                                                                     count: Int(plane.bytesUsed - plane.dataOffset)))
-        if !began || !cpuAccess(false) { synchronizationFailed = true }
+        if synchronized {
+            do throws(CaptureError) { try synchronize?.endCPUAccess(index: index, memory: memory.pointee) } catch { synchronized = false }
+        }
+        if !synchronized { synchronizationFailed = true }
         return defects
     }
 }

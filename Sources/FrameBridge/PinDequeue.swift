@@ -59,22 +59,15 @@ extension CapturePin {
             }
             guard let memories = state.memoryBase else { return nil }
             var synchronizationFailed = false
-            let allocator = state.synchronizesCPUAccess ? state.allocator : nil
-            let verdict = core.validator.verdict(&descriptor, memory: memories + index, cpuAccess: { begin in
-                guard let allocator else { return true }
-                do throws(CaptureError) {
-                    if begin { try allocator.beginCPUAccess(index: index, memory: memories[index]) } else { try allocator.endCPUAccess(index: index, memory: memories[index]) }
-                    return true
-                } catch {
-                    return false
-                }
-            }, synchronizationFailed: &synchronizationFailed)
+            let verdict = core.validator.verdict(&descriptor, memory: memories + index,
+                                                 synchronize: state.synchronizesCPUAccess ? state.allocator : nil,
+                                                 synchronizationFailed: &synchronizationFailed)
             if synchronizationFailed { state.statistics.synchronizationFailures += 1 }
             let defects: CompressedFrameDefects
             switch verdict {
             case .violation(let problem):
                 state.statistics.driverViolations += 1
-                state.statistics.lastViolation = problem
+                state.statistics.lastViolation = problem.description
                 _ = PinCore.queue(&state, index: index, device: device, bufferType: bufferType)
                 return nil
             case .requeueCorrupt(let found):
