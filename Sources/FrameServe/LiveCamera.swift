@@ -33,6 +33,7 @@ final class LiveCamera: Sendable {
     private let finished = DispatchSemaphore(value: 0)
 
     private struct Control {
+        var started = false
         var stopRequested = false
         var pin: CapturePin?
         var viewers = 0
@@ -70,6 +71,7 @@ final class LiveCamera: Sendable {
 
     /// Starts the capture thread.
     func start() {
+        control.withLockedValue { $0.started = true }
         // A queue of its own: the capture thread blocks in the pin's poll, never on NIO's loops.
         DispatchQueue(label: "framedump.serve.camera\(index)").async { [self] in
             run()
@@ -79,13 +81,15 @@ final class LiveCamera: Sendable {
 
     /// Stops the capture and waits for its thread to end.
     func stop() {
-        let pin = control.withLockedValue { control -> CapturePin? in
+        let (pin, started) = control.withLockedValue { control -> (CapturePin?, Bool) in
+            let started = control.started
+            control.started = false
             control.stopRequested = true
-            return control.pin
+            return (control.pin, started)
         }
         pin?.stop()
         nudge.signal()
-        finished.wait()
+        if started { finished.wait() }
     }
 
     private var stopRequested: Bool { control.withLockedValue { $0.stopRequested } }

@@ -202,6 +202,32 @@ final class LiveViewServerTests: XCTestCase {
     }
 }
 
+
+extension LiveViewServerTests {
+    /// --idle-stop: the device streams only while someone watches.
+    func testIdleStopStreamsOnlyWhileSomeoneWatches() throws {
+        let rig = try makeServer { $0.idleStopSeconds = 0.3 }
+        func streaming() -> Bool { rig.backend.queueState(path: Self.path)?.isStreaming ?? false }
+        func wait(until wanted: Bool, _ message: String) {
+            for _ in 0..<200 where streaming() != wanted { usleep(25_000) }
+            XCTAssertEqual(streaming(), wanted, message)
+        }
+        usleep(500_000)
+        XCTAssertFalse(streaming(), "no viewer: the device does not stream")
+        do {
+            let viewer = try HTTPTestClient(port: rig.port)
+            viewer.send("GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
+            XCTAssertEqual(viewer.head()?.status, 200)
+            wait(until: true, "the first viewer starts the stream")
+            produce(rig, count: 2)
+            XCTAssertNotNil(viewer.part()?.headers["x-frame-sequence"])
+        }
+        wait(until: false, "the device stops after the last viewer left")
+        let state = try HTTPTestClient.get("/state", port: rig.port)
+        XCTAssertTrue(String(decoding: state.body, as: UTF8.self).contains("\"idle\""))
+    }
+}
+
 final class ManagedCount: @unchecked Sendable {
     private let lock = NSLock()
     private var count = 0
