@@ -270,4 +270,48 @@ final class VividServeTests: XCTestCase {
         let camera = try camera(try state(port: port))
         XCTAssertGreaterThanOrEqual(camera["sourceChanges"] as? Int ?? 0, 2, "\(camera)")
     }
+
+    /// A real browser: headless Chromium opens the page; its screenshot shows vivid's colour bars
+    /// where the picture is and text in the statistics panel.
+    func testABrowserShowsThePictureAndTheStatisticsPanel() throws {
+        let chromium = "/usr/bin/chromium"
+        guard FileManager.default.isExecutableFile(atPath: chromium) else {
+            return XCTFail("\(chromium) is not installed (tools/setup installs Debian's chromium)")
+        }
+        let port = 8095
+        _ = try serve(["-d", Vivid.main] + deterministic, port: port)
+        let shot = "\(work)/page.png"
+        let width = 800, height = 480
+        let browser = try ChildProcess.run("/usr/bin/env", ["HOME=/tmp", chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
+                                                           "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=\(width),\(height)",
+                                                           "--virtual-time-budget=4000", "--screenshot=\(shot)", "http://127.0.0.1:\(port)/"])
+        XCTAssertTrue(FileManager.default.fileExists(atPath: shot), "no screenshot (exit \(browser.status)): \(browser.stderr.suffix(2000))")
+        let raw = "\(work)/page.rgb"
+        let convert = try ChildProcess.run("/usr/bin/ffmpeg", ["-v", "error", "-y", "-i", shot, "-f", "rawvideo", "-pix_fmt", "rgb24", raw])
+        XCTAssertEqual(convert.status, 0, convert.stderr)
+        let pixels = try Data(contentsOf: URL(fileURLWithPath: raw))
+        XCTAssertEqual(pixels.count, width * height * 3)
+        guard pixels.count == width * height * 3 else { return }
+        func pixel(_ x: Int, _ y: Int) -> [Int] {
+            let i = (y * width + x) * 3
+            return [Int(pixels[i]), Int(pixels[i + 1]), Int(pixels[i + 2])]
+        }
+        // vivid's bars, left to right: white, yellow, cyan, green, magenta, red, blue, black;
+        // the picture is at (8, 8), 640 wide (the page's padding).
+        let bars: [[Bool]] = [[true, true, true], [true, true, false], [false, true, true], [false, true, false],
+                              [true, false, true], [true, false, false], [false, false, true], [false, false, false]]
+        var seen: [[Int]] = []
+        for (k, bar) in bars.enumerated() {
+            let rgb = pixel(8 + 80 * k + 40, 8 + 120)
+            seen.append(rgb)
+            for (channel, high) in bar.enumerated() {
+                XCTAssertTrue(high ? rgb[channel] > 120 : rgb[channel] < 70, "bar \(k) at the picture's place is \(rgb), not vivid's")
+            }
+        }
+        // The statistics panel (bottom right): light text on a dark box.
+        var light = 0
+        for y in (height - 90)..<height { for x in (width - 420)..<width where pixel(x, y).min()! > 150 { light += 1 } }
+        print("browser: bars \(seen); \(light) light pixels in the statistics panel")
+        XCTAssertGreaterThan(light, 100, "the statistics panel shows text")
+    }
 }
