@@ -225,7 +225,7 @@ final class PinCore: Sendable {
     /// When streaming is over and no pointer is alive, takes the allocator and the memory
     /// out of the state so they can be freed outside the lock.
     func takeTeardownIfDone(_ state: inout State) -> Teardown? {
-        guard state.machine.isOver, state.livePointers == 0, let allocator = state.allocator, let storage = state.storage else { return nil }
+        guard !state.machine.isStreaming, state.machine.isOver, state.livePointers == 0, let allocator = state.allocator, let storage = state.storage else { return nil }
         state.slots.removeAll()
         state.queuedCount = 0
         state.storage = nil

@@ -32,24 +32,26 @@ struct PinStateMachine: Sendable {
         case failed(CaptureError)
     }
 
-    private(set) var state: State = .idle
+    private(set) var state: State = .idle {
+        didSet {
+            isStreaming = if case .streaming = state { true } else { false }
+            switch state {
+            case .restartPending, .noSignal, .starting(restart: true): isFollowingSource = true
+            default: isFollowingSource = false
+            }
+        }
+    }
     /// Moves on with each STREAMON. A buffer dequeued in one stream is not accepted in another.
     private(set) var epoch: UInt64 = 0
 
     // MARK: - Derived
 
-    var isStreaming: Bool {
-        if case .streaming = state { return true }
-        return false
-    }
+    /// Stored beside the state (set with it): the per-frame paths read a flag, not a switch
+    /// over an enum with payloads.
+    private(set) var isStreaming = false
 
     /// Between a source change and its restart, or waiting for a signal.
-    var isFollowingSource: Bool {
-        switch state {
-        case .restartPending, .noSignal, .starting(restart: true): return true
-        default: return false
-        }
-    }
+    private(set) var isFollowingSource = false
 
     var isRestartPending: Bool {
         if case .restartPending = state { return true }

@@ -16,7 +16,8 @@ extension SimulatedDevice {
                                       framePath: request == CV4L2_VIDIOC_DQBUF || request == CV4L2_VIDIOC_QBUF) {
             return errno
         }
-        if !endlessEnumerations.isEmpty && endlessEnumerations.contains(request) {
+        // Not on the frame path: reading the array is an exclusivity check per call.
+        if request != CV4L2_VIDIOC_DQBUF && request != CV4L2_VIDIOC_QBUF && !endlessEnumerations.isEmpty && endlessEnumerations.contains(request) {
             return endlessEnumeration(request, argument)
         }
         switch request {
