@@ -46,6 +46,29 @@ enum M2M {
         return path
     }
 
+    /// Unloads vicodec and loads it again from the harness's module folder
+    /// (`VIVID_VM_M2M_MODULES`) with `multiplanar=0` or `1`; waits for its encoder node.
+    static func reloadVicodec(multiplanar: Bool) throws {
+        guard let modules = ProcessInfo.processInfo.environment["VIVID_VM_M2M_MODULES"], !modules.isEmpty else {
+            XCTFail("VIVID_VM_M2M_MODULES is not set: not in tools/vivid-vm --m2m")
+            throw Missing(name: "VIVID_VM_M2M_MODULES")
+        }
+        let command = "rmmod vicodec && insmod \(modules)/vicodec.ko multiplanar=\(multiplanar ? 1 : 0)"
+        let result = try ChildProcess.run("/bin/sh", ["-c", "PATH=/usr/sbin:/sbin:$PATH; " + command])
+        guard result.status == 0 else {
+            XCTFail("\(command): exit \(result.status): \(result.stderr)")
+            throw Missing(name: "vicodec")
+        }
+        let start = MonotonicClock.nanoseconds()
+        while nodesByName()[encoder] == nil || nodesByName()[decoder] == nil {
+            guard MonotonicClock.nanoseconds() - start < 10_000_000_000 else {
+                XCTFail("no \(encoder) node 10 s after \(command)")
+                throw Missing(name: encoder)
+            }
+            usleep(50_000)
+        }
+    }
+
     /// A vivid-like YU12 frame: 75% colour bars (BT.601 limited range), shifted by `number`
     /// pixels so that successive frames differ.
     static func colourBars(width: Int, height: Int, number: Int) -> [UInt8] {
@@ -127,6 +150,33 @@ final class VividMemoryToMemoryTests: XCTestCase {
     /// one flagged LAST, one encoded buffer per frame, then EPIPE, and the EOS event.
     func testEncoderDrainEndsWithLastBufferThenEPIPE() throws {
         let device = try VideoDevice(path: try M2M.node(M2M.encoder))
+        XCTAssertEqual(device.memoryToMemoryQueues, .singlePlanar)
+        try drainEncoder(device)
+    }
+
+    /// The same with vicodec reloaded with multiplanar=1: the OUTPUT_MPLANE and CAPTURE_MPLANE
+    /// queues. vicodec is reloaded single-planar afterwards.
+    func testMultiplanarEncoderDrain() throws {
+        _ = try M2M.node(M2M.encoder)
+        try M2M.reloadVicodec(multiplanar: true)
+        var failure: (any Error)?
+        do { try multiplanarEncoderDrain() } catch { failure = error }
+        // The device is closed now (rmmod refuses a module in use).
+        try M2M.reloadVicodec(multiplanar: false)
+        if let failure { throw failure }
+    }
+
+    private func multiplanarEncoderDrain() throws {
+        let device = try VideoDevice(path: try M2M.node(M2M.encoder))
+        XCTAssertEqual(device.memoryToMemoryQueues, .multiplanar)
+        XCTAssertTrue(device.capabilities.deviceCapabilities.contains(.videoM2MMultiplanar))
+        let description = try XCTUnwrap(try device.memoryToMemoryDescription())
+        XCTAssertEqual(description.role, .encoder)
+        XCTAssertEqual(description.captureFormats.map(\.pixelFormat), [FourCC("FWHT")!])
+        try drainEncoder(device)
+    }
+
+    private func drainEncoder(_ device: VideoDevice) throws {
         let queues = try XCTUnwrap(device.memoryToMemoryQueues)
         let width: UInt32 = 640, height: UInt32 = 360, frameBytes = Int(width * height * 3 / 2), frames = 3
 
