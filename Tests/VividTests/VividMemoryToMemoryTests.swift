@@ -127,6 +127,25 @@ final class VividMemoryToMemoryTests: XCTestCase {
         }
     }
 
+    /// DECODER_CMD and TRY_DECODER_CMD on the stateful decoder; the encoder refuses them, typed.
+    func testDecoderCommands() throws {
+        let decoder = try VideoDevice(path: try M2M.node(M2M.decoder))
+        XCTAssertEqual(try decoder.tryDecoderCommand(.stop).kind, .stop)
+        XCTAssertEqual(try decoder.tryDecoderCommand(.start).kind, .start)
+        // Not streaming: the driver takes STOP and START and has nothing to drain.
+        try decoder.decoderCommand(.stop)
+        try decoder.decoderCommand(.start)
+        let encoder = try VideoDevice(path: try M2M.node(M2M.encoder))
+        do {
+            _ = try encoder.tryDecoderCommand(.stop)
+            XCTFail("the encoder took VIDIOC_TRY_DECODER_CMD")
+        } catch {
+            XCTAssertEqual(error.operation, "VIDIOC_TRY_DECODER_CMD")
+            XCTAssertEqual(error.errno, .inappropriateIOCTLForDevice, "\(error)")
+        }
+        XCTAssertEqual(try encoder.tryEncoderCommand(.start).kind, .start)
+    }
+
     /// FWHT's quantization parameters and the generic GOP size, by their named accessors.
     func testEncoderControls() throws {
         let device = try VideoDevice(path: try M2M.node(M2M.encoder))
