@@ -17,6 +17,35 @@ public struct DeviceListEntry: Hashable, Sendable, Codable {
     public var metadataFormat: String?
     /// Why the node could not be opened or queried, if it could not.
     public var error: String?
+    /// A memory-to-memory node (codec, scaler, converter): its role and formats on each side.
+    public var memoryToMemory: MemoryToMemorySummary? = nil
+}
+
+/// A memory-to-memory node in `framedump list`: what it is and the formats on each side.
+public struct MemoryToMemorySummary: Hashable, Sendable, Codable {
+    /// `encoder`, `decoder` or `converter`; nil when a queue lists no format.
+    public var role: MemoryToMemoryRole?
+    /// Whether the queues are multi-planar (V4L2_CAP_VIDEO_M2M_MPLANE).
+    public var multiplanar: Bool
+    /// The OUTPUT queue's formats: what the application writes into the device.
+    public var outputFormats: [FourCC]
+    /// The CAPTURE queue's formats: what the device gives back.
+    public var captureFormats: [FourCC]
+
+    public init(_ description: MemoryToMemoryDescription) {
+        role = description.role
+        multiplanar = description.queues.isMultiplanar
+        outputFormats = description.outputFormats.map(\.pixelFormat)
+        captureFormats = description.captureFormats.map(\.pixelFormat)
+    }
+
+    /// `encoder (OUTPUT YU12, NV12 -> CAPTURE FWHT)`.
+    public var text: String {
+        let what = role.map { "memory-to-memory \($0)" } ?? "memory-to-memory device"
+        let output = outputFormats.isEmpty ? "none" : outputFormats.map(\.description).joined(separator: ", ")
+        let capture = captureFormats.isEmpty ? "none" : captureFormats.map(\.description).joined(separator: ", ")
+        return "\(what) (OUTPUT \(output) -> CAPTURE \(capture)\(multiplanar ? ", multi-planar" : ""))"
+    }
 }
 
 /// `framedump list`: every video device with card, driver, bus info and whether it captures.
@@ -76,9 +105,14 @@ public enum DeviceListing {
                 if caps.deviceCapabilities.contains(.metaCapture) {
                     metadata = (try? device.metadataFormat()).map { $0.dataFormat.description }
                 }
+                var m2m: MemoryToMemorySummary?
+                if caps.isMemoryToMemory, let description = try device.memoryToMemoryDescription() {
+                    m2m = MemoryToMemorySummary(description)
+                }
                 return DeviceListEntry(path: path, number: number(of: path), driver: caps.driver, card: caps.card,
                                        busInfo: caps.busInfo, canCapture: caps.canCapture,
-                                       capabilities: caps.deviceCapabilities.names, metadataFormat: metadata, error: nil)
+                                       capabilities: caps.deviceCapabilities.names, metadataFormat: metadata, error: nil,
+                                       memoryToMemory: m2m)
             } catch {
                 return DeviceListEntry(path: path, number: number(of: path), driver: nil, card: nil, busInfo: nil,
                                        canCapture: false, capabilities: [], metadataFormat: nil, error: error.description)
@@ -96,6 +130,7 @@ public enum DeviceListing {
                 continue
             }
             var capture = entry.canCapture ? "capture" : "no capture"
+            if let m2m = entry.memoryToMemory { capture = m2m.text }
             if !entry.canCapture, entry.capabilities.contains("Metadata Capture") {
                 // uvcvideo's second node carries each frame's UVC payload headers, not video.
                 let what = entry.metadataFormat == "UVCH" ? ", UVC payload headers" : ""

@@ -128,6 +128,22 @@ public struct ControlReport: Hashable, Sendable, Codable {
     public var menuItems: [ControlMenuItem]
 }
 
+/// A memory-to-memory device in `framedump info`: its role and both queues with their formats.
+public struct MemoryToMemoryReport: Hashable, Sendable, Codable {
+    /// `encoder`, `decoder` or `converter`; nil when a queue lists no format.
+    public var role: MemoryToMemoryRole?
+    public var outputBufferType: String
+    public var captureBufferType: String
+    /// The OUTPUT queue's format in force and the formats it takes (what the application writes).
+    public var currentOutputFormat: CurrentFormatReport?
+    public var outputFormats: [FormatReport]
+    /// The CAPTURE queue's format in force and the formats it gives (what the device produces).
+    public var currentCaptureFormat: CurrentFormatReport?
+    public var captureFormats: [FormatReport]
+    /// The encoder controls FrameBridge knows (bitrate, GOP size, force key frame, FWHT QPs), by C name.
+    public var encoderControls: [String] = []
+}
+
 /// `framedump info`: capabilities, inputs, formats with sizes and frame intervals, controls.
 public struct DeviceReport: Hashable, Sendable, Codable {
     public var path: String
@@ -147,6 +163,8 @@ public struct DeviceReport: Hashable, Sendable, Codable {
     public var currentFormat: CurrentFormatReport?
     public var formats: [FormatReport]
     public var controls: [ControlReport]
+    /// For a memory-to-memory device (codec, scaler, converter): its role and both queues.
+    public var memoryToMemory: MemoryToMemoryReport? = nil
 
     /// Reads everything from `device`.
     public static func make(device: VideoDevice) throws(FrameDumpError) -> DeviceReport {
@@ -184,6 +202,9 @@ public struct DeviceReport: Hashable, Sendable, Codable {
                                                        compressed: description.isCompressed, sizes: sizes))
                 }
             }
+            if let description = try device.memoryToMemoryDescription() {
+                report.memoryToMemory = memoryToMemoryReport(device: device, description)
+            }
             for control in try device.controls() {
                 var value: Int64?
                 if control.type.isNumeric && !control.isWriteOnly && !control.isDisabled {
@@ -204,6 +225,29 @@ public struct DeviceReport: Hashable, Sendable, Codable {
         } catch {
             throw FrameDumpError(error)
         }
+    }
+
+    /// Both queues of a memory-to-memory device: formats in force (G_FMT) and offered (ENUM_FMT,
+    /// with frame sizes where the driver lists them; a refused query leaves them out).
+    static func memoryToMemoryReport(device: VideoDevice, _ description: MemoryToMemoryDescription) -> MemoryToMemoryReport {
+        func formatReports(_ formats: [FormatDescription]) -> [FormatReport] {
+            formats.map { format in
+                let sizes = ((try? device.frameSizes(format.pixelFormat)) ?? []).compactMap {
+                    try? sizeReport($0, pixelFormat: format.pixelFormat, device: device)
+                }
+                return FormatReport(pixelFormat: format.pixelFormat, description: format.description,
+                                    compressed: format.isCompressed, sizes: sizes)
+            }
+        }
+        let queues = description.queues
+        var report = MemoryToMemoryReport(
+            role: description.role, outputBufferType: queues.output.description, captureBufferType: queues.capture.description,
+            currentOutputFormat: (try? device.format(queues.output)).map { CurrentFormatReport(format: $0, frameInterval: nil) },
+            outputFormats: formatReports(description.outputFormats),
+            currentCaptureFormat: (try? device.format(queues.capture)).map { CurrentFormatReport(format: $0, frameInterval: nil) },
+            captureFormats: formatReports(description.captureFormats))
+        report.encoderControls = ((try? device.encoderControls()) ?? [:]).keys.sorted { $0.id < $1.id }.map(\.description)
+        return report
     }
 
     /// Read-only queries of the current input's timings or standard; a query the driver
@@ -265,9 +309,30 @@ public struct DeviceReport: Hashable, Sendable, Codable {
           Driver version: \(version)
           Capabilities  : \(capabilities.joined(separator: ", "))
           Device caps   : \(deviceCapabilities.joined(separator: ", "))
-          Can capture   : \(canCapture ? "yes (\(captureBufferType ?? "?"))" : "no")
+          Can capture   : \(canCapture ? "yes (\(captureBufferType ?? "?"))" : memoryToMemory.map { _ in "no (memory-to-memory: both queues below)" } ?? "no")
 
         """
+        if let m2m = memoryToMemory {
+            text += "Memory-to-memory: \(m2m.role.map { "\($0)" } ?? "unknown role (a queue lists no format)")\n"
+            for (side, bufferType, current, formats) in [
+                ("OUTPUT (written by the application)", m2m.outputBufferType, m2m.currentOutputFormat, m2m.outputFormats),
+                ("CAPTURE (produced by the device)", m2m.captureBufferType, m2m.currentCaptureFormat, m2m.captureFormats),
+            ] {
+                text += "  \(side), \(bufferType):\n"
+                if let format = current {
+                    text += "    Current format: \(format.pixelFormat) \(format.width)x\(format.height)"
+                    text += format.planes.enumerated().map { ", plane \($0.offset): bytes per line \($0.element.bytesPerLine), size image \($0.element.sizeImage)" }.joined()
+                    text += "\n"
+                }
+                for format in formats {
+                    text += "    '\(format.pixelFormat)' (\(format.description))\(format.compressed ? ", compressed" : "")"
+                    text += format.sizes.isEmpty ? "\n" : ": " + format.sizes.map(\.text).joined(separator: ", ") + "\n"
+                }
+            }
+            if !m2m.encoderControls.isEmpty {
+                text += "  Encoder controls: \(m2m.encoderControls.joined(separator: ", "))\n"
+            }
+        }
         if !inputs.isEmpty {
             text += "Inputs:\n"
             for input in inputs {

@@ -45,6 +45,8 @@ public struct V4L2Error: Error, Sendable, Hashable, CustomStringConvertible {
             return "the device was disconnected"
         case ("VIDIOC_S_FMT", .invalidArgument), ("VIDIOC_TRY_FMT", .invalidArgument):
             return "the driver refused this format (VIDIOC_ENUM_FMT and VIDIOC_ENUM_FRAMESIZES list what it offers)"
+        case ("VIDIOC_DQBUF", .brokenPipe):
+            return "the buffer flagged LAST was dequeued before (the end of a drain or of a stream): nothing more comes until ENC/DEC_CMD_START or a restart of the CAPTURE queue"
         case (_, .inappropriateIOCTLForDevice):
             return "the driver does not support this ioctl"
         default:

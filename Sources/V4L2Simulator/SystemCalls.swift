@@ -136,6 +136,10 @@ func ioctlName(_ request: UInt) -> String {
     case CV4L2_VIDIOC_QUERY_DV_TIMINGS: return "VIDIOC_QUERY_DV_TIMINGS"
     case CV4L2_VIDIOC_G_DV_TIMINGS: return "VIDIOC_G_DV_TIMINGS"
     case CV4L2_VIDIOC_S_DV_TIMINGS: return "VIDIOC_S_DV_TIMINGS"
+    case CV4L2_VIDIOC_ENCODER_CMD: return "VIDIOC_ENCODER_CMD"
+    case CV4L2_VIDIOC_TRY_ENCODER_CMD: return "VIDIOC_TRY_ENCODER_CMD"
+    case CV4L2_VIDIOC_DECODER_CMD: return "VIDIOC_DECODER_CMD"
+    case CV4L2_VIDIOC_TRY_DECODER_CMD: return "VIDIOC_TRY_DECODER_CMD"
     default: return "ioctl 0x" + String(request, radix: 16)
     }
 }

@@ -8,7 +8,9 @@ struct InfoCommand: ParsableCommand {
         discussion: """
         Each input shows its status flags (no signal, no power, ...); the current input shows its DV \
         timings or analog standard, what the device detects from the source, and the presets it \
-        offers. Compressed formats (MJPEG, H264, ...) are marked compressed.
+        offers. Compressed formats (MJPEG, H264, ...) are marked compressed. A memory-to-memory \
+        device shows its role (encoder, decoder or converter) and both queues, OUTPUT and \
+        CAPTURE, with their formats and the encoder controls it has.
         """
     )
 

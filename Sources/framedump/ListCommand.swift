@@ -8,7 +8,9 @@ struct ListCommand: ParsableCommand {
         abstract: "List every /dev/video* with card, driver, bus info and whether it can capture.",
         discussion: """
         A node that only captures metadata (uvcvideo's second node: format UVCH, the payload \
-        headers) is named as such. No buffers are allocated.
+        headers) is named as such, and so is a memory-to-memory device (a codec, scaler or \
+        converter): encoder, decoder or converter, with the formats of its OUTPUT queue (what it \
+        takes) and of its CAPTURE queue (what it gives). No buffers are allocated.
         """
     )
 
