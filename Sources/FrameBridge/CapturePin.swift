@@ -130,10 +130,7 @@ public final class CapturePin: Sendable {
         self.device = device
         self.bufferType = bufferType
         self.configuration = configuration
-        let format: ImageFormat
-        let frameInterval: Fraction?
-        let framing: AllocatorFraming
-        do {
+        let (format, frameInterval, framing) = try CapturePin.capturingErrors(of: device) {
             if let input = configuration.input {
                 try device.selectInput(input)
             }
@@ -141,15 +138,8 @@ public final class CapturePin: Sendable {
             try CapturePin.applyRateAndControls(device: device, bufferType: bufferType, configuration: configuration)
             // A control can change the format's colorimetry (vivid's hsv_encoding, colorspace,
             // quantization): the format in force is read again after the controls.
-            format = configuration.controls.isEmpty ? negotiated : try device.format(bufferType)
-            frameInterval = try device.frameInterval(bufferType)
-            framing = try AllocatorFraming.query(device: device, bufferType: bufferType)
-        } catch let error as CaptureError {
-            throw error
-        } catch let error as V4L2Error {
-            throw CaptureError(error)
-        } catch {
-            throw CaptureError(.device, "\(device.path): \(error)")
+            let format = configuration.controls.isEmpty ? negotiated : try device.format(bufferType)
+            return (format, try device.frameInterval(bufferType), try AllocatorFraming.query(device: device, bufferType: bufferType))
         }
         live = Locked(LiveState(format: format, frameInterval: frameInterval, framing: framing))
         let validation: FrameValidation = !framing.isCompressed ? .uncompressed : (framing.pixelFormat.isJPEG ? .jpeg : .compressed)

@@ -14,7 +14,7 @@ extension CapturePin {
     public static func proposedFraming(device: VideoDevice, configuration: PinConfiguration = PinConfiguration())
         throws(CaptureError) -> (format: ImageFormat, frameInterval: Fraction?, framing: AllocatorFraming) {
         let bufferType = try CapturePin.bufferType(of: device, configuration: configuration)
-        do {
+        return try capturingErrors(of: device) {
             if let input = configuration.input, (try? device.currentInput()) != input {
                 try device.selectInput(input)
             }
@@ -27,6 +27,14 @@ extension CapturePin {
             try applyRateAndControls(device: device, bufferType: bufferType, configuration: configuration)
             let interval = try device.frameInterval(bufferType)
             return (format, interval, try AllocatorFraming.query(device: device, bufferType: bufferType, format: format))
+        }
+    }
+
+    /// Runs `body`, whose calls throw V4L2 or capture errors, as one call that throws a
+    /// ``CaptureError`` naming `device`.
+    static func capturingErrors<T>(of device: VideoDevice, _ body: () throws -> T) throws(CaptureError) -> T {
+        do {
+            return try body()
         } catch let error as CaptureError {
             throw error
         } catch let error as V4L2Error {

@@ -246,7 +246,14 @@ final class AllocatorTests: XCTestCase {
     func testZeroUserPointerGrantIsAnError() throws {
         let inner = SimulatedV4L2Backend()
         inner.addDevice(path: capturePath, configuration: Layout.singlePlanar.deviceConfiguration())
-        let backend = ZeroUserPointerGrantBackend(inner)
+        // A USERPTR REQBUFS is answered with count 0.
+        let backend = InterceptingBackend(inner, name: "zero-grant") { request, argument, answer in
+            if request == CV4L2_VIDIOC_REQBUFS, answer == nil {
+                let buffers = argument.assumingMemoryBound(to: v4l2_requestbuffers.self)
+                if buffers.pointee.memory == V4L2_MEMORY_USERPTR.rawValue { buffers.pointee.count = 0 }
+            }
+            return answer
+        }
         let device = try VideoDevice(path: capturePath, backend: backend)
         let pin = try CapturePin(device: device, configuration: PinConfiguration(pixelFormat: .yuyv, width: 320, height: 180))
         XCTAssertThrowsError(try pin.start(AllocatorSelection(candidates: [UserPointerAllocator()]))) { error in
@@ -255,32 +262,5 @@ final class AllocatorTests: XCTestCase {
         }
         XCTAssertFalse(pin.isStreaming)
         XCTAssertNil(pin.allocator)
-    }
-}
-
-/// Forwards to the simulator but answers a USERPTR REQBUFS with count 0.
-final class ZeroUserPointerGrantBackend: DeviceBackend {
-    let inner: SimulatedV4L2Backend
-    init(_ inner: SimulatedV4L2Backend) { self.inner = inner }
-    var name: String { "zero-grant" }
-    func open(path: String, flags: Int32) -> Result<Int32, Errno> { inner.open(path: path, flags: flags) }
-    func close(_ descriptor: Int32) -> Errno? { inner.close(descriptor) }
-    func ioctl(_ descriptor: Int32, request: UInt, argument: UnsafeMutableRawPointer) -> Errno? {
-        let answer = inner.ioctl(descriptor, request: request, argument: argument)
-        if request == CV4L2_VIDIOC_REQBUFS, answer == nil {
-            let request = argument.assumingMemoryBound(to: v4l2_requestbuffers.self)
-            if request.pointee.memory == V4L2_MEMORY_USERPTR.rawValue { request.pointee.count = 0 }
-        }
-        return answer
-    }
-    func mmap(_ descriptor: Int32, length: Int, protection: Int32, offset: Int64) -> Result<UnsafeMutableRawPointer, Errno> {
-        inner.mmap(descriptor, length: length, protection: protection, offset: offset)
-    }
-    func munmap(_ address: UnsafeMutableRawPointer, length: Int) -> Errno? { inner.munmap(address, length: length) }
-    func poll(_ descriptor: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno> {
-        inner.poll(descriptor, events: events, timeoutMilliseconds: timeoutMilliseconds)
-    }
-    func poll(_ descriptor: Int32, events: Int16, wakeup: Int32, timeoutMilliseconds: Int32) -> Result<(revents: Int16, woken: Bool), Errno> {
-        inner.poll(descriptor, events: events, wakeup: wakeup, timeoutMilliseconds: timeoutMilliseconds)
     }
 }

@@ -101,14 +101,19 @@ final class PinStopRaceTests: XCTestCase {
     func testStopBetweenADequeueAndItsCheckIsNotADriverViolation() throws {
         let simulator = SimulatedV4L2Backend()
         simulator.addDevice(path: Self.path, configuration: Layout.singlePlanar.deviceConfiguration())
-        let backend = HookedBackend(simulator)
+        // Runs once, after the next successful DQBUF, on the consumer's thread.
+        let hook = Locked<(@Sendable () -> Void)?>(nil)
+        let backend = InterceptingBackend(simulator, name: "hooked") { request, _, answer in
+            if answer == nil, request == CV4L2_VIDIOC_DQBUF, let body = hook.withLock({ hook in defer { hook = nil }; return hook }) { body() }
+            return answer
+        }
         let pin = try CapturePin(device: try VideoDevice(path: Self.path, backend: backend),
                                  configuration: PinConfiguration(pixelFormat: Layout.singlePlanar.pixelFormat, width: 320, height: 180))
         try pin.start()
         XCTAssertTrue(gotFrame(try pin.next(keepLeadingEdge: false)))
         // The next DQBUF succeeds; stop() runs before the pin looks at what it dequeued (no
         // pointer holds a frame, so the stop frees every buffer at once).
-        backend.afterNextDequeue { pin.stop() }
+        hook.withLock { $0 = { pin.stop() } }
         XCTAssertFalse(gotFrame(try pin.next(timeout: .seconds(2), keepLeadingEdge: false)), "the stop ends the wait")
         let statistics = pin.statistics
         XCTAssertEqual(statistics.driverViolations, 0, "a stop is not the driver's fault: \(statistics.lastViolation ?? "")")
@@ -131,40 +136,5 @@ final class PinStopRaceTests: XCTestCase {
         XCTAssertEqual(ran.value, 1, "the handler runs when the locked pointer unlocks")
         pointer.release()
         XCTAssertEqual(ran.value, 1, "once")
-    }
-}
-
-/// A backend that forwards to another and runs a hook once after a successful VIDIOC_DQBUF, on
-/// the caller's thread, after the wrapped backend has returned (outside its locks).
-final class HookedBackend: DeviceBackend, @unchecked Sendable {
-    let wrapped: any DeviceBackend
-    private let hook = Locked<(@Sendable () -> Void)?>(nil)
-
-    init(_ wrapped: any DeviceBackend) { self.wrapped = wrapped }
-
-    func afterNextDequeue(_ body: @escaping @Sendable () -> Void) { hook.withLock { $0 = body } }
-
-    var name: String { "hooked \(wrapped.name)" }
-    func open(path: String, flags: Int32) -> Result<Int32, Errno> { wrapped.open(path: path, flags: flags) }
-    func close(_ descriptor: Int32) -> Errno? { wrapped.close(descriptor) }
-    func ioctl(_ descriptor: Int32, request: UInt, argument: UnsafeMutableRawPointer) -> Errno? {
-        let result = wrapped.ioctl(descriptor, request: request, argument: argument)
-        if result == nil, request == CV4L2_VIDIOC_DQBUF, let body = hook.withLock({ hook in defer { hook = nil }; return hook }) {
-            body()
-        }
-        return result
-    }
-    func mmap(_ descriptor: Int32, length: Int, protection: Int32, offset: Int64) -> Result<UnsafeMutableRawPointer, Errno> {
-        wrapped.mmap(descriptor, length: length, protection: protection, offset: offset)
-    }
-    func munmap(_ address: UnsafeMutableRawPointer, length: Int) -> Errno? { wrapped.munmap(address, length: length) }
-    func poll(_ descriptor: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno> {
-        wrapped.poll(descriptor, events: events, timeoutMilliseconds: timeoutMilliseconds)
-    }
-    func poll(_ descriptor: Int32, events: Int16, wakeup: Int32, timeoutMilliseconds: Int32) -> Result<(revents: Int16, woken: Bool), Errno> {
-        wrapped.poll(descriptor, events: events, wakeup: wakeup, timeoutMilliseconds: timeoutMilliseconds)
-    }
-    func poll(_ entries: UnsafeMutableBufferPointer<pollfd>, timeoutMilliseconds: Int32) -> Result<Int32, Errno> {
-        wrapped.poll(entries, timeoutMilliseconds: timeoutMilliseconds)
     }
 }

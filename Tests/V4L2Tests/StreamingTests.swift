@@ -455,36 +455,20 @@ final class StreamingTests: XCTestCase {
     }
 }
 
-/// Forwards to a simulated device, but every DQBUF answer carries an absurd timestamp.
-private final class AbsurdTimestampBackend: DeviceBackend, @unchecked Sendable {
-    let inner: SimulatedV4L2Backend
-    init(_ inner: SimulatedV4L2Backend) { self.inner = inner }
-    var name: String { "absurd-timestamp" }
-    func open(path: String, flags: Int32) -> Result<Int32, Errno> { inner.open(path: path, flags: flags) }
-    func close(_ descriptor: Int32) -> Errno? { inner.close(descriptor) }
-    func ioctl(_ descriptor: Int32, request: UInt, argument: UnsafeMutableRawPointer) -> Errno? {
-        let result = inner.ioctl(descriptor, request: request, argument: argument)
-        if result == nil && request == CV4L2_VIDIOC_DQBUF {
-            let buffer = argument.assumingMemoryBound(to: v4l2_buffer.self)
-            buffer.pointee.timestamp.tv_sec = Int.max
-            buffer.pointee.timestamp.tv_usec = Int.max
-        }
-        return result
-    }
-    func mmap(_ descriptor: Int32, length: Int, protection: Int32, offset: Int64) -> Result<UnsafeMutableRawPointer, Errno> {
-        inner.mmap(descriptor, length: length, protection: protection, offset: offset)
-    }
-    func munmap(_ address: UnsafeMutableRawPointer, length: Int) -> Errno? { inner.munmap(address, length: length) }
-    func poll(_ descriptor: Int32, events: Int16, timeoutMilliseconds: Int32) -> Result<Int16, Errno> {
-        inner.poll(descriptor, events: events, timeoutMilliseconds: timeoutMilliseconds)
-    }
-}
-
 final class MisreportedTimestampTests: XCTestCase {
     /// A driver's timestamp that overflows nanoseconds must not trap the process: the
     /// conversion wraps, and the frame is still dequeued.
     func testAnOverflowingTimestampDoesNotTrap() throws {
-        let device = try VideoDevice(path: videoPath, backend: AbsurdTimestampBackend(makeBackend()))
+        // Every DQBUF answer carries an absurd timestamp.
+        let backend = InterceptingBackend(makeBackend(), name: "absurd-timestamp") { request, argument, answer in
+            if answer == nil && request == CV4L2_VIDIOC_DQBUF {
+                let buffer = argument.assumingMemoryBound(to: v4l2_buffer.self)
+                buffer.pointee.timestamp.tv_sec = Int.max
+                buffer.pointee.timestamp.tv_usec = Int.max
+            }
+            return answer
+        }
+        let device = try VideoDevice(path: videoPath, backend: backend)
         _ = try device.requestBuffers(count: 2, bufferType: .videoCapture, memory: .mmap)
         _ = try device.mapAll(count: 2, bufferType: .videoCapture)
         for index in 0..<UInt32(2) {
