@@ -2,6 +2,7 @@ import SystemPackage
 import CV4L2
 import V4L2
 import V4L2Simulator
+import FrameBridgeTestSupport
 import XCTest
 
 /// The memory-to-memory layer on the host: role classification from format lists, the queue pair
