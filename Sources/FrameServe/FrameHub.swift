@@ -28,8 +28,6 @@ final class FrameHub: Sendable {
         var latest: PublishedFrame?
         var viewers: [ObjectIdentifier: Viewer] = [:]
         var serial: UInt64 = 0
-        /// Each time the number of viewers changes: the capture thread waits on it for --idle-stop.
-        var lastViewerLeftNanoseconds: Int64?
     }
 
     private let state = NIOLockedValueBox(State())

@@ -173,7 +173,7 @@ final class LiveCamera: Sendable {
                 guard let event = try current.nextEvent(timeout: .milliseconds(500), keepLeadingEdge: false) else {
                     if let loss = current.signalLoss {
                         placeholder(.noSignal)
-                        if try checkSignalLimit(since: &troubleSince, loss: loss) { break }
+                        if checkSignalLimit(since: &troubleSince, loss: loss) { break }
                     }
                     continue
                 }
@@ -244,7 +244,7 @@ final class LiveCamera: Sendable {
     }
 
     /// With --wait-for-signal S, gives up once the signal has been gone for S seconds.
-    private func checkSignalLimit(since: inout Int64?, loss: SignalLoss) throws -> Bool {
+    private func checkSignalLimit(since: inout Int64?, loss: SignalLoss) -> Bool {
         let start = since ?? MonotonicClock.nanoseconds()
         since = start
         guard let limit = serve.waitForSignalSeconds, Double(MonotonicClock.nanoseconds() - start) >= limit * 1e9 else { return false }

@@ -9,7 +9,6 @@ enum Placeholder {
         case noSignal = "NO SIGNAL"
         case disconnected = "DISCONNECTED"
         case starting = "STARTING"
-        case idle = "IDLE"
     }
 
     /// A JPEG of `reason`'s words, `width` x `height` (at least 64 x 32).
