@@ -35,6 +35,12 @@ public struct CaptureError: Error, Sendable, CustomStringConvertible {
         case noSuchControl
         /// The dmabuf exporter (a DRM node) could not be opened.
         case exporterUnavailable
+        /// The device named for a connection is not a memory-to-memory device.
+        case notMemoryToMemoryDevice
+        /// The device does not take the pixel format asked for (a connection's OUTPUT queue).
+        case formatNotSupported
+        /// No connection kind fits both ends (``ConnectionSelectionResult/rejections`` says why).
+        case noConnection
     }
 
     public var kind: Kind

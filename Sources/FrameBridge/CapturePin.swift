@@ -11,6 +11,9 @@ public struct PinConfiguration: Sendable {
     public var pixelFormat: FourCC?
     public var width: UInt32?
     public var height: UInt32?
+    /// Bytes per line of the first plane (S_FMT's bytesperline): padding at the end of each
+    /// line, where the driver supports it. nil lets the driver choose.
+    public var bytesPerLine: UInt32?
     /// Frames per second to ask for (VIDIOC_S_PARM).
     public var framesPerSecond: Double?
     /// Controls to set before streaming, by v4l2-ctl name (`osd_text_mode`) and value.
@@ -190,6 +193,29 @@ public final class CapturePin: Sendable {
 
     /// The number of stream pointers alive.
     public var livePointers: Int { core.state.withLock { $0.livePointers } }
+
+    /// The number of frames (the driver's buffers) while streaming; 0 before ``start(_:)``.
+    public var frameCount: Int { core.state.withLock { $0.slots.count } }
+
+    /// Reads the format and the framing from the device again, for a format another call has
+    /// changed: on a memory-to-memory device, setting the OUTPUT format changes the CAPTURE one
+    /// (an encoder's coded size and sizeimage follow the raw frames'). Only while not streaming.
+    public func reloadFormat() throws(CaptureError) {
+        guard !isStreaming else {
+            throw CaptureError(.invalidState, "\(device.path): the format cannot be read again while streaming")
+        }
+        let bufferType = self.bufferType
+        let device = self.device
+        let (format, interval, framing) = try CapturePin.capturingErrors(of: device) {
+            (try device.format(bufferType), try? device.frameInterval(bufferType),
+             try AllocatorFraming.query(device: device, bufferType: bufferType))
+        }
+        live.withLock {
+            $0.format = format
+            $0.frameInterval = interval ?? nil
+            $0.framing = framing
+        }
+    }
 
     /// The error that stopped the stream, if one did.
     public var failure: CaptureError? { core.state.withLock { $0.machine.failure } }

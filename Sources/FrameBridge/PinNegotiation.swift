@@ -47,6 +47,14 @@ extension CapturePin {
     /// The capture queue a pin uses on `device`; an error when it cannot capture by streaming.
     static func bufferType(of device: VideoDevice, configuration: PinConfiguration) throws(CaptureError) -> BufferType {
         let caps = device.capabilities
+        // A memory-to-memory device's CAPTURE queue (what an encoder or converter produces) is a
+        // pin like any other; its OUTPUT queue is fed by a ``MemoryToMemoryConnection``.
+        if !caps.canCapture, let queues = caps.memoryToMemoryQueues {
+            guard caps.deviceCapabilities.contains(.streaming) else {
+                throw CaptureError(.invalidConfiguration, "\(device.path): the driver does not support streaming I/O")
+            }
+            return queues.capture
+        }
         guard caps.canCapture else {
             throw CaptureError(.invalidConfiguration,
                                "\(device.path): not a video capture device (card \"\(caps.card)\", capabilities: \(caps.deviceCapabilities.names.joined(separator: ", ")))",
@@ -76,12 +84,16 @@ extension CapturePin {
         }
         if let width = configuration.width { format.width = width }
         if let height = configuration.height { format.height = height }
-        format.planes = []
+        format.planes = configuration.bytesPerLine.map { [PlaneFormat(bytesPerLine: $0, sizeImage: 0)] } ?? []
         format.field = configuration.field.rawValue
         let granted = commit ? try device.setFormat(format) : try device.tryFormat(format)
         let ioctl = commit ? "VIDIOC_S_FMT" : "VIDIOC_TRY_FMT"
         if let pixelFormat = configuration.pixelFormat, granted.pixelFormat != pixelFormat {
             throw CaptureError(.invalidConfiguration, "\(device.path): \(ioctl): the driver replaced pixel format \(pixelFormat) with \(granted.pixelFormat)")
+        }
+        if let asked = configuration.bytesPerLine, let given = granted.planes.first?.bytesPerLine, given != asked {
+            throw CaptureError(.invalidConfiguration,
+                               "\(device.path): \(ioctl): bytesperline \(asked) is not supported for \(granted.pixelFormat) \(granted.width)x\(granted.height); the driver gives \(given)")
         }
         if (configuration.width != nil && granted.width != configuration.width)
             || (configuration.height != nil && granted.height != configuration.height) {

@@ -14,6 +14,8 @@ public struct FormatOptions: Sendable {
     public var controls: [ControlSetting]
     /// `--field`: the field order to ask for (default none: progressive).
     public var field: FieldOrder
+    /// `--bytesperline`: the first plane's bytes per line (nil: the driver's choice).
+    public var bytesPerLine: UInt32? = nil
 
     public init(input: UInt32? = nil, pixelFormat: FourCC? = nil, width: UInt32? = nil, height: UInt32? = nil,
                 framesPerSecond: Double? = nil, controls: [ControlSetting] = [], field: FieldOrder = .none) {
@@ -33,6 +35,7 @@ public struct FormatOptions: Sendable {
                                              framesPerSecond: framesPerSecond, controls: controls.map { (name: $0.name, value: $0.value) },
                                              errorFramePolicy: errorFramePolicy, corruptFramePolicy: corruptFramePolicy)
         configuration.field = field
+        configuration.bytesPerLine = bytesPerLine
         return configuration
     }
 

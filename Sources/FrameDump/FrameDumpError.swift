@@ -18,6 +18,8 @@ public struct FrameDumpError: Error, Sendable, Equatable, CustomStringConvertibl
     public var summary: CaptureSummary?
     /// With several devices: what each had captured when the capture failed.
     public var devicesSummary: MultiCaptureSummary?
+    /// `capture --encode` / `--convert`: what had been captured and produced when it failed.
+    public var connectionSummary: ConnectionSummary?
 
     public init(_ kind: Kind, _ message: String, summary: CaptureSummary? = nil) {
         self.kind = kind
@@ -68,6 +70,9 @@ public struct FrameDumpError: Error, Sendable, Equatable, CustomStringConvertibl
         case .sizeNotSupported: return "`framedump info` lists the sizes"
         case .noSuchControl: return "`framedump info` lists the controls"
         case .exporterUnavailable: return "or name a DRM node with --dmabuf-from vgem:/dev/dri/cardN"
+        case .notMemoryToMemoryDevice: return "`framedump list` names the encoders and converters"
+        case .formatNotSupported: return "`framedump info -d DEVICE` lists the formats on each side"
+        case .noConnection: return "--connection auto falls back to a copy"
         case nil: return error.underlying.flatMap { hint(for: $0) }
         }
     }

@@ -79,6 +79,14 @@ public enum OptionValues {
         return count
     }
 
+    /// `--bytesperline`: 1...1,048,576 bytes.
+    public static func bytesPerLine(_ text: String) throws(OptionValueError) -> UInt32 {
+        guard let value = UInt32(text), (1...1_048_576).contains(value) else {
+            throw OptionValueError("expected bytes per line in 1...1048576, such as 1536")
+        }
+        return value
+    }
+
     /// `--every`: at least 1.
     public static func every(_ text: String) throws(OptionValueError) -> Int {
         guard let every = Int(text), every >= 1 else {

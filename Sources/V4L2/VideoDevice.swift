@@ -542,6 +542,13 @@ public final class VideoDevice: Sendable {
         raw.type = descriptor.pointee.bufferType.rawValue
         raw.memory = descriptor.pointee.memory.rawValue
         raw.field = descriptor.pointee.field
+        // An OUTPUT buffer's timestamp travels to the CAPTURE buffer made from it
+        // (V4L2_BUF_FLAG_TIMESTAMP_COPY): it matches an encoded frame to its captured one.
+        let timestamp = descriptor.pointee.timestampNanoseconds
+        if timestamp != 0 {
+            raw.timestamp.tv_sec = Int(timestamp / 1_000_000_000)
+            raw.timestamp.tv_usec = Int(timestamp % 1_000_000_000 / 1_000)
+        }
         let errno: Errno?
         if descriptor.pointee.bufferType.isMultiplanar {
             errno = multiplanarQueue(&raw, descriptor)

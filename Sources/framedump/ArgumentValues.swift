@@ -40,3 +40,5 @@ extension FieldOrder: ExpressibleByArgument {
 extension SourceChangeAction: ExpressibleByArgument {
     public init?(argument: String) { self.init(rawValue: argument.lowercased()) }
 }
+
+extension ConnectionPreference: ExpressibleByArgument {}

@@ -121,6 +121,31 @@ struct CaptureCommand: ParsableCommand {
             transform: OptionValues.seconds)
     var waitForSignal: Double?
 
+    @Option(name: .customLong("encode"),
+            help: ArgumentHelp("Feed the frames to a memory-to-memory encoder and write what it gives: a node (/dev/video11), or a codec (fwht, h264) to find the first encoder of it.", valueName: "DEV|fwht|h264"))
+    var encode: String?
+
+    @Option(name: .customLong("convert"),
+            help: ArgumentHelp("Feed the frames to a memory-to-memory converter (a scaler, a format converter) and write its frames; --size and --pixel-format then name its output, --source-size the camera's size.", valueName: "DEV"))
+    var convert: String?
+
+    @Option(name: .customLong("connection"),
+            help: "With --encode or --convert: how frames reach the device: auto (default: a dmabuf connection when both sides agree on the layout, else a copy), dmabuf (no copy, or an error), copy, or one dmabuf direction: capture-dmabuf (the camera's buffers exported to the device), device-dmabuf (the device's buffers imported by the camera).")
+    var connection: ConnectionPreference?
+
+    @Option(name: .customLong("source-format"), help: ArgumentHelp("With --convert: the camera's pixel format (default: its current one if the converter takes it, else the first both have).", valueName: "fourcc"),
+            transform: OptionValues.fourCC)
+    var sourceFormat: FourCC?
+
+    @Option(name: .customLong("source-size"), help: ArgumentHelp("With --convert: the camera's frame size (default: its current one).", valueName: "WxH"),
+            transform: OptionValues.size)
+    var sourceSize: RequestedSize?
+
+    @Option(name: .customLong("bytesperline"), parsing: .unconditional,
+            help: ArgumentHelp("Bytes per line of the captured frames (padding after each line, where the driver supports it).", valueName: "N"),
+            transform: OptionValues.bytesPerLine)
+    var bytesPerLine: UInt32?
+
     @Flag(name: .customLong("json"), help: "Print the summary as JSON.")
     var json = false
 
@@ -144,8 +169,19 @@ struct CaptureCommand: ParsableCommand {
                                   jpegDirectory: jpegDirectory, reconnect: reconnect, reconnectTimeoutSeconds: reconnectTimeout,
                                   onSourceChange: onSourceChange ?? .follow, waitForSignalSeconds: waitForSignal)
                 .forDevice(position: n)
+        }.map { options in
+            var options = options
+            options.format.bytesPerLine = bytesPerLine
+            return options
         }
         StopSignals.install()
+        if encode != nil || convert != nil {
+            try runConnection(options[0])
+            return
+        }
+        if connection != nil || sourceSize != nil || sourceFormat != nil {
+            throw ValidationError("--connection, --source-format and --source-size go with --encode or --convert")
+        }
         if options.count == 1 {
             let session = CaptureSession(options: options[0])
             session.progress = ProgressLine.forStandardError(quiet: quiet)
@@ -182,6 +218,46 @@ struct CaptureCommand: ParsableCommand {
             for message in failed { printError("framedump: \(message)\n") }
             exitProcess(1)
         }
+    }
+
+    /// `--encode` / `--convert`: one camera into a memory-to-memory device.
+    private func runConnection(_ capture: CaptureOptions) throws {
+        if encode != nil && convert != nil { throw ValidationError("--encode and --convert: give one of them") }
+        if device.devices.count > 1 { throw ValidationError("--encode and --convert take one -d") }
+        let refused: [(Bool, String)] = [(pngDirectory != nil, "--png-dir"), (jpegDirectory != nil, "--jpeg-dir"), (container != nil, "--container"),
+                                         (reconnect, "--reconnect"), (!deviceOptions.isEmpty, "--device-options"), (directIO != nil, "--direct-io"),
+                                         (output == "-", "-o -")]
+        if let (_, option) = refused.first(where: { $0.0 }) {
+            throw ValidationError("\(option) does not go with --encode or --convert (the output is the device's stream, written to -o FILE)")
+        }
+        var capture = capture
+        var options: ConnectionOptions
+        if encode != nil, sourceSize != nil || sourceFormat != nil {
+            throw ValidationError("--source-format and --source-size go with --convert; with --encode, --pixel-format and --size are the camera's")
+        }
+        if let encode {
+            options = ConnectionOptions(capture: capture, role: .encoder, target: ConnectionTarget.parse(encode),
+                                        preference: connection ?? .auto)
+        } else {
+            // --size and --pixel-format name the converter's output; the camera keeps its format
+            // (or the first one the converter takes) at --source-size.
+            capture.format.pixelFormat = sourceFormat
+            capture.format.width = sourceSize?.width
+            capture.format.height = sourceSize?.height
+            options = ConnectionOptions(capture: capture, role: .converter, target: .device(convert ?? ""),
+                                        preference: connection ?? .auto, resultFormat: format.pixelFormat,
+                                        resultWidth: format.size?.width, resultHeight: format.size?.height)
+        }
+        options.capture = capture
+        let session = ConnectionSession(options: options)
+        let summary: ConnectionSummary
+        do {
+            summary = try session.run()
+        } catch {
+            if json, let partial = error.connectionSummary { report(json: partial.json(), text: "") }
+            throw error
+        }
+        report(json: summary.json(), text: summary.render())
     }
 
     private func report(json text: String, text rendered: String) {
