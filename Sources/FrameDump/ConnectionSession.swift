@@ -69,6 +69,17 @@ public final class ConnectionSession {
         self.stopFlag = stopFlag
     }
 
+    /// What one segment (one format of the source) did.
+    private struct SegmentState {
+        var captured = 0
+        var dropped = 0
+        var bytesWritten = 0
+        var results = 0
+        var lastSequence: UInt32?
+    }
+
+    /// Runs the capture into the device; after a source change (`--on-source-change follow`),
+    /// the connection is drained and set up again in the new format, into the next segment's file.
     public func run() throws(FrameDumpError) -> ConnectionSummary {
         let capture = options.capture
         try capture.validate()
@@ -88,11 +99,106 @@ public final class ConnectionSession {
             throw .runtime("\(error)")
         }
         try capture.format.checkControls(on: source)
+        if let path = capture.outputPath { try FrameOutput.checkWritable(path: path) }
+        let startCPU = Clock.cpuMicroseconds()
+        let startTime = MonotonicClock.nanoseconds()
+        var segments: [ConnectionSummary.Segment] = []
+        var last: (connection: MemoryToMemoryConnection, state: SegmentState)?
+        var totals = SegmentState()
+        var interrupted = false
+        var failure: FrameDumpError?
+        var sourceChangesFollowed = 0
+        while true {
+            let remaining = capture.count - totals.captured
+            let path = capture.outputPath.map { SegmentLog.path($0, segments.count) }
+            let connection: MemoryToMemoryConnection
+            do throws(FrameDumpError) {
+                if let waited = try SignalWait.awaitSignal(source, options: capture) {
+                    notice?("\(source.path): the signal on input \(waited.input) came after \(FrameDumpFormatting.decimal(Double(waited.nanoseconds) / 1e9)) s (--wait-for-signal)")
+                }
+                connection = try connect(source: source, target: target)
+            } catch {
+                if segments.isEmpty { throw error }
+                failure = error
+                break
+            }
+            var state = SegmentState()
+            // Before the segment: a pin that follows a change reads the new format at once.
+            let format = connection.source.format, result = connection.results.format
+            let outcome = segment(connection, count: remaining, path: path, state: &state)
+            totals.captured += state.captured
+            totals.dropped += state.dropped
+            totals.bytesWritten += state.bytesWritten
+            totals.results += state.results
+            segments.append(ConnectionSummary.Segment(
+                output: path, pixelFormat: format.pixelFormat.description, width: format.width, height: format.height,
+                framesCaptured: state.captured, resultFrames: connection.statistics.results, resultBytes: connection.statistics.resultBytes,
+                resultPixelFormat: result.pixelFormat.description, resultWidth: result.width, resultHeight: result.height,
+                connection: connection.kind.rawValue))
+            last = (connection, state)
+            switch outcome {
+            case .done:
+                break
+            case .interrupted:
+                interrupted = true
+            case .failed(let error):
+                failure = error
+            case .sourceChanged:
+                sourceChangesFollowed += 1
+                if capture.onSourceChange == .follow, totals.captured < capture.count {
+                    notice?("\(source.path): the source changed; the connection is drained and set up again, into \(capture.outputPath.map { SegmentLog.path($0, segments.count) } ?? "no file")")
+                    continue
+                }
+            }
+            break
+        }
+        guard let (connection, _) = last else { throw failure ?? .runtime("\(source.path): no segment ran") }
+        let duration = MonotonicClock.nanoseconds() - startTime
+        let statistics = connection.statistics
+        let resultFormat = connection.results.format
+        let summary = ConnectionSummary(
+            device: capture.devicePath, pixelFormat: connection.source.format.pixelFormat.description,
+            width: connection.source.format.width, height: connection.source.format.height,
+            bytesPerLine: Int(connection.source.format.planes.first?.bytesPerLine ?? 0),
+            framesRequested: capture.count, framesCaptured: totals.captured, framesDropped: totals.dropped,
+            output: capture.outputPath, bytesWritten: totals.bytesWritten,
+            connection: ConnectionSummary.Connection(
+                device: connection.device.path, role: connection.role?.rawValue ?? "unknown",
+                chosen: connection.kind.rawValue, zeroCopy: connection.kind.isZeroCopy, why: connection.selection.why,
+                rejections: connection.selection.rejections.map { .init(kind: $0.kind.rawValue, reason: $0.reason) },
+                framesSent: statistics.framesSent, framesReturned: statistics.framesReturned,
+                framesInFlightMaximum: statistics.inFlightMaximum, framesCopied: statistics.framesCopied,
+                bytesCopied: statistics.bytesCopied, framesRefused: statistics.framesRefused),
+            result: ConnectionSummary.Result(
+                pixelFormat: resultFormat.pixelFormat.description, width: resultFormat.width, height: resultFormat.height,
+                compressed: connection.results.framing.isCompressed,
+                container: resultFormat.pixelFormat == FourCC("FWHT") ? "v4l2-ctl-hdr" : "raw",
+                frames: totals.results, bytes: segments.reduce(0) { $0 + $1.resultBytes },
+                timestampsMatched: statistics.resultsMatched, timestampsUnmatched: statistics.resultsUnmatched),
+            segments: segments, sourceChangesFollowed: sourceChangesFollowed,
+            cpuMicrosecondsPerFrame: totals.captured > 0 ? Double(Clock.cpuMicroseconds() - startCPU) / Double(totals.captured) : 0,
+            durationSeconds: Double(duration) / 1e9, interrupted: interrupted, error: failure?.message)
+        if var failure {
+            failure.connectionSummary = summary
+            throw failure
+        }
+        if totals.results < totals.captured, !interrupted {
+            var error = FrameDumpError.runtime("\(connection.device.path): \(totals.results) results for \(totals.captured) frames captured")
+            error.connectionSummary = summary
+            throw error
+        }
+        return summary
+    }
+
+    /// A source pin and a connection for the source's current format.
+    private func connect(source: VideoDevice, target: VideoDevice) throws(FrameDumpError) -> MemoryToMemoryConnection {
+        let capture = options.capture
         var sourceConfiguration = capture.format.pinConfiguration(errorFramePolicy: capture.errorFramePolicy,
                                                                   corruptFramePolicy: capture.corruptFramePolicy)
-        sourceConfiguration.sourceChanges = .ignore
+        // The pin notices a change (and stops following it once the connection stops it); the
+        // session sets everything up again in the new format.
+        sourceConfiguration.sourceChanges = .follow
         var resultConfiguration = PinConfiguration(sourceChanges: .ignore)
-        let connection: MemoryToMemoryConnection
         do throws(CaptureError) {
             let description = try ConnectionSession.describe(target)
             if options.role == .converter, sourceConfiguration.pixelFormat == nil {
@@ -112,133 +218,99 @@ public final class ConnectionSession {
                 resultConfiguration.width = options.resultWidth
                 resultConfiguration.height = options.resultHeight
             }
-            connection = try MemoryToMemoryConnection(
+            let connection = try MemoryToMemoryConnection(
                 source: pin, device: target, results: resultConfiguration, preference: options.preference,
                 sourceSelection: AllocatorSelection(frameCount: capture.buffers),
                 sourceMemory: capture.memory == .mmap ? nil : capture.memory)
-        } catch {
-            throw FrameDumpError(error)
-        }
-        var header = [UInt8](repeating: 0, count: 4 + 4 * maximumPlaneCount)
-        let resultFormat = connection.results.format
-        let compressed = connection.results.framing.isCompressed
-        let withHeaders = resultFormat.pixelFormat == FourCC("FWHT")
-        let output: FrameOutput?
-        if let path = capture.outputPath { try FrameOutput.checkWritable(path: path) }
-        let startCPU = Clock.cpuMicroseconds()
-        let startTime = MonotonicClock.nanoseconds()
-        do {
             try connection.start()
+            return connection
         } catch {
             throw FrameDumpError(error)
         }
+    }
+
+    private enum SegmentOutcome {
+        case done
+        case interrupted
+        case sourceChanged
+        case failed(FrameDumpError)
+    }
+
+    /// Captures up to `count` frames into `connection` and writes its results to `path`; drains
+    /// the device at the end, also when the source changed.
+    private func segment(_ connection: MemoryToMemoryConnection, count: Int, path: String?, state: inout SegmentState) -> SegmentOutcome {
+        let capture = options.capture
         defer { connection.stop() }
-        if let path = capture.outputPath {
-            let capacity = connection.results.framing.items.map(\.bufferSize).reduce(0, +) + header.count
-            output = try FrameOutput.create(path: path, frameCapacity: capacity, directIO: .off)
+        let output: FrameOutput?
+        if let path {
+            do throws(FrameDumpError) {
+                let capacity = connection.results.framing.items.map(\.bufferSize).reduce(0, +) + 4 + 4 * maximumPlaneCount
+                output = try FrameOutput.create(path: path, frameCapacity: capacity, directIO: .off)
+            } catch {
+                return .failed(error)
+            }
         } else {
             output = nil
         }
-        var captured = 0, dropped = 0, bytesWritten = 0, results = 0
-        var lastSequence: UInt32?
-        var interrupted = false
-        let timeout = Duration.milliseconds(Int64(capture.frameTimeoutSeconds * 1000))
-
+        let writer = ResultWriter(output: output, withHeaders: connection.results.format.pixelFormat == FourCC("FWHT"))
+        var results = 0
         func write(_ result: inout StreamPointer) throws {
             results += 1
-            guard let output else { return }
-            try result.withLockedPayload { (payload: borrowing FramePayload) throws(FrameDumpError) in
-                output.beginFrame()
-                header.withUnsafeMutableBytes { bytes in
-                    if withHeaders {
-                        // v4l2-ctl --stream-to-hdr: the fourcc 'Vhdr' and each plane's length,
-                        // as big-endian 32-bit words, before the plane's bytes.
-                        let id = UInt32(UInt8(ascii: "V")) | UInt32(UInt8(ascii: "h")) << 8 | UInt32(UInt8(ascii: "d")) << 16 | UInt32(UInt8(ascii: "r")) << 24
-                        bytes.storeBytes(of: id.bigEndian, toByteOffset: 0, as: UInt32.self)
-                    }
-                }
-                header.withUnsafeBytes { bytes in
-                    if withHeaders { output.append(UnsafeRawBufferPointer(rebasing: bytes[0..<4])) }
-                }
-                for plane in 0..<payload.planeCount {
-                    let data = payload.unsafePlaneBytes(plane)
-                    if withHeaders {
-                        header.withUnsafeMutableBytes { bytes in
-                            bytes.storeBytes(of: UInt32(data.count).bigEndian, toByteOffset: 4 + 4 * plane, as: UInt32.self)
-                        }
-                        header.withUnsafeBytes { bytes in output.append(UnsafeRawBufferPointer(rebasing: bytes[(4 + 4 * plane)..<(8 + 4 * plane)])) }
-                    }
-                    output.append(data)
-                }
-                try output.commitFrame()
-            }
+            try writer.write(&result)
         }
-
-        var failure: FrameDumpError?
+        var outcome = SegmentOutcome.done
+        let timeoutNanoseconds = Int64(capture.frameTimeoutSeconds * 1e9)
+        var lastFrame = MonotonicClock.nanoseconds()
+        let generation = connection.source.formatGeneration
         do {
-            while captured < capture.count {
+            while state.captured < count {
                 if stopFlag.isRequested {
-                    interrupted = true
+                    outcome = .interrupted
                     break
                 }
-                guard let frame = try connection.source.next(timeout: timeout, keepLeadingEdge: false) else {
+                // Waits of at most a second: a source change the pin has begun to follow shows
+                // (the pin cannot restart while the connection holds frames of the old format).
+                guard let frame = try connection.source.next(timeout: .seconds(1), keepLeadingEdge: false) else {
                     if stopFlag.isRequested {
-                        interrupted = true
+                        outcome = .interrupted
                         break
                     }
-                    throw FrameDumpError.runtime("\(capture.devicePath): no frame for \(FrameDumpFormatting.decimal(capture.frameTimeoutSeconds)) s (--timeout)")
+                    if connection.source.isFollowingSourceChange || connection.source.formatGeneration != generation {
+                        outcome = .sourceChanged
+                        break
+                    }
+                    if MonotonicClock.nanoseconds() - lastFrame > timeoutNanoseconds {
+                        throw FrameDumpError.runtime("\(capture.devicePath): no frame for \(FrameDumpFormatting.decimal(capture.frameTimeoutSeconds)) s (--timeout)")
+                    }
+                    try connection.collect(timeout: .zero, deliver: write)
+                    continue
                 }
+                lastFrame = MonotonicClock.nanoseconds()
                 let sequence = frame.info.sequence
-                if let last = lastSequence, sequence &- last > 1 { dropped += Int(sequence &- last &- 1) }
-                lastSequence = sequence
-                captured += 1
-                try connection.send(frame, timeout: timeout, deliver: write)
+                if let last = state.lastSequence, sequence &- last > 1 { state.dropped += Int(sequence &- last &- 1) }
+                state.lastSequence = sequence
+                state.captured += 1
+                try connection.send(frame, timeout: .seconds(2), deliver: write)
                 try connection.collect(timeout: .zero, deliver: write)
             }
             try connection.finish(timeout: .seconds(10), deliver: write)
         } catch let error as FrameDumpError {
-            failure = error
+            outcome = .failed(error)
         } catch let error as CaptureError {
-            failure = FrameDumpError(error)
+            outcome = .failed(FrameDumpError(error))
         } catch {
-            failure = .runtime("\(error)")
+            outcome = .failed(.runtime("\(error)"))
         }
+        state.results = results
         if let output {
-            bytesWritten = output.committedBytes
-            do { try output.close() } catch { failure = failure ?? error }
+            state.bytesWritten = output.committedBytes
+            do {
+                try output.close()
+            } catch {
+                if case .done = outcome { outcome = .failed(error) }
+            }
         }
-        let duration = MonotonicClock.nanoseconds() - startTime
-        let statistics = connection.statistics
-        let summary = ConnectionSummary(
-            device: capture.devicePath, pixelFormat: connection.source.format.pixelFormat.description,
-            width: connection.source.format.width, height: connection.source.format.height,
-            bytesPerLine: Int(connection.source.format.planes.first?.bytesPerLine ?? 0),
-            framesRequested: capture.count, framesCaptured: captured, framesDropped: dropped,
-            output: capture.outputPath, bytesWritten: bytesWritten,
-            connection: ConnectionSummary.Connection(
-                device: connection.device.path, role: connection.role?.rawValue ?? "unknown",
-                chosen: connection.kind.rawValue, zeroCopy: connection.kind.isZeroCopy, why: connection.selection.why,
-                rejections: connection.selection.rejections.map { .init(kind: $0.kind.rawValue, reason: $0.reason) },
-                framesSent: statistics.framesSent, framesReturned: statistics.framesReturned,
-                framesInFlightMaximum: statistics.inFlightMaximum, framesCopied: statistics.framesCopied,
-                bytesCopied: statistics.bytesCopied, framesRefused: statistics.framesRefused),
-            result: ConnectionSummary.Result(
-                pixelFormat: resultFormat.pixelFormat.description, width: resultFormat.width, height: resultFormat.height,
-                compressed: compressed, container: withHeaders ? "v4l2-ctl-hdr" : "raw",
-                frames: statistics.results, bytes: statistics.resultBytes,
-                timestampsMatched: statistics.resultsMatched, timestampsUnmatched: statistics.resultsUnmatched),
-            cpuMicrosecondsPerFrame: captured > 0 ? Double(Clock.cpuMicroseconds() - startCPU) / Double(captured) : 0,
-            durationSeconds: Double(duration) / 1e9, interrupted: interrupted, error: failure?.message)
-        if var failure {
-            failure.connectionSummary = summary
-            throw failure
-        }
-        if results < captured, !interrupted {
-            var error = FrameDumpError.runtime("\(connection.device.path): \(results) results for \(captured) frames captured")
-            error.connectionSummary = summary
-            throw error
-        }
-        return summary
+        return outcome
     }
 
     /// The device of `target`: a path as given, or the first encoder (of `role`) whose CAPTURE
@@ -290,8 +362,61 @@ public final class ConnectionSession {
     }
 }
 
+/// Writes a device's results whole: FWHT with v4l2-ctl's `--stream-to-hdr` headers (the fourcc
+/// 'Vhdr' and each plane's length, big endian, before the plane's bytes), anything else raw.
+final class ResultWriter {
+    let output: FrameOutput?
+    let withHeaders: Bool
+    /// The headers of the buffer being written; the frame's segments point into it until the
+    /// frame is committed.
+    private var header: UnsafeMutableRawBufferPointer
+
+    init(output: FrameOutput?, withHeaders: Bool) {
+        self.output = output
+        self.withHeaders = withHeaders
+        header = UnsafeMutableRawBufferPointer.allocate(byteCount: 4 + 4 * maximumPlaneCount, alignment: 4)
+        let id = UInt32(UInt8(ascii: "V")) | UInt32(UInt8(ascii: "h")) << 8 | UInt32(UInt8(ascii: "d")) << 16 | UInt32(UInt8(ascii: "r")) << 24
+        header.storeBytes(of: id.bigEndian, toByteOffset: 0, as: UInt32.self)
+    }
+
+    deinit { header.deallocate() }
+
+    func write(_ result: inout StreamPointer) throws {
+        guard let output else { return }
+        let header = self.header, withHeaders = self.withHeaders
+        try result.withLockedPayload { (payload: borrowing FramePayload) throws(FrameDumpError) in
+            output.beginFrame()
+            if withHeaders { output.append(UnsafeRawBufferPointer(rebasing: header[0..<4])) }
+            for plane in 0..<payload.planeCount {
+                let data = payload.unsafePlaneBytes(plane)
+                if withHeaders {
+                    header.storeBytes(of: UInt32(data.count).bigEndian, toByteOffset: 4 + 4 * plane, as: UInt32.self)
+                    output.append(UnsafeRawBufferPointer(rebasing: header[(4 + 4 * plane)..<(8 + 4 * plane)]))
+                }
+                output.append(data)
+            }
+            try output.commitFrame()
+        }
+    }
+}
+
 /// What `capture --encode` / `--convert` did.
 public struct ConnectionSummary: Hashable, Sendable, Codable {
+    /// One format of the source: its file and counts (a source change starts another).
+    public struct Segment: Hashable, Sendable, Codable {
+        public var output: String?
+        public var pixelFormat: String
+        public var width: UInt32
+        public var height: UInt32
+        public var framesCaptured: Int
+        public var resultFrames: Int
+        public var resultBytes: Int
+        public var resultPixelFormat: String
+        public var resultWidth: UInt32
+        public var resultHeight: UInt32
+        public var connection: String
+    }
+
     public struct Rejection: Hashable, Sendable, Codable {
         public var kind: String
         public var reason: String
@@ -344,6 +469,9 @@ public struct ConnectionSummary: Hashable, Sendable, Codable {
     public var bytesWritten: Int
     public var connection: Connection
     public var result: Result
+    /// One per format of the source, in order.
+    public var segments: [Segment]
+    public var sourceChangesFollowed: Int
     public var cpuMicrosecondsPerFrame: Double
     public var durationSeconds: Double
     public var interrupted: Bool
@@ -360,6 +488,11 @@ public struct ConnectionSummary: Hashable, Sendable, Codable {
         lines.append("  \(connection.framesSent) frames sent, at most \(connection.framesInFlightMaximum) in flight\(connection.framesCopied > 0 ? ", \(connection.framesCopied) copied" : "")\(connection.framesRefused > 0 ? ", \(connection.framesRefused) refused" : "")")
         lines.append("\(connection.device) gave \(result.frames) \(result.pixelFormat) \(result.width)x\(result.height) buffers, \(result.bytes) bytes; \(result.timestampsMatched) matched to their captured frame by timestamp")
         if let output { lines.append("wrote \(bytesWritten) bytes to \(output) (\(result.container))") }
+        if segments.count > 1 {
+            for (k, segment) in segments.enumerated() {
+                lines.append("  segment \(k): \(segment.pixelFormat) \(segment.width)x\(segment.height), \(segment.framesCaptured) frames -> \(segment.resultFrames) \(segment.resultPixelFormat) \(segment.resultWidth)x\(segment.resultHeight) (\(segment.connection))\(segment.output.map { " in " + $0 } ?? "")")
+            }
+        }
         lines.append("CPU \(FrameDumpFormatting.decimal(cpuMicrosecondsPerFrame)) µs per frame, \(FrameDumpFormatting.decimal(durationSeconds)) s\(interrupted ? ", interrupted" : "")")
         return lines.joined(separator: "\n") + "\n"
     }

@@ -46,6 +46,13 @@ struct CaptureCommand: ParsableCommand {
         each case. --jpeg-dir writes the frames as they came, one .jpg each; --png-dir and --container y4m \
         decode them (y4m takes its chroma layout from the JPEG: 4:2:0 -> C420jpeg, 4:2:2 -> C422).
 
+        Encoders and converters: --encode DEV (or fwht, h264: the first encoder of that codec) \
+        hands each frame to a memory-to-memory device and writes what it gives: H.264 as Annex B, \
+        FWHT in v4l2-ctl's --stream-to-hdr layout, a converter's (--convert DEV) frames raw. Frames \
+        cross without a copy when both devices agree on the layout, else they are copied \
+        (--connection); the summary says which and why. At the end the device is drained: one \
+        result per frame. A source change drains it and goes on in a new segment file.
+
         Several cameras: repeat -d (-d /dev/video0 -d /dev/video2); one process captures -n frames from \
         each, with one poll over all of them. {n} in -o, --png-dir and --jpeg-dir is the device's \
         position among the -d options, from 0 (-o cam{n}.raw); the names must differ, and -o - is \

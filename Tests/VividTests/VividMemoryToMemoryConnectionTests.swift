@@ -1,6 +1,10 @@
 import FrameBridgeTestSupport
 import Foundation
+import V4L2
 import XCTest
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `framedump capture --encode` / `--convert`: vivid into vicodec's encoder and into vim2m
 /// through a ``MemoryToMemoryConnection``, in the VM booted with --m2m. The encoded stream is
@@ -231,5 +235,68 @@ final class VividMemoryToMemoryConnectionTests: XCTestCase {
         for n in 0..<5 {
             XCTAssertTrue(frames.subdata(in: n * size..<(n + 1) * size) == expected.prefix(size), "converted frame \(n) differs from vim2m's through v4l2-ctl")
         }
+    }
+
+    /// An HDMI source change while encoding (1280x720 to 640x480): the encoder is drained and set
+    /// up again, and each segment is a stream of its own that vicodec's decoder decodes to its
+    /// frames at its size.
+    func testAnHDMISourceChangeWhileEncodingGivesTwoDecodableSegments() throws {
+        let encoder = try M2M.node(M2M.encoder), decoder = try M2M.node(M2M.decoder)
+        let path = try vivid()
+        let control = try VideoDevice(path: path)
+        let hdmi = try XCTUnwrap(try control.inputs().first { $0.capabilityFlags.contains(.dvTimings) }, "\(path) has no HDMI input").index
+        func menuIndex(_ prefix: String) throws -> Int64 {
+            let menu = try XCTUnwrap(try control.control(named: "dv_timings"), "\(path) has no dv_timings control").menuItems
+            return Int64(try XCTUnwrap(menu.first { $0.name.hasPrefix(prefix) }, "\(menu.map(\.name))").index)
+        }
+        func set(_ name: String, _ value: Int64) throws {
+            let info = try XCTUnwrap(try control.control(named: name), "\(path) has no \(name) control")
+            try control.setControlValue(info.id, value, type: info.type)
+        }
+        try control.selectInput(hdmi)
+        try set("dv_timings_signal_mode", 4)
+        try set("dv_timings", try menuIndex("1280x720p60"))
+        try control.setDVTimings(try control.queryDVTimings())
+        defer {
+            try? set("dv_timings_signal_mode", 0)
+            try? control.selectInput(0)
+        }
+        let output = "\(work)/hdmi.fwht"
+        let child = try ChildProcess(VividCLITests.framedump, ["capture", "-d", path, "--input", String(hdmi), "--pixel-format", "YUYV",
+                                                               "--set-ctrl", "osd_text_mode=2", "-n", "40", "--encode", encoder, "-o", output, "--json"])
+        // Some encoded frames of the first format, then the change.
+        let start = MonotonicClock.nanoseconds()
+        while ((try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0) < 40_000 {
+            guard MonotonicClock.nanoseconds() - start < 60_000_000_000 else { break }
+            usleep(50_000)
+        }
+        try set("dv_timings", try menuIndex("640x480p59"))
+        let run = child.wait()
+        XCTAssertEqual(run.status, 0, run.stderr)
+        let summary = try XCTUnwrap(try JSONSerialization.jsonObject(with: run.stdout) as? [String: Any], run.stderr)
+        let segments = try XCTUnwrap(summary["segments"] as? [[String: Any]], "\(summary)")
+        XCTAssertEqual(segments.count, 2, "\(segments)")
+        XCTAssertEqual(summary["sourceChangesFollowed"] as? Int, 1)
+        XCTAssertEqual(summary["framesCaptured"] as? Int, 40)
+        let sizes = segments.map { "\($0["width"] as? Int ?? 0)x\($0["height"] as? Int ?? 0)" }
+        XCTAssertEqual(sizes, ["1280x720", "640x480"])
+        var decodedTotal = 0
+        for (k, segment) in segments.enumerated() {
+            let file = try XCTUnwrap(segment["output"] as? String)
+            XCTAssertEqual(file, k == 0 ? output : "\(work)/hdmi-seg1.fwht")
+            let frames = segment["framesCaptured"] as? Int ?? -1
+            XCTAssertGreaterThan(frames, 0, "segment \(k): \(segment)")
+            XCTAssertEqual(segment["resultFrames"] as? Int, frames, "segment \(k): one encoded frame per captured frame")
+            XCTAssertEqual(try Self.records(of: Data(contentsOf: URL(fileURLWithPath: file))).count, frames, "segment \(k)")
+            let decoded = "\(work)/hdmi-\(k).yuv"
+            let ctl = try ChildProcess.run("/usr/bin/v4l2-ctl", ["-d", decoder, "-v", "pixelformat=YUYV", "--stream-from-hdr", file,
+                                                                  "--stream-mmap", "--stream-out-mmap", "--stream-to", decoded])
+            XCTAssertEqual(ctl.status, 0, "segment \(k): \(ctl.stderr)")
+            let frameBytes = (segment["width"] as? Int ?? 0) * (segment["height"] as? Int ?? 0) * 2
+            let bytes = (try? FileManager.default.attributesOfItem(atPath: decoded)[.size] as? Int) ?? 0
+            XCTAssertEqual(bytes / max(frameBytes, 1), frames, "segment \(k): \(bytes) bytes decoded at \(sizes[k])")
+            decodedTotal += bytes / max(frameBytes, 1)
+        }
+        print("m2m: HDMI change while encoding: segments \(sizes), \(segments.map { $0["framesCaptured"] as? Int ?? 0 }) frames, \(decodedTotal) decoded")
     }
 }
