@@ -232,7 +232,10 @@ public final class MemoryToMemoryConnection {
         case .copy:
             var selection = sourceSelection
             selection.frameCount = frameCount
-            try source.start(selection)
+            let chosen = try source.start(selection)
+            if chosen.fellBackToDefault {
+                throw CaptureError(.allocator, "\(source.device.path): the allocator asked for was rejected: \(chosen.rejections.map(\.description).joined(separator: "; "))")
+            }
             count = frameCount
             count = try requestOutput(count: count, memory: .mmap)
             for index in 0..<count {

@@ -125,6 +125,7 @@ public final class ConnectionSession {
             var state = SegmentState()
             // Before the segment: a pin that follows a change reads the new format at once.
             let format = connection.source.format, result = connection.results.format
+            let allocator = connection.source.allocator?.name ?? "none"
             let outcome = segment(connection, count: remaining, path: path, state: &state)
             totals.captured += state.captured
             totals.dropped += state.dropped
@@ -134,7 +135,7 @@ public final class ConnectionSession {
                 output: path, pixelFormat: format.pixelFormat.description, width: format.width, height: format.height,
                 framesCaptured: state.captured, resultFrames: connection.statistics.results, resultBytes: connection.statistics.resultBytes,
                 resultPixelFormat: result.pixelFormat.description, resultWidth: result.width, resultHeight: result.height,
-                connection: connection.kind.rawValue))
+                connection: connection.kind.rawValue, allocator: allocator))
             last = (connection, state)
             switch outcome {
             case .done:
@@ -218,9 +219,18 @@ public final class ConnectionSession {
                 resultConfiguration.width = options.resultWidth
                 resultConfiguration.height = options.resultHeight
             }
+            // The camera's own allocator (--memory, --dmabuf-from), used where the connection
+            // leaves the source free to choose (the copy).
+            let candidate: any AllocatorDispatch
+            do throws(FrameDumpError) {
+                candidate = try AllocatorPlan.candidate(memory: capture.memory, source: capture.dmabufSource, format: pin.format,
+                                                        backend: capture.backend)
+            } catch {
+                throw CaptureError(.invalidConfiguration, error.message)
+            }
             let connection = try MemoryToMemoryConnection(
                 source: pin, device: target, results: resultConfiguration, preference: options.preference,
-                sourceSelection: AllocatorSelection(frameCount: capture.buffers),
+                sourceSelection: AllocatorPlan.selection(candidate: candidate, memory: capture.memory, frameCount: capture.buffers, framing: pin.framing),
                 sourceMemory: capture.memory == .mmap ? nil : capture.memory)
             try connection.start()
             return connection
@@ -415,6 +425,9 @@ public struct ConnectionSummary: Hashable, Sendable, Codable {
         public var resultWidth: UInt32
         public var resultHeight: UInt32
         public var connection: String
+        /// The capture side's allocator (kernel-pool for the capture-dmabuf kind, the device's
+        /// exported buffers for device-dmabuf, --memory's for the copy).
+        public var allocator: String
     }
 
     public struct Rejection: Hashable, Sendable, Codable {

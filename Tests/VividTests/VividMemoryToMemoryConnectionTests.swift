@@ -145,6 +145,9 @@ final class VividMemoryToMemoryConnectionTests: XCTestCase {
             XCTAssertEqual(connection["chosen"] as? String, kind, "\(connection)")
             XCTAssertEqual(connection["zeroCopy"] as? Bool, kind != "copy")
             XCTAssertEqual(connection["framesCopied"] as? Int, kind == "copy" ? 10 : 0)
+            let allocator = (summary["segments"] as? [[String: Any]])?.first?["allocator"] as? String ?? ""
+            XCTAssertTrue(kind == "device-dmabuf" ? allocator.hasPrefix("dmabuf (") && allocator.hasSuffix("OUTPUT)") : allocator == "kernel-pool (mmap)",
+                          "\(kind): the camera's allocator is \(allocator)")
             XCTAssertEqual(records.count, 10, kind)
             streams[kind] = records
         }
@@ -188,6 +191,8 @@ final class VividMemoryToMemoryConnectionTests: XCTestCase {
         XCTAssertTrue(reasons.first?.contains("EXPBUF exports MMAP buffers only") == true, "\(reasons)")
         XCTAssertTrue(reasons.last?.contains("importing needs DMABUF") == true, "\(reasons)")
         XCTAssertEqual(records.count, 5)
+        let segment = try XCTUnwrap((summary["segments"] as? [[String: Any]])?.first)
+        XCTAssertEqual(segment["allocator"] as? String, "user-pointer (userptr)", "the copy captured with --memory userptr")
     }
 
     /// The drain: with -n 100, 100 encoded frames, no fewer; the encoder found by its codec.
