@@ -46,7 +46,7 @@ public struct ConnectionStatistics: Hashable, Sendable, Codable {
 /// buffer free. Each frame's timestamp is set on its OUTPUT buffer; the device copies it to the
 /// result made from it.
 ///
-/// Use it from one thread: ``start()``, then ``send(_:deliver:)`` for each captured frame and
+/// Use it from one thread: ``start()``, then ``send(_:timeout:deliver:)`` for each captured frame and
 /// ``collect(timeout:deliver:)`` for the results, ``finish(timeout:deliver:)`` to drain.
 public final class MemoryToMemoryConnection {
     public let source: CapturePin
@@ -90,10 +90,13 @@ public final class MemoryToMemoryConnection {
     /// - Parameters:
     ///   - source: a capture pin, not streaming yet; the connection starts it.
     ///   - device: a memory-to-memory device.
-    ///   - results: the CAPTURE side's format (an encoder's coded format, a converter's output).
+    ///   - configuration: the CAPTURE side's format (an encoder's coded format, a converter's
+    ///     output).
     ///   - preference: which connection kinds may be chosen.
     ///   - sourceSelection: how the source's frames are allocated when the chosen kind leaves
     ///     it free to choose (the copy); its frame count is used for every kind.
+    ///   - sourceMemory: the memory kind the source is held to (USERPTR, a dmabuf of its own), if
+    ///     it is; nil for MMAP, which every kind can use.
     public init(source: CapturePin, device: VideoDevice, results configuration: PinConfiguration,
                 preference: ConnectionPreference = .auto, sourceSelection: AllocatorSelection = AllocatorSelection(),
                 sourceMemory: MemoryKind? = nil) throws(CaptureError) {
