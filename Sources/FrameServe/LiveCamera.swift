@@ -104,6 +104,8 @@ final class LiveCamera: Sendable {
         var size = (options.format.width ?? 640, options.format.height ?? 480)
         var lastPlaceholder: Int64 = 0
         var troubleSince: Int64?
+        /// Set by an unplug, cleared when the device is open again (counted as a reconnect).
+        var awaitingReturn = false
         let encoder: JPEGEncoder
         do {
             encoder = try JPEGEncoder(quality: serve.quality)
@@ -146,7 +148,12 @@ final class LiveCamera: Sendable {
                     let format = opened.pin.format
                     size = (format.width, format.height)
                     troubleSince = nil
-                    update { $0.started(format: format, pin: opened.pin, path: opened.device.path) }
+                    let returned = awaitingReturn
+                    awaitingReturn = false
+                    update {
+                        $0.started(format: format, pin: opened.pin, path: opened.device.path)
+                        if returned { $0.reconnects += 1 }
+                    }
                     if stopRequested { break }
                 } catch {
                     let disconnected = identity != nil
@@ -218,14 +225,19 @@ final class LiveCamera: Sendable {
                 update { $0.addEarlier(statistics) }
                 close()
                 let unplugged = error.kind == .disconnected
-                update { $0.status = unplugged ? "disconnected" : "restarting"; $0.detail = error.message }
+                if unplugged { awaitingReturn = true }
+                // Counted before the placeholder goes out: a viewer that sees it finds the unplug in /state.
+                update {
+                    $0.status = unplugged ? "disconnected" : "restarting"
+                    $0.detail = error.message
+                    if unplugged { $0.disconnects += 1 }
+                }
                 lastPlaceholder = 0
                 placeholder(unplugged ? .disconnected : .noSignal)
                 if unplugged && !serve.reconnect {
                     giveUp("\(error.message) (serve --reconnect waits for it to come back)")
                     break
                 }
-                if unplugged { update { $0.reconnects += 1 } }
                 troubleSince = MonotonicClock.nanoseconds()
                 // A fatal driver error: the pin opens the device again; an unplug: it waits for it.
                 if !unplugged { identity = nil }

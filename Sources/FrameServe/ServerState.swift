@@ -76,6 +76,8 @@ struct CameraStatus: Codable, Sendable {
     var corruptFrames = 0
     var driverViolations = 0
     var sourceChanges = 0
+    /// Unplugs seen, and returns of the unplugged device (opened and streaming again).
+    var disconnects = 0
     var reconnects = 0
     var viewers: [ViewerState] = []
 
@@ -85,7 +87,7 @@ struct CameraStatus: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case index, device, status, detail, format, encoder, captured, capturedFps, sentFps, bytesPublished, placeholders,
-             encodeFailures, driverDropped, errorFrames, corruptFrames, driverViolations, sourceChanges, reconnects, viewers
+             encodeFailures, driverDropped, errorFrames, corruptFrames, driverViolations, sourceChanges, disconnects, reconnects, viewers
     }
 
     init(index: Int, device: String, encoder: String) {
