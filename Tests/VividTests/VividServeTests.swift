@@ -231,6 +231,55 @@ final class VividServeTests: XCTestCase {
         XCTAssertLessThan(rssAfter, rssBefore + 16 * 1024, "RSS returns near its level")
     }
 
+    /// Reads `count` parts of `/stream` from a new viewer: their driver sequence numbers and bodies.
+    private func readStream(port: Int, count: Int) throws -> (sequences: [UInt32], bodies: [[UInt8]]) {
+        let viewer = try HTTPTestClient(port: port)
+        viewer.send("GET /stream HTTP/1.1\r\nHost: vm\r\n\r\n")
+        XCTAssertEqual(viewer.head()?.status, 200)
+        var sequences: [UInt32] = [], bodies: [[UInt8]] = []
+        while sequences.count < count, let part = viewer.part() {
+            guard let sequence = part.headers["x-frame-sequence"].flatMap(UInt32.init) else { continue }
+            sequences.append(sequence)
+            bodies.append(part.body)
+        }
+        XCTAssertEqual(sequences.count, count, "the viewer got \(count) frames")
+        return (sequences, bodies)
+    }
+
+    func testDropSameFramesSkipsRepeatsButSendsEveryNPlusOneAndAChangedPictureAtOnce() throws {
+        let n = 3
+        // A still picture: vivid's bars with osd_text_mode=2 are the same frame after frame (the
+        // allocator tests rely on it), so every JPEG is the same.
+        let port = 8098
+        let still = try serve(["-d", Vivid.main, "--drop-same-frames", String(n)] + Self.deterministic, port: port)
+        let (sequences, bodies) = try readStream(port: port, count: 12)
+        XCTAssertTrue(bodies.allSatisfy { $0 == bodies[0] }, "vivid's picture is still (osd_text_mode=2): the parts are one JPEG")
+        // The first part is the picture the viewer found on joining; then N repeats are skipped
+        // and the (N+1)th goes out: the driver's sequence advances by N+1 from part to part.
+        let gaps = zip(sequences.dropFirst(), sequences).map { Int($0) - Int($1) }
+        print("serve --drop-same-frames \(n), still picture: sequence gaps \(gaps)")
+        XCTAssertTrue(gaps.allSatisfy { $0 >= n + 1 }, "no repeat is sent before N were skipped: \(gaps)")
+        // A frame the viewer is still writing when the next comes is replaced, not counted as a
+        // repeat, so under TCG a gap can be longer now and then; most are exactly N+1.
+        XCTAssertGreaterThanOrEqual(gaps.filter { $0 == n + 1 }.count, gaps.count * 3 / 4, "a repeat goes out after N skipped: \(gaps)")
+        XCTAssertTrue(gaps.allSatisfy { $0 <= 2 * (n + 1) }, "never more than N repeats skipped in a row (beyond a frame replaced while writing): \(gaps)")
+        let viewers = try XCTUnwrap(try camera(try state(port: port))["viewers"] as? [[String: Any]])
+        XCTAssertTrue(viewers.isEmpty || viewers.allSatisfy { ($0["skipped"] as? Int ?? 0) > 0 }, "the skipped repeats are counted: \(viewers)")
+        still.send(SIGTERM)
+        _ = still.wait()
+        server = nil
+
+        // A moving picture: with vivid's OSD text on, every frame differs, and each one goes out.
+        let moving = try serve(["-d", Vivid.main, "--drop-same-frames", String(n), "--input", "0", "--pixel-format", "YUYV",
+                                "--size", "640x360", "--fps", "30", "--set-ctrl", "osd_text_mode=0"], port: port + 1)
+        let changing = try readStream(port: port + 1, count: 12)
+        XCTAssertTrue(zip(changing.bodies.dropFirst(), changing.bodies).allSatisfy { $0 != $1 }, "vivid's OSD text changes every frame")
+        let steps = zip(changing.sequences.dropFirst(), changing.sequences).map { Int($0) - Int($1) }
+        print("serve --drop-same-frames \(n), moving picture: sequence gaps \(steps)")
+        XCTAssertGreaterThanOrEqual(steps.filter { $0 == 1 }.count, steps.count * 3 / 4, "a changed picture is sent at once: \(steps)")
+        withExtendedLifetime(moving) {}
+    }
+
     func testAnHDMISourceChangeAndALostSignalKeepTheViewersConnection() throws {
         let path = Vivid.contiguous
         let control = try Vivid.open(path)
