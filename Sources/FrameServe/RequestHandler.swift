@@ -174,7 +174,7 @@ final class RequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             let index = route.camera ?? 0
             let address = context.remoteAddress?.description ?? "?"
-            let viewer = Viewer(id: server.nextViewerID(), channel: context.channel, address: address, boundary: Self.boundary,
+            let viewer = Viewer(id: server.nextViewerID(), channel: context.channel, address: address,
                                 extraHeaders: route.extraHeaders, dropSameFrames: server.options.dropSameFrames,
                                 now: MonotonicClock.nanoseconds())
             self.viewer = (index, viewer)
