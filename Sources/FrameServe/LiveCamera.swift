@@ -177,13 +177,22 @@ final class LiveCamera: Sendable {
             }
             guard let current = pin else { continue }
             do {
-                guard let event = try current.nextEvent(timeout: .milliseconds(500), keepLeadingEdge: false) else {
+                guard var event = try current.nextEvent(timeout: .milliseconds(500), keepLeadingEdge: false) else {
                     if let loss = current.signalLoss {
                         placeholder(.noSignal)
                         if checkSignalLimit(since: &troubleSince, loss: loss) { break }
                     }
                     continue
                 }
+                // A live view wants the newest picture: frames that queued up while the last one
+                // was encoded are passed over (each goes back to the driver as the next replaces
+                // it), so a viewer is never shown a frame that waited in the driver's queue.
+                var passedOver = 0
+                while event.isFrame, let newer = try current.nextEvent(timeout: .zero, keepLeadingEdge: false) {
+                    event = newer
+                    passedOver += 1
+                }
+                if passedOver > 0 { update { $0.passedOver += passedOver } }
                 switch consume event {
                 case .frame(var pointer):
                     let format = current.format
@@ -297,5 +306,16 @@ final class LiveCamera: Sendable {
             throw ServeError.runtime("\(device.path): --memory \(options.memory) was rejected: \(result.rejections.map(\.description).joined(separator: "; "))")
         }
         return (device, pin)
+    }
+}
+
+extension PinEvent {
+    /// Whether this is a frame (read without consuming the event).
+    fileprivate var isFrame: Bool {
+        switch self {
+        case .frame: true
+        case .formatChanged: false
+        case .noSignal: false
+        }
     }
 }

@@ -67,6 +67,9 @@ struct CameraStatus: Codable, Sendable {
     var capturedFps = 0.0
     var sentFps = 0.0
     var bytesPublished = 0
+    /// Frames taken from the driver but not published because a newer one was already waiting
+    /// (the capture fell behind: encoding took longer than a frame period).
+    var passedOver = 0
     /// Placeholder pictures published (NO SIGNAL, DISCONNECTED).
     var placeholders = 0
     var encodeFailures = 0
@@ -86,7 +89,7 @@ struct CameraStatus: Codable, Sendable {
     private var earlier = CaptureStatistics()
 
     enum CodingKeys: String, CodingKey {
-        case index, device, status, detail, format, encoder, captured, capturedFps, sentFps, bytesPublished, placeholders,
+        case index, device, status, detail, format, encoder, captured, capturedFps, sentFps, bytesPublished, passedOver, placeholders,
              encodeFailures, driverDropped, errorFrames, corruptFrames, driverViolations, sourceChanges, disconnects, reconnects, viewers
     }
 
