@@ -231,19 +231,21 @@ final class VividServeTests: XCTestCase {
         XCTAssertLessThan(rssAfter, rssBefore + 16 * 1024, "RSS returns near its level")
     }
 
-    /// Reads `count` parts of `/stream` from a new viewer: their driver sequence numbers and bodies.
-    private func readStream(port: Int, count: Int) throws -> (sequences: [UInt32], bodies: [[UInt8]]) {
+    /// Reads `count` camera pictures of `/stream` from a new viewer: their serial numbers (the
+    /// hub's count of pictures published; unlike the driver's sequence, it has no gap where the
+    /// driver dropped a frame) and bodies.
+    private func readStream(port: Int, count: Int) throws -> (serials: [UInt64], bodies: [[UInt8]]) {
         let viewer = try HTTPTestClient(port: port)
-        viewer.send("GET /stream HTTP/1.1\r\nHost: vm\r\n\r\n")
+        viewer.send("GET /stream?extra_headers=1 HTTP/1.1\r\nHost: vm\r\n\r\n")
         XCTAssertEqual(viewer.head()?.status, 200)
-        var sequences: [UInt32] = [], bodies: [[UInt8]] = []
-        while sequences.count < count, let part = viewer.part() {
-            guard let sequence = part.headers["x-frame-sequence"].flatMap(UInt32.init) else { continue }
-            sequences.append(sequence)
+        var serials: [UInt64] = [], bodies: [[UInt8]] = []
+        while serials.count < count, let part = viewer.part() {
+            guard part.headers["x-frame-sequence"] != nil, let serial = part.headers["x-frame-serial"].flatMap(UInt64.init) else { continue }
+            serials.append(serial)
             bodies.append(part.body)
         }
-        XCTAssertEqual(sequences.count, count, "the viewer got \(count) frames")
-        return (sequences, bodies)
+        XCTAssertEqual(serials.count, count, "the viewer got \(count) frames")
+        return (serials, bodies)
     }
 
     func testDropSameFramesSkipsRepeatsButSendsEveryNPlusOneAndAChangedPictureAtOnce() throws {
@@ -252,12 +254,12 @@ final class VividServeTests: XCTestCase {
         // allocator tests rely on it), so every JPEG is the same.
         let port = 8098
         let still = try serve(["-d", Vivid.main, "--drop-same-frames", String(n)] + Self.deterministic, port: port)
-        let (sequences, bodies) = try readStream(port: port, count: 12)
+        let (serials, bodies) = try readStream(port: port, count: 12)
         XCTAssertTrue(bodies.allSatisfy { $0 == bodies[0] }, "vivid's picture is still (osd_text_mode=2): the parts are one JPEG")
         // The first part is the picture the viewer found on joining; then N repeats are skipped
-        // and the (N+1)th goes out: the driver's sequence advances by N+1 from part to part.
-        let gaps = zip(sequences.dropFirst(), sequences).map { Int($0) - Int($1) }
-        print("serve --drop-same-frames \(n), still picture: sequence gaps \(gaps)")
+        // and the (N+1)th goes out: the serial advances by N+1 from part to part.
+        let gaps = zip(serials.dropFirst(), serials).map { Int($0) - Int($1) }
+        print("serve --drop-same-frames \(n), still picture: serial gaps \(gaps)")
         XCTAssertTrue(gaps.allSatisfy { $0 >= n + 1 }, "no repeat is sent before N were skipped: \(gaps)")
         // A frame the viewer is still writing when the next comes is replaced, not counted as a
         // repeat, so under TCG a gap can be longer now and then; most are exactly N+1.
@@ -274,8 +276,8 @@ final class VividServeTests: XCTestCase {
                                 "--size", "640x360", "--fps", "30", "--set-ctrl", "osd_text_mode=0"], port: port + 1)
         let changing = try readStream(port: port + 1, count: 12)
         XCTAssertTrue(zip(changing.bodies.dropFirst(), changing.bodies).allSatisfy { $0 != $1 }, "vivid's OSD text changes every frame")
-        let steps = zip(changing.sequences.dropFirst(), changing.sequences).map { Int($0) - Int($1) }
-        print("serve --drop-same-frames \(n), moving picture: sequence gaps \(steps)")
+        let steps = zip(changing.serials.dropFirst(), changing.serials).map { Int($0) - Int($1) }
+        print("serve --drop-same-frames \(n), moving picture: serial gaps \(steps)")
         XCTAssertGreaterThanOrEqual(steps.filter { $0 == 1 }.count, steps.count * 3 / 4, "a changed picture is sent at once: \(steps)")
         withExtendedLifetime(moving) {}
     }
