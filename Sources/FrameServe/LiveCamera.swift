@@ -187,10 +187,15 @@ final class LiveCamera: Sendable {
                 // A live view wants the newest picture: frames that queued up while the last one
                 // was encoded are passed over (each goes back to the driver as the next replaces
                 // it), so a viewer is never shown a frame that waited in the driver's queue.
+                // Only a frame older than one frame period can have a newer one behind it: a
+                // frame on time costs no extra poll.
+                let now = MonotonicClock.nanoseconds()
                 var passedOver = 0
-                while event.isFrame, let newer = try current.nextEvent(timeout: .zero, keepLeadingEdge: false) {
-                    event = newer
-                    passedOver += 1
+                if let taken = event.frameTimestamp, now - taken > Self.period(current.frameInterval) {
+                    while event.isFrame, let newer = try current.nextEvent(timeout: .zero, keepLeadingEdge: false) {
+                        event = newer
+                        passedOver += 1
+                    }
                 }
                 if passedOver > 0 { update { $0.passedOver += passedOver } }
                 switch consume event {
@@ -211,7 +216,7 @@ final class LiveCamera: Sendable {
                     troubleSince = nil
                     // Counted before it is offered: a viewer that has frame N finds it in /state.
                     let statistics = current.statistics
-                    update { $0.captured(statistics: statistics, bytes: jpeg.readableBytes) }
+                    update { $0.captured(statistics: statistics, bytes: jpeg.readableBytes, at: now) }
                     hub.publish(jpeg, width: format.width, height: format.height, sequence: info.sequence,
                                 timestampNanoseconds: info.timestampNanoseconds)
                 case .formatChanged(let change):
@@ -256,6 +261,12 @@ final class LiveCamera: Sendable {
         }
         close()
         update { if $0.status != "ended" { $0.status = "stopped" } }
+    }
+
+    /// Nanoseconds per frame at `interval`; 1/30 s when the driver gives none.
+    private static func period(_ interval: Fraction?) -> Int64 {
+        guard let interval, interval.numerator > 0, interval.denominator > 0 else { return 33_333_333 }
+        return Int64(interval.numerator) * 1_000_000_000 / Int64(interval.denominator)
     }
 
     /// Ends the camera with `message`: the server exits 1 with it.
@@ -316,6 +327,15 @@ extension PinEvent {
         case .frame: true
         case .formatChanged: false
         case .noSignal: false
+        }
+    }
+
+    /// A frame's driver timestamp (CLOCK_MONOTONIC nanoseconds); nil for another event.
+    fileprivate var frameTimestamp: Int64? {
+        switch self {
+        case .frame(let pointer): pointer.info.timestampNanoseconds
+        case .formatChanged: nil
+        case .noSignal: nil
         }
     }
 }

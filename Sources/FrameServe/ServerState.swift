@@ -118,12 +118,13 @@ struct CameraStatus: Codable, Sendable {
         if format.pixelFormat.isJPEG { encoder = "passthrough (\(format.pixelFormat) from the camera, validated)" }
     }
 
-    mutating func captured(statistics: CaptureStatistics, bytes: Int) {
+    /// A frame published; `now` is when it was taken from the driver.
+    mutating func captured(statistics: CaptureStatistics, bytes: Int, at now: Int64) {
         status = "streaming"
         detail = nil
         captured += 1
         bytesPublished += bytes
-        fpsMeter.tick(at: MonotonicClock.nanoseconds())
+        fpsMeter.tick(at: now)
         let total = earlier.adding(statistics)
         driverDropped = total.dropped
         errorFrames = total.errorFlagged
