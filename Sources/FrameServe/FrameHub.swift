@@ -1,6 +1,5 @@
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOHTTP1
 import V4L2
 
 /// One published picture: a JPEG every viewer sends from as it is (no copy per viewer), with
@@ -127,6 +126,8 @@ final class Viewer: Sendable {
     let address: String
     let joinedNanoseconds: Int64
     private let channel: any Channel
+    /// Writes the parts next to the socket, past the HTTP handlers.
+    private let writer: PartWriter
     private let extraHeaders: Bool
     /// Touched only on the channel's event loop.
     private let delivery: NIOLoopBoundBox<Delivery>
@@ -141,9 +142,10 @@ final class Viewer: Sendable {
         var sameInARow = 0
     }
 
-    init(id: Int, channel: any Channel, address: String, extraHeaders: Bool, dropSameFrames: Int, now: Int64) {
+    init(id: Int, channel: any Channel, writer: PartWriter, address: String, extraHeaders: Bool, dropSameFrames: Int, now: Int64) {
         self.id = id
         self.channel = channel
+        self.writer = writer
         self.address = address
         self.extraHeaders = extraHeaders
         self.dropSame = dropSameFrames
@@ -195,14 +197,14 @@ final class Viewer: Sendable {
             var send = channel.allocator.buffer(capacity: 48)
             send.writeString("X-Send-Timestamp: \(Self.seconds(MonotonicClock.nanoseconds()))\r\n\r\n")
             size += frame.fields.readableBytes + send.readableBytes
-            channel.write(HTTPServerResponsePart.body(.byteBuffer(frame.fields)), promise: nil)
-            channel.write(HTTPServerResponsePart.body(.byteBuffer(send)), promise: nil)
+            writer.write(frame.fields)
+            writer.write(send)
         } else {
             size += frame.head.readableBytes
-            channel.write(HTTPServerResponsePart.body(.byteBuffer(frame.head)), promise: nil)
+            writer.write(frame.head)
         }
-        channel.write(HTTPServerResponsePart.body(.byteBuffer(frame.jpeg)), promise: nil)
-        let done = channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(Self.tail)))
+        writer.write(frame.jpeg)
+        let done = writer.writeAndFlush(Self.tail, on: channel.eventLoop)
         let sent = size
         done.hop(to: channel.eventLoop).whenComplete { result in
             self.delivery.value.writing = false
