@@ -1,6 +1,5 @@
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOHTTP1
 import V4L2
 
 /// One published picture: a JPEG every viewer sends from as it is (no copy per viewer), with
@@ -15,6 +14,30 @@ struct PublishedFrame: Sendable {
     var timestampNanoseconds: Int64
     /// Counts from 1 for each picture the hub publishes.
     var serial: UInt64
+    /// The part's header lines, the same for every viewer, made once per picture: the boundary,
+    /// Content-Type, Content-Length, X-Timestamp, X-Frame-Sequence (or X-Frame-Placeholder) and
+    /// X-Frame-Serial, without the blank line that ends them.
+    var fields: ByteBuffer
+    /// `fields` and the blank line: what a viewer without extra headers sends before the JPEG.
+    var head: ByteBuffer
+
+    init(jpeg: ByteBuffer, width: UInt32, height: UInt32, sequence: UInt32?, timestampNanoseconds: Int64, serial: UInt64) {
+        self.jpeg = jpeg
+        self.width = width
+        self.height = height
+        self.sequence = sequence
+        self.timestampNanoseconds = timestampNanoseconds
+        self.serial = serial
+        var fields = ByteBufferAllocator().buffer(capacity: 192)
+        fields.writeString("--\(RequestHandler.boundary)\r\nContent-Type: image/jpeg\r\nContent-Length: \(jpeg.readableBytes)\r\n")
+        fields.writeString("X-Timestamp: \(Viewer.seconds(timestampNanoseconds))\r\n")
+        if let sequence { fields.writeString("X-Frame-Sequence: \(sequence)\r\n") } else { fields.writeString("X-Frame-Placeholder: 1\r\n") }
+        fields.writeString("X-Frame-Serial: \(serial)\r\n")
+        var head = fields
+        head.writeString("\r\n")
+        self.fields = fields
+        self.head = head
+    }
 }
 
 /// The newest picture of one camera and the viewers that want it.
@@ -52,7 +75,20 @@ final class FrameHub: Sendable {
             state.latest = frame
             return (frame, Array(state.viewers.values))
         }
-        for viewer in viewers { viewer.offer(frame) }
+        // One task per event loop for all of its viewers, not one per viewer.
+        var batches: [(loop: any EventLoop, viewers: [Viewer])] = []
+        for viewer in viewers {
+            viewer.countOffer()
+            if let index = batches.firstIndex(where: { $0.loop === viewer.eventLoop }) {
+                batches[index].viewers.append(viewer)
+            } else {
+                batches.append((viewer.eventLoop, [viewer]))
+            }
+        }
+        for batch in batches {
+            let group = batch.viewers
+            batch.loop.execute { for viewer in group { viewer.take(frame) } }
+        }
         return frame
     }
 
@@ -90,7 +126,8 @@ final class Viewer: Sendable {
     let address: String
     let joinedNanoseconds: Int64
     private let channel: any Channel
-    private let boundary: String
+    /// Writes the parts next to the socket, past the HTTP handlers.
+    private let writer: PartWriter
     private let extraHeaders: Bool
     /// Touched only on the channel's event loop.
     private let delivery: NIOLoopBoundBox<Delivery>
@@ -105,11 +142,11 @@ final class Viewer: Sendable {
         var sameInARow = 0
     }
 
-    init(id: Int, channel: any Channel, address: String, boundary: String, extraHeaders: Bool, dropSameFrames: Int, now: Int64) {
+    init(id: Int, channel: any Channel, writer: PartWriter, address: String, extraHeaders: Bool, dropSameFrames: Int, now: Int64) {
         self.id = id
         self.channel = channel
+        self.writer = writer
         self.address = address
-        self.boundary = boundary
         self.extraHeaders = extraHeaders
         self.dropSame = dropSameFrames
         self.joinedNanoseconds = now
@@ -118,13 +155,21 @@ final class Viewer: Sendable {
 
     var snapshot: Counters { counters.withLockedValue { $0 } }
 
+    var eventLoop: any EventLoop { channel.eventLoop }
+
     /// From any thread: the newest picture for this viewer.
     func offer(_ frame: PublishedFrame) {
-        counters.withLockedValue { $0.offered += 1 }
+        countOffer()
         channel.eventLoop.execute { self.take(frame) }
     }
 
-    private func take(_ frame: PublishedFrame) {
+    /// Counts a picture offered; ``take(_:)`` follows on the viewer's event loop.
+    func countOffer() {
+        counters.withLockedValue { $0.offered += 1 }
+    }
+
+    /// On the viewer's event loop: sends `frame` now, or keeps it as the one waiting.
+    func take(_ frame: PublishedFrame) {
         if delivery.value.writing {
             if delivery.value.pending != nil { counters.withLockedValue { $0.skipped += 1 } }
             delivery.value.pending = frame
@@ -145,24 +190,28 @@ final class Viewer: Sendable {
         delivery.value.sameInARow = 0
         if dropSame > 0 { delivery.value.lastSent = frame.jpeg }
         delivery.value.writing = true
-        var head = channel.allocator.buffer(capacity: 256)
-        head.writeString("--\(boundary)\r\nContent-Type: image/jpeg\r\nContent-Length: \(frame.jpeg.readableBytes)\r\n")
-        head.writeString("X-Timestamp: \(Self.seconds(frame.timestampNanoseconds))\r\n")
-        if let sequence = frame.sequence { head.writeString("X-Frame-Sequence: \(sequence)\r\n") } else { head.writeString("X-Frame-Placeholder: 1\r\n") }
-        if extraHeaders { head.writeString("X-Frame-Serial: \(frame.serial)\r\nX-Send-Timestamp: \(Self.seconds(MonotonicClock.nanoseconds()))\r\n") }
-        head.writeString("\r\n")
-        var tail = channel.allocator.buffer(capacity: 2)
-        tail.writeString("\r\n")
-        let size = head.readableBytes + frame.jpeg.readableBytes + tail.readableBytes
-        channel.write(HTTPServerResponsePart.body(.byteBuffer(head)), promise: nil)
-        channel.write(HTTPServerResponsePart.body(.byteBuffer(frame.jpeg)), promise: nil)
-        let done = channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(tail)))
+        // The header lines and the JPEG are the picture's own buffers, shared by every viewer;
+        // only the send time of extra headers is made per viewer.
+        var size = frame.jpeg.readableBytes + Self.tail.readableBytes
+        if extraHeaders {
+            var send = channel.allocator.buffer(capacity: 48)
+            send.writeString("X-Send-Timestamp: \(Self.seconds(MonotonicClock.nanoseconds()))\r\n\r\n")
+            size += frame.fields.readableBytes + send.readableBytes
+            writer.write(frame.fields)
+            writer.write(send)
+        } else {
+            size += frame.head.readableBytes
+            writer.write(frame.head)
+        }
+        writer.write(frame.jpeg)
+        let done = writer.writeAndFlush(Self.tail, on: channel.eventLoop)
+        let sent = size
         done.hop(to: channel.eventLoop).whenComplete { result in
             self.delivery.value.writing = false
             guard case .success = result else { return }
             self.counters.withLockedValue {
                 $0.sent += 1
-                $0.bytes += size
+                $0.bytes += sent
             }
             if let next = self.delivery.value.pending {
                 self.delivery.value.pending = nil
@@ -170,6 +219,13 @@ final class Viewer: Sendable {
             }
         }
     }
+
+    /// The CRLF after a part's JPEG, one buffer for every part.
+    private static let tail: ByteBuffer = {
+        var tail = ByteBufferAllocator().buffer(capacity: 2)
+        tail.writeString("\r\n")
+        return tail
+    }()
 
     /// Seconds with microseconds, as ustreamer's X-Timestamp.
     static func seconds(_ nanoseconds: Int64) -> String {

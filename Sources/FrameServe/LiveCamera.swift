@@ -104,6 +104,8 @@ final class LiveCamera: Sendable {
         var size = (options.format.width ?? 640, options.format.height ?? 480)
         var lastPlaceholder: Int64 = 0
         var troubleSince: Int64?
+        /// Set by an unplug, cleared when the device is open again (counted as a reconnect).
+        var awaitingReturn = false
         let encoder: JPEGEncoder
         do {
             encoder = try JPEGEncoder(quality: serve.quality)
@@ -146,7 +148,12 @@ final class LiveCamera: Sendable {
                     let format = opened.pin.format
                     size = (format.width, format.height)
                     troubleSince = nil
-                    update { $0.started(format: format, pin: opened.pin, path: opened.device.path) }
+                    let returned = awaitingReturn
+                    awaitingReturn = false
+                    update {
+                        $0.started(format: format, pin: opened.pin, path: opened.device.path)
+                        if returned { $0.reconnects += 1 }
+                    }
                     if stopRequested { break }
                 } catch {
                     let disconnected = identity != nil
@@ -170,13 +177,27 @@ final class LiveCamera: Sendable {
             }
             guard let current = pin else { continue }
             do {
-                guard let event = try current.nextEvent(timeout: .milliseconds(500), keepLeadingEdge: false) else {
+                guard var event = try current.nextEvent(timeout: .milliseconds(500), keepLeadingEdge: false) else {
                     if let loss = current.signalLoss {
                         placeholder(.noSignal)
                         if checkSignalLimit(since: &troubleSince, loss: loss) { break }
                     }
                     continue
                 }
+                // A live view wants the newest picture: frames that queued up while the last one
+                // was encoded are passed over (each goes back to the driver as the next replaces
+                // it), so a viewer is never shown a frame that waited in the driver's queue.
+                // Only a frame older than one frame period can have a newer one behind it: a
+                // frame on time costs no extra poll.
+                let now = MonotonicClock.nanoseconds()
+                var passedOver = 0
+                if let taken = event.frameTimestamp, now - taken > Self.period(current.frameInterval) {
+                    while event.isFrame, let newer = try current.nextEvent(timeout: .zero, keepLeadingEdge: false) {
+                        event = newer
+                        passedOver += 1
+                    }
+                }
+                if passedOver > 0 { update { $0.passedOver += passedOver } }
                 switch consume event {
                 case .frame(var pointer):
                     let format = current.format
@@ -195,7 +216,7 @@ final class LiveCamera: Sendable {
                     troubleSince = nil
                     // Counted before it is offered: a viewer that has frame N finds it in /state.
                     let statistics = current.statistics
-                    update { $0.captured(statistics: statistics, bytes: jpeg.readableBytes) }
+                    update { $0.captured(statistics: statistics, bytes: jpeg.readableBytes, at: now) }
                     hub.publish(jpeg, width: format.width, height: format.height, sequence: info.sequence,
                                 timestampNanoseconds: info.timestampNanoseconds)
                 case .formatChanged(let change):
@@ -218,14 +239,19 @@ final class LiveCamera: Sendable {
                 update { $0.addEarlier(statistics) }
                 close()
                 let unplugged = error.kind == .disconnected
-                update { $0.status = unplugged ? "disconnected" : "restarting"; $0.detail = error.message }
+                if unplugged { awaitingReturn = true }
+                // Counted before the placeholder goes out: a viewer that sees it finds the unplug in /state.
+                update {
+                    $0.status = unplugged ? "disconnected" : "restarting"
+                    $0.detail = error.message
+                    if unplugged { $0.disconnects += 1 }
+                }
                 lastPlaceholder = 0
                 placeholder(unplugged ? .disconnected : .noSignal)
                 if unplugged && !serve.reconnect {
                     giveUp("\(error.message) (serve --reconnect waits for it to come back)")
                     break
                 }
-                if unplugged { update { $0.reconnects += 1 } }
                 troubleSince = MonotonicClock.nanoseconds()
                 // A fatal driver error: the pin opens the device again; an unplug: it waits for it.
                 if !unplugged { identity = nil }
@@ -235,6 +261,12 @@ final class LiveCamera: Sendable {
         }
         close()
         update { if $0.status != "ended" { $0.status = "stopped" } }
+    }
+
+    /// Nanoseconds per frame at `interval`; 1/30 s when the driver gives none.
+    private static func period(_ interval: Fraction?) -> Int64 {
+        guard let interval, interval.numerator > 0, interval.denominator > 0 else { return 33_333_333 }
+        return Int64(interval.numerator) * 1_000_000_000 / Int64(interval.denominator)
     }
 
     /// Ends the camera with `message`: the server exits 1 with it.
@@ -285,5 +317,25 @@ final class LiveCamera: Sendable {
             throw ServeError.runtime("\(device.path): --memory \(options.memory) was rejected: \(result.rejections.map(\.description).joined(separator: "; "))")
         }
         return (device, pin)
+    }
+}
+
+extension PinEvent {
+    /// Whether this is a frame (read without consuming the event).
+    fileprivate var isFrame: Bool {
+        switch self {
+        case .frame: true
+        case .formatChanged: false
+        case .noSignal: false
+        }
+    }
+
+    /// A frame's driver timestamp (CLOCK_MONOTONIC nanoseconds); nil for another event.
+    fileprivate var frameTimestamp: Int64? {
+        switch self {
+        case .frame(let pointer): pointer.info.timestampNanoseconds
+        case .formatChanged: nil
+        case .noSignal: nil
+        }
     }
 }

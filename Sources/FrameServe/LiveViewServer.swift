@@ -88,10 +88,13 @@ public final class LiveViewServer: Sendable {
             .childChannelInitializer { channel in
                 let overLimit = context.connectionOpened()
                 let guardHandler = RequestGuard(limit: context.options.maxHeaderBytes)
+                let partWriter = PartWriter()
                 return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(partWriter)
                     try channel.pipeline.syncOperations.addHandler(guardHandler)
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(RequestHandler(server: context, overLimit: overLimit, guardBox: guardHandler))
+                    try channel.pipeline.syncOperations.addHandler(RequestHandler(server: context, overLimit: overLimit, guardBox: guardHandler,
+                                                                                  partWriter: partWriter))
                 }
             }
         do {

@@ -23,10 +23,13 @@ final class RequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var head: HTTPRequestHead?
     private var timeout: Scheduled<Void>?
 
-    init(server: ServerContext, overLimit: Bool, guardBox: RequestGuard) {
+    private let partWriter: PartWriter
+
+    init(server: ServerContext, overLimit: Bool, guardBox: RequestGuard, partWriter: PartWriter) {
         self.server = server
         self.overLimit = overLimit
         self.guardBox = guardBox
+        self.partWriter = partWriter
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -174,7 +177,7 @@ final class RequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             let index = route.camera ?? 0
             let address = context.remoteAddress?.description ?? "?"
-            let viewer = Viewer(id: server.nextViewerID(), channel: context.channel, address: address, boundary: Self.boundary,
+            let viewer = Viewer(id: server.nextViewerID(), channel: context.channel, writer: partWriter, address: address,
                                 extraHeaders: route.extraHeaders, dropSameFrames: server.options.dropSameFrames,
                                 now: MonotonicClock.nanoseconds())
             self.viewer = (index, viewer)
@@ -210,6 +213,32 @@ private extension Array where Element == String {
 /// The first handler of each connection: it counts the bytes of the request in progress and
 /// answers 431 and closes when a request head grows past the limit, before the HTTP decoder
 /// buffers it. GET and HEAD have no body, so a request is its head.
+/// The first handler of a connection's pipeline, next to the socket: a viewer writes its
+/// multipart parts through it, past the HTTP handlers (the response head has gone through them;
+/// the parts are bytes of its body, which HTTP/1.0 sends as they are), so a part costs no walk
+/// through the HTTP encoder, its validator and error handler. Used on the channel's event loop only.
+final class PartWriter: ChannelOutboundHandler, @unchecked Sendable {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func write(_ buffer: ByteBuffer) {
+        context?.write(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    /// Writes `buffer`, flushes, and completes when the socket took it (fails once the channel is gone).
+    func writeAndFlush(_ buffer: ByteBuffer, on loop: any EventLoop) -> EventLoopFuture<Void> {
+        guard let context else { return loop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
+        let promise = loop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: promise)
+        return promise.futureResult
+    }
+}
+
 final class RequestGuard: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer

@@ -67,6 +67,9 @@ struct CameraStatus: Codable, Sendable {
     var capturedFps = 0.0
     var sentFps = 0.0
     var bytesPublished = 0
+    /// Frames taken from the driver but not published because a newer one was already waiting
+    /// (the capture fell behind: encoding took longer than a frame period).
+    var passedOver = 0
     /// Placeholder pictures published (NO SIGNAL, DISCONNECTED).
     var placeholders = 0
     var encodeFailures = 0
@@ -76,6 +79,8 @@ struct CameraStatus: Codable, Sendable {
     var corruptFrames = 0
     var driverViolations = 0
     var sourceChanges = 0
+    /// Unplugs seen, and returns of the unplugged device (opened and streaming again).
+    var disconnects = 0
     var reconnects = 0
     var viewers: [ViewerState] = []
 
@@ -84,8 +89,8 @@ struct CameraStatus: Codable, Sendable {
     private var earlier = CaptureStatistics()
 
     enum CodingKeys: String, CodingKey {
-        case index, device, status, detail, format, encoder, captured, capturedFps, sentFps, bytesPublished, placeholders,
-             encodeFailures, driverDropped, errorFrames, corruptFrames, driverViolations, sourceChanges, reconnects, viewers
+        case index, device, status, detail, format, encoder, captured, capturedFps, sentFps, bytesPublished, passedOver, placeholders,
+             encodeFailures, driverDropped, errorFrames, corruptFrames, driverViolations, sourceChanges, disconnects, reconnects, viewers
     }
 
     init(index: Int, device: String, encoder: String) {
@@ -113,12 +118,13 @@ struct CameraStatus: Codable, Sendable {
         if format.pixelFormat.isJPEG { encoder = "passthrough (\(format.pixelFormat) from the camera, validated)" }
     }
 
-    mutating func captured(statistics: CaptureStatistics, bytes: Int) {
+    /// A frame published; `now` is when it was taken from the driver.
+    mutating func captured(statistics: CaptureStatistics, bytes: Int, at now: Int64) {
         status = "streaming"
         detail = nil
         captured += 1
         bytesPublished += bytes
-        fpsMeter.tick(at: MonotonicClock.nanoseconds())
+        fpsMeter.tick(at: now)
         let total = earlier.adding(statistics)
         driverDropped = total.dropped
         errorFrames = total.errorFlagged

@@ -19,8 +19,10 @@ final class LiveViewServerTests: XCTestCase {
         let port: Int
     }
 
-    private func makeServer(width: UInt32 = 320, height: UInt32 = 180, _ configure: (inout ServeOptions) -> Void = { _ in }) throws -> Rig {
-        let backend = SimulatedV4L2Backend(path: Self.path, configuration: SimulatedDeviceConfiguration(production: .manual))
+    private func makeServer(width: UInt32 = 320, height: UInt32 = 180,
+                            device: SimulatedDeviceConfiguration = SimulatedDeviceConfiguration(production: .manual),
+                            _ configure: (inout ServeOptions) -> Void = { _ in }) throws -> Rig {
+        let backend = SimulatedV4L2Backend(path: Self.path, configuration: device)
         var options = ServeOptions(cameras: [ServeOptions.Camera(path: Self.path, format: FormatOptions(pixelFormat: .yuyv, width: width, height: height),
                                                                  backend: backend)])
         options.port = 0
@@ -105,6 +107,48 @@ final class LiveViewServerTests: XCTestCase {
         XCTAssertTrue(String(decoding: page.body, as: UTF8.self).contains("<img id=\"camera0\" src=\"stream\""))
     }
 
+    /// One viewer of `/stream` while `count` frames are produced one by one: the sequence numbers and bodies it got.
+    private func watch(_ rig: Rig, frames count: Int, parts: Int) throws -> (sequences: [UInt32], bodies: [[UInt8]], viewer: [String: Any]) {
+        let viewer = try HTTPTestClient(port: rig.port)
+        viewer.send("GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
+        XCTAssertEqual(viewer.head()?.status, 200)
+        produce(rig, count: count, interval: 30_000)
+        var sequences: [UInt32] = [], bodies: [[UInt8]] = []
+        while sequences.count < parts, let part = viewer.part() {
+            if let sequence = part.headers["x-frame-sequence"].flatMap(UInt32.init) {
+                sequences.append(sequence)
+                bodies.append(part.body)
+            }
+        }
+        let state = try HTTPTestClient.get("/state", port: rig.port)
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(state.body)) as? [String: Any])
+        let camera = try XCTUnwrap((json["cameras"] as? [[String: Any]])?.first)
+        XCTAssertEqual(camera["captured"] as? Int, count)
+        let entry = try XCTUnwrap((camera["viewers"] as? [[String: Any]])?.first)
+        return (sequences, bodies, entry)
+    }
+
+    func testDropSameFramesSkipsNRepeatsThenSendsOne() throws {
+        // The simulator leaves the buffers untouched (fillsPayload: false): every frame is the
+        // same picture, so every JPEG is the same.
+        let rig = try makeServer(device: SimulatedDeviceConfiguration(production: .manual, fillsPayload: false)) { $0.dropSameFrames = 3 }
+        let (sequences, bodies, viewer) = try watch(rig, frames: 13, parts: 4)
+        XCTAssertTrue(bodies.allSatisfy { $0 == bodies[0] }, "the simulated frames are one picture")
+        // ustreamer's --drop-same-frames N: at most N repeats skipped in a row, then one goes out.
+        XCTAssertEqual(sequences, [0, 4, 8, 12], "frame 0, then every 4th of the repeats")
+        XCTAssertEqual(viewer["sent"] as? Int, 4)
+        XCTAssertEqual(viewer["skipped"] as? Int, 9, "the repeats not sent are counted as skipped: \(viewer)")
+    }
+
+    func testDropSameFramesSendsEveryChangedFrame() throws {
+        // The simulator's pattern differs from frame to frame: nothing is a repeat.
+        let rig = try makeServer { $0.dropSameFrames = 3 }
+        let (sequences, bodies, viewer) = try watch(rig, frames: 8, parts: 8)
+        XCTAssertTrue(zip(bodies.dropFirst(), bodies).allSatisfy { $0 != $1 }, "the simulated frames differ")
+        XCTAssertEqual(sequences, Array(0..<8), "every changed frame goes out")
+        XCTAssertEqual(viewer["skipped"] as? Int, 0)
+    }
+
     func testASlowViewerSkipsToTheNewestWithoutHoldingUpTheOthers() throws {
         // Big frames, many of them: more than the sockets' buffers hold for the viewer that reads nothing.
         let rig = try makeServer(width: 1280, height: 720)
@@ -120,16 +164,23 @@ final class LiveViewServerTests: XCTestCase {
         let received = ManagedCount()
         let done = DispatchSemaphore(value: 0)
         reader.async {
-            while received.value < frames, let part = fast.part(), part.headers["x-frame-sequence"] != nil { received.increment() }
+            // Up to the last frame, which is always published (nothing newer passes it over).
+            while let part = fast.part(), let sequence = part.headers["x-frame-sequence"].flatMap(Int.init) {
+                received.increment()
+                if sequence == frames - 1 { break }
+            }
             done.signal()
         }
         produce(rig, count: frames, interval: 10_000)
         _ = done.wait(timeout: .now() + 60)
-        XCTAssertEqual(received.value, frames, "the reading viewer got every frame while the other read nothing")
         let state = try HTTPTestClient.get("/state", port: rig.port)
         let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(state.body)) as? [String: Any])
         let cameras = try XCTUnwrap(json["cameras"] as? [[String: Any]])
-        XCTAssertEqual(cameras[0]["captured"] as? Int, frames, "the capture was not held up")
+        let captured = cameras[0]["captured"] as? Int ?? 0, passedOver = cameras[0]["passedOver"] as? Int ?? -1
+        // Every frame was taken from the driver: published, or passed over for a newer one when
+        // the encoder fell behind the producer (a loaded machine; never for a viewer).
+        XCTAssertEqual(captured + passedOver, frames, "the capture was not held up")
+        XCTAssertEqual(received.value, captured, "the reading viewer got every published frame while the other read nothing (\(passedOver) passed over)")
         let viewers = try XCTUnwrap(cameras[0]["viewers"] as? [[String: Any]])
         let skipped = viewers.compactMap { $0["skipped"] as? Int }
         XCTAssertEqual(skipped.count, 2)

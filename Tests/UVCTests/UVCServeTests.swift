@@ -63,7 +63,10 @@ final class UVCServeTests: XCTestCase {
             }
         }
         XCTAssertTrue(sawPlaceholder, "the viewer sees DISCONNECTED on its connection")
-        XCTAssertEqual(try state(port: port)["status"] as? String, "disconnected")
+        let gone = try state(port: port)
+        XCTAssertEqual(gone["status"] as? String, "disconnected")
+        XCTAssertEqual(gone["disconnects"] as? Int, 1, "the unplug is counted")
+        XCTAssertEqual(gone["reconnects"] as? Int, 0, "no reconnect before the camera is back")
 
         let second = try EmulatedCamera()
         var backAfter = 0
@@ -79,7 +82,8 @@ final class UVCServeTests: XCTestCase {
         XCTAssertTrue(sawFrame, "the camera's pictures come back on the same connection")
         let camera = try state(port: port)
         XCTAssertEqual(camera["status"] as? String, "streaming")
-        XCTAssertEqual(camera["reconnects"] as? Int, 1)
+        XCTAssertEqual(camera["disconnects"] as? Int, 1)
+        XCTAssertEqual(camera["reconnects"] as? Int, 1, "the return is counted once it streams again")
         print("uvc serve: unplugged, DISCONNECTED shown, \(second.node) back after \(backAfter) placeholder parts, on one connection")
     }
 

@@ -146,16 +146,19 @@ final class VividServeTests: XCTestCase {
                 guard let client = try? HTTPTestClient(port: port) else { return }
                 client.send("GET /stream HTTP/1.1\r\nHost: vm\r\n\r\n")
                 guard client.head()?.status == 200 else { return }
-                var sequences: [UInt32] = []
-                while sequences.count < parts, let part = client.part() {
-                    if let sequence = part.headers["x-frame-sequence"].flatMap(UInt32.init) { sequences.append(sequence) }
+                var serials: [UInt32] = []
+                while serials.count < parts, let part = client.part() {
+                    // The hub's serial (pictures published), not the driver's sequence, which also
+                    // advances over the frames the capture passes over when it falls behind.
+                    guard part.headers["x-frame-sequence"] != nil, let serial = part.headers["x-frame-serial"].flatMap(UInt32.init) else { continue }
+                    serials.append(serial)
                 }
-                received.withLock { $0[n] = sequences }
+                received.withLock { $0[n] = serials }
             }
         }
         XCTAssertEqual(group.wait(timeout: .now() + 300), .success, "sixteen viewers read \(parts) frames each within 5 minutes")
         let all = received.withLock { $0 }
-        // The frames' own numbers: every reading viewer is served alike (the one that reads
+        // The pictures' own numbers: every reading viewer is served alike (the one that reads
         // nothing takes nobody's frames), whatever speed TCG gives the capture.
         var spans: [Int] = []
         for (n, sequences) in all.enumerated() {
@@ -164,7 +167,7 @@ final class VividServeTests: XCTestCase {
             if let first = sequences.first, let last = sequences.last { spans.append(Int(last - first) + 1) }
         }
         if let shortest = spans.min(), let longest = spans.max() {
-            print("serve: 16 viewers: each got \(parts) frames out of \(shortest)...\(longest) captured meanwhile")
+            print("serve: 16 viewers: each got \(parts) frames out of \(shortest)...\(longest) published meanwhile")
             XCTAssertLessThanOrEqual(Double(longest), Double(shortest) * 1.5 + 5, "no reading viewer was held back more than the others: \(spans)")
         }
         let camera = try camera(try state(port: port))
@@ -229,6 +232,57 @@ final class VividServeTests: XCTestCase {
         print("serve bad input: descriptors \(fdsBefore) -> \(fdsAfter), RSS \(rssBefore) -> \(rssAfter) KiB")
         XCTAssertLessThanOrEqual(fdsAfter, fdsBefore)
         XCTAssertLessThan(rssAfter, rssBefore + 16 * 1024, "RSS returns near its level")
+    }
+
+    /// Reads `count` camera pictures of `/stream` from a new viewer: their serial numbers (the
+    /// hub's count of pictures published; unlike the driver's sequence, it has no gap where the
+    /// driver dropped a frame) and bodies.
+    private func readStream(port: Int, count: Int) throws -> (serials: [UInt64], bodies: [[UInt8]]) {
+        let viewer = try HTTPTestClient(port: port)
+        viewer.send("GET /stream?extra_headers=1 HTTP/1.1\r\nHost: vm\r\n\r\n")
+        XCTAssertEqual(viewer.head()?.status, 200)
+        var serials: [UInt64] = [], bodies: [[UInt8]] = []
+        while serials.count < count, let part = viewer.part() {
+            guard part.headers["x-frame-sequence"] != nil, let serial = part.headers["x-frame-serial"].flatMap(UInt64.init) else { continue }
+            serials.append(serial)
+            bodies.append(part.body)
+        }
+        XCTAssertEqual(serials.count, count, "the viewer got \(count) frames")
+        return (serials, bodies)
+    }
+
+    func testDropSameFramesSkipsRepeatsButSendsEveryNPlusOneAndAChangedPictureAtOnce() throws {
+        let n = 3
+        // A still picture: vivid's bars with osd_text_mode=2 are the same frame after frame (the
+        // allocator tests rely on it), so every JPEG is the same.
+        let port = 8098
+        let still = try serve(["-d", Vivid.main, "--drop-same-frames", String(n)] + Self.deterministic, port: port)
+        let (serials, bodies) = try readStream(port: port, count: 12)
+        XCTAssertTrue(bodies.allSatisfy { $0 == bodies[0] }, "vivid's picture is still (osd_text_mode=2): the parts are one JPEG")
+        // The first part is the picture the viewer found on joining; then N repeats are skipped
+        // and the (N+1)th goes out: the serial advances by N+1 from part to part.
+        let gaps = zip(serials.dropFirst(), serials).map { Int($0) - Int($1) }
+        print("serve --drop-same-frames \(n), still picture: serial gaps \(gaps)")
+        XCTAssertTrue(gaps.allSatisfy { $0 >= n + 1 }, "no repeat is sent before N were skipped: \(gaps)")
+        // A frame the viewer is still writing when the next comes is replaced, not counted as a
+        // repeat, so under TCG a gap can be longer now and then; most are exactly N+1.
+        XCTAssertGreaterThanOrEqual(gaps.filter { $0 == n + 1 }.count, gaps.count * 3 / 4, "a repeat goes out after N skipped: \(gaps)")
+        XCTAssertTrue(gaps.allSatisfy { $0 <= 2 * (n + 1) }, "never more than N repeats skipped in a row (beyond a frame replaced while writing): \(gaps)")
+        let viewers = try XCTUnwrap(try camera(try state(port: port))["viewers"] as? [[String: Any]])
+        XCTAssertTrue(viewers.isEmpty || viewers.allSatisfy { ($0["skipped"] as? Int ?? 0) > 0 }, "the skipped repeats are counted: \(viewers)")
+        still.send(SIGTERM)
+        _ = still.wait()
+        server = nil
+
+        // A moving picture: with vivid's OSD text on, every frame differs, and each one goes out.
+        let moving = try serve(["-d", Vivid.main, "--drop-same-frames", String(n), "--input", "0", "--pixel-format", "YUYV",
+                                "--size", "640x360", "--fps", "30", "--set-ctrl", "osd_text_mode=0"], port: port + 1)
+        let changing = try readStream(port: port + 1, count: 12)
+        XCTAssertTrue(zip(changing.bodies.dropFirst(), changing.bodies).allSatisfy { $0 != $1 }, "vivid's OSD text changes every frame")
+        let steps = zip(changing.serials.dropFirst(), changing.serials).map { Int($0) - Int($1) }
+        print("serve --drop-same-frames \(n), moving picture: serial gaps \(steps)")
+        XCTAssertGreaterThanOrEqual(steps.filter { $0 == 1 }.count, steps.count * 3 / 4, "a changed picture is sent at once: \(steps)")
+        withExtendedLifetime(moving) {}
     }
 
     func testAnHDMISourceChangeAndALostSignalKeepTheViewersConnection() throws {
