@@ -168,49 +168,26 @@ public final class V4L2BufferExporter: DMABufExporter {
         guard let bufferType = device.capabilities.captureBufferType else {
             throw CaptureError(.allocator, "dmabuf exporter \(path): not a capture device, cannot export buffers")
         }
-        // Every dmabuf made is owned here until it is handed over: whatever step fails, the
-        // defer closes them all (the planes of a half-made buffer too) and frees the buffers.
-        var made: [FileDescriptor] = []
-        var buffers: [[(fd: FileDescriptor, size: Int)]] = []
-        var handedOver = false
-        defer {
-            if !handedOver {
-                for fd in made { try? fd.close() }
-                _ = try? device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
-            }
-        }
-        do {
+        do throws(V4L2Error) {
             if let template {
                 var format = template
                 format.bufferType = bufferType
                 if !bufferType.isMultiplanar { format.planes = Array(format.planes.prefix(1)) }
                 try device.setFormat(format)
             }
-            let granted = try device.requestBuffers(count: UInt32(count), bufferType: bufferType, memory: .mmap)
-            for index in 0..<Int(granted.count) {
-                let descriptor = try device.queryBuffer(index: UInt32(index), bufferType: bufferType, memory: .mmap)
-                var planes: [(fd: FileDescriptor, size: Int)] = []
-                for plane in 0..<descriptor.planeCount {
-                    let fd = FileDescriptor(rawValue: try device.exportBuffer(index: UInt32(index), plane: UInt32(plane), bufferType: bufferType))
-                    made.append(fd)
-                    planes.append((fd, Int(descriptor.planes[plane].length)))
-                }
-                buffers.append(planes)
-            }
         } catch {
             throw CaptureError(.allocator, "dmabuf exporter: \(error)", underlying: error)
         }
-        // A single-planar importer needs one dmabuf per buffer; a multi-planar one, one per plane.
-        let sizes = buffers.first?.map(\.size) ?? []
-        if sizes.count < planeSizes.count || zip(sizes, planeSizes).contains(where: { $0 < $1 }) {
-            throw CaptureError(.allocator, "dmabuf exporter \(path): its buffers (\(sizes) bytes) are smaller than the frames need (\(planeSizes) bytes); set the same format on it")
-        }
+        let path = self.path
+        let buffers = try exportMMAPBuffers(
+            of: device, bufferType: bufferType, count: count, planeSizes: planeSizes,
+            failed: { CaptureError(.allocator, "dmabuf exporter: \($0)", underlying: $0) },
+            tooSmall: { CaptureError(.allocator, "dmabuf exporter \(path): its buffers (\($0) bytes) are smaller than the frames need (\(planeSizes) bytes); set the same format on it") })
         state.withLock {
             $0.device = device
             $0.bufferType = bufferType
         }
-        handedOver = true
-        return buffers.map { $0.map { (fd: $0.fd.rawValue, size: $0.size) } }
+        return buffers
     }
 
     public func release() {
@@ -222,6 +199,45 @@ public final class V4L2BufferExporter: DMABufExporter {
             _ = try? device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
         }
     }
+}
+
+/// VIDIOC_REQBUFS(`count`, MMAP) on `bufferType` of `device`, then VIDIOC_EXPBUF of every plane
+/// of every buffer granted: per buffer, per plane, the dmabuf and its size. Each buffer must hold
+/// `planeSizes` (one dmabuf per plane for a multi-planar importer). Every dmabuf made is owned here
+/// until it is returned: whatever step fails, all are closed (the planes of a half-made buffer
+/// too) and the buffers freed (REQBUFS 0) before `failed` or `tooSmall` is thrown.
+func exportMMAPBuffers(of device: VideoDevice, bufferType: BufferType, count: Int, planeSizes: [Int],
+                       failed: (V4L2Error) -> CaptureError, tooSmall: ([Int]) -> CaptureError) throws(CaptureError) -> [[(fd: Int32, size: Int)]] {
+    var made: [FileDescriptor] = []
+    var buffers: [[(fd: Int32, size: Int)]] = []
+    var handedOver = false
+    defer {
+        if !handedOver {
+            for fd in made { try? fd.close() }
+            _ = try? device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
+        }
+    }
+    do throws(V4L2Error) {
+        let granted = try device.requestBuffers(count: UInt32(count), bufferType: bufferType, memory: .mmap)
+        for index in 0..<Int(granted.count) {
+            let descriptor = try device.queryBuffer(index: UInt32(index), bufferType: bufferType, memory: .mmap)
+            var planes: [(fd: Int32, size: Int)] = []
+            for plane in 0..<descriptor.planeCount {
+                let fd = try device.exportBuffer(index: UInt32(index), plane: UInt32(plane), bufferType: bufferType)
+                made.append(FileDescriptor(rawValue: fd))
+                planes.append((fd, Int(descriptor.planes[plane].length)))
+            }
+            buffers.append(planes)
+        }
+    } catch {
+        throw failed(error)
+    }
+    let sizes = buffers.first?.map(\.size) ?? []
+    if sizes.count < planeSizes.count || zip(sizes, planeSizes).contains(where: { $0 < $1 }) {
+        throw tooSmall(sizes)
+    }
+    handedOver = true
+    return buffers
 }
 
 /// Exports DRM dumb buffers (DRM_IOCTL_MODE_CREATE_DUMB + DRM_IOCTL_PRIME_HANDLE_TO_FD), for

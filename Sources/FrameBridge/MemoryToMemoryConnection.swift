@@ -513,36 +513,11 @@ final class OutputQueueExporter: DMABufExporter, @unchecked Sendable {
     var name: String { "\(device.path) OUTPUT" }
 
     func export(count: Int, planeSizes: [Int]) throws(CaptureError) -> [[(fd: Int32, size: Int)]] {
-        var made: [FileDescriptor] = []
-        var buffers: [[(fd: Int32, size: Int)]] = []
-        var handedOver = false
-        defer {
-            if !handedOver {
-                for fd in made { try? fd.close() }
-                _ = try? device.requestBuffers(count: 0, bufferType: bufferType, memory: .mmap)
-            }
-        }
-        do {
-            let granted = try device.requestBuffers(count: UInt32(count), bufferType: bufferType, memory: .mmap)
-            for index in 0..<Int(granted.count) {
-                let descriptor = try device.queryBuffer(index: UInt32(index), bufferType: bufferType, memory: .mmap)
-                var planes: [(fd: Int32, size: Int)] = []
-                for plane in 0..<descriptor.planeCount {
-                    let fd = try device.exportBuffer(index: UInt32(index), plane: UInt32(plane), bufferType: bufferType)
-                    made.append(FileDescriptor(rawValue: fd))
-                    planes.append((fd, Int(descriptor.planes[plane].length)))
-                }
-                buffers.append(planes)
-            }
-        } catch {
-            throw CaptureError(.allocator, "\(device.path): exporting the OUTPUT buffers: \(error)", underlying: error)
-        }
-        let sizes = buffers.first?.map(\.size) ?? []
-        if sizes.count < planeSizes.count || zip(sizes, planeSizes).contains(where: { $0 < $1 }) {
-            throw CaptureError(.allocator, "\(device.path): its OUTPUT buffers (\(sizes) bytes) are smaller than the captured frames (\(planeSizes) bytes)")
-        }
-        handedOver = true
-        return buffers
+        let path = device.path
+        return try exportMMAPBuffers(
+            of: device, bufferType: bufferType, count: count, planeSizes: planeSizes,
+            failed: { CaptureError(.allocator, "\(path): exporting the OUTPUT buffers: \($0)", underlying: $0) },
+            tooSmall: { CaptureError(.allocator, "\(path): its OUTPUT buffers (\($0) bytes) are smaller than the captured frames (\(planeSizes) bytes)") })
     }
 
     func release() {
