@@ -73,6 +73,10 @@ public final class MemoryToMemoryConnection {
     private var held: [HeldFrame] = []
     /// The copy: each OUTPUT buffer's planes, mapped.
     private var mappings: [[UnsafeMutableRawBufferPointer]] = []
+    /// The copy: bytes per line of each plane, on the capture side and on the OUTPUT side, read
+    /// once at start rather than from the pin's locked state on every frame.
+    private var sourceStrides: [Int] = []
+    private var outputStrides: [Int] = []
     /// captureExported: the capture buffers' dmabufs, closed at stop.
     private var exported: [FileDescriptor] = []
     private var exporter: OutputQueueExporter?
@@ -254,6 +258,8 @@ public final class MemoryToMemoryConnection {
                 mappings.append(planes)
                 descriptors.append(descriptor)
             }
+            sourceStrides = source.format.planes.map { Int($0.bytesPerLine) }
+            outputStrides = outputFormat.planes.map { Int($0.bytesPerLine) }
         }
         busy = Array(repeating: false, count: descriptors.count)
         held = (0..<descriptors.count).map { _ in HeldFrame() }
@@ -359,12 +365,11 @@ public final class MemoryToMemoryConnection {
     /// differ. Returns the bytes copied.
     private func copy(_ payload: borrowing FramePayload, into index: Int) -> Int {
         var total = 0
-        let sourceFormat = source.format
         for plane in 0..<min(payload.planeCount, mappings[index].count) {
             let from = payload.unsafePlaneBytes(plane)
             let to = mappings[index][plane]
-            let fromStride = Int(sourceFormat.planes[safe: plane]?.bytesPerLine ?? 0)
-            let toStride = Int(outputFormat.planes[safe: plane]?.bytesPerLine ?? 0)
+            let fromStride = sourceStrides[safe: plane] ?? 0
+            let toStride = outputStrides[safe: plane] ?? 0
             let used: Int
             if fromStride == toStride || fromStride == 0 || toStride == 0 {
                 used = min(from.count, to.count)
